@@ -1,0 +1,495 @@
+"""StarModel: the ASGI app that routes requests to entity events and answers them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
+
+from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
+from starmodel_asgi.dispatch import Dispatcher
+from starmodel_asgi.entity import GLOBAL_KEY, STORES, Entity
+from starmodel_asgi.events import EventDescriptor
+from starmodel_asgi.formatters import Formatter, default_formatters
+from starmodel_asgi.http import EventError, EventRequest, Signals, Update
+from starmodel_asgi.identity import SessionSigner, default_user
+from starmodel_asgi.stores import Store
+
+logger = logging.getLogger("starmodel_asgi")
+
+UserGetter = Callable[[Request], str | None]
+Authorize = Callable[[EventRequest, type[Entity], str | None], bool]
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+JSON_TYPES = ("application/json", "text/json")
+
+
+class StreamResponse(Response):
+    """A response whose body is sent by ``__call__`` piece by piece (no Content-Length)."""
+
+    def __init__(self, formatter: Formatter) -> None:
+        super().__init__(None, 200, formatter.headers, formatter.media_type)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+
+class UpdatesResponse(StreamResponse):
+    """Streams updates as the dispatcher produces them, in the request's own task (so the
+    instance lock is taken and released by one task)."""
+
+    def __init__(self, formatter: Formatter, first: list[Update], rest: AsyncIterator[Update]) -> None:
+        super().__init__(formatter)
+        self.formatter, self.first, self.rest = formatter, first, rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        fmt = self.formatter
+        async with aclosing(self.rest) as rest:
+            await send({"type": "http.response.body", "body": fmt.format(self.first).encode(), "more_body": True})
+            try:
+                async for update in rest:
+                    chunk = fmt.format([update]).encode()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except EventError as exc:
+                await send({"type": "http.response.body", "body": fmt.format_error(exc).encode(), "more_body": True})
+            except Exception:
+                logger.exception("streaming an event answer failed")
+                error = EventError(500, "Internal error", self.first[0].entity if self.first else None)
+                await send({"type": "http.response.body", "body": fmt.format_error(error).encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class StarModel:
+    """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
+
+    ``database_url`` serves ``store="sql"`` (default: a SQLite file), ``redis_url`` serves
+    ``store="redis"``, ``broadcast_url`` picks the live-update backend by scheme.
+    """
+
+    def __init__(
+        self,
+        entities: Iterable[type[Entity]],
+        base_path: str = "/sm",
+        secret_key: str | bytes | None = None,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        broadcast_url: str | None = None,
+        *,
+        broadcast: Broadcast | None = None,
+        stores: dict[str, Store] | None = None,
+        formatters: Sequence[Formatter] | None = None,
+        session_ttl: float | None = 24 * 3600,
+        max_body_size: int = 1024 * 1024,
+        cookie_name: str = "sm_session",
+        cookie_secure: bool | None = None,
+        get_user: UserGetter | None = None,
+        authorize: Authorize | None = None,
+        trusted_origins: Iterable[str] = (),
+        keepalive: float = 15.0,
+        list_limit: int = 100,
+    ) -> None:
+        self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self.entities: dict[str, type[Entity]] = {}
+        for entity in entities:
+            self._register(entity)
+        if secret_key is None:
+            secret_key = os.environ.get("STARMODEL_SECRET_KEY")
+        if secret_key is None:
+            logger.warning(
+                "StarModel has no secret_key: sessions are signed with a random key and will not "
+                "survive a restart nor be shared between workers"
+            )
+            secret_key = SessionSigner.new_session_id()
+        self.signer = SessionSigner(secret_key)
+        self.database_url = database_url or os.environ.get("STARMODEL_DATABASE_URL") or "sqlite+aiosqlite:///starmodel.db"
+        self.redis_url = redis_url or os.environ.get("STARMODEL_REDIS_URL") or "redis://127.0.0.1:6379/0"
+        self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
+        self._stores: dict[str, Store] = dict(stores or {})
+        self.formatters = list(formatters) if formatters is not None else default_formatters()
+        self.session_ttl = session_ttl
+        self.max_body_size = max_body_size
+        self.cookie_name = cookie_name
+        self.cookie_secure = cookie_secure
+        self.get_user = get_user or (lambda request: default_user(request.scope))
+        self.authorize = authorize
+        self.trusted_origins = {o.rstrip("/") for o in trusted_origins}
+        self.keepalive = keepalive
+        self.list_limit = list_limit
+        self.dispatcher = Dispatcher(self.store_for, self.broadcast)
+        self.router = Router(
+            [
+                Route("/{entity}", self._root, methods=ALL_METHODS),
+                Route("/{entity}/{a}", self._one, methods=ALL_METHODS),
+                Route("/{entity}/{a}/{b}", self._two, methods=ALL_METHODS),
+            ],
+            default=self._not_found,
+            redirect_slashes=False,
+        )
+
+    def _register(self, entity: type[Entity]) -> None:
+        name = entity.entity_name()
+        if name in self.entities:
+            raise ValueError(f"two entities are named {name!r}")
+        if entity.entity_store() not in STORES:
+            raise ValueError(f"{entity.__name__}: store must be one of {STORES}")
+        entity.entity_scope()  # validates
+        for segment in entity.events():
+            if "/" in segment or segment == "live":
+                raise ValueError(f"{entity.__name__}: event path {segment!r} is not a single segment")
+        entity.__starmodel_base__ = self.base_path
+        self.entities[name] = entity
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.router(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """For hosts that run a lifespan: ``FastAPI(lifespan=sm.lifespan)``. Everything also
+        starts lazily without it; this only closes connections in order at shutdown."""
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close what the app opened: store connections and the broadcast backend."""
+        for store in self._stores.values():
+            await store.aclose()
+        await self.broadcast.aclose()
+
+    # -- stores ---------------------------------------------------------------------------
+
+    def store_for(self, entity: type[Entity]) -> Store:
+        kind = entity.entity_store()
+        store = self._stores.get(kind)
+        if store is None:
+            store = self._stores[kind] = self._make_store(kind)
+        return store
+
+    def _make_store(self, kind: str) -> Store:
+        if kind == "memory":
+            from starmodel_asgi.stores.memory import MemoryStore
+
+            return MemoryStore(default_ttl=self.session_ttl)
+        if kind == "sql":
+            from starmodel_asgi.stores.sql import SQLStore  # type: ignore[import-not-found]
+
+            return SQLStore(self.database_url, default_ttl=self.session_ttl)  # type: ignore[no-any-return]
+        if kind == "redis":
+            from starmodel_asgi.stores.redis import RedisStore  # type: ignore[import-not-found]
+
+            return RedisStore(self.redis_url, default_ttl=self.session_ttl)  # type: ignore[no-any-return]
+        raise ValueError(f"no store {kind!r}")
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = self._error(request, EventError(404, "Not found"))
+        await response(scope, receive, send)
+
+    def _entity(self, request: Request) -> type[Entity]:
+        name = request.path_params["entity"]
+        entity = self.entities.get(name)
+        if entity is None:
+            raise EventError(404, f"No entity {name!r}")
+        return entity
+
+    async def _root(self, request: Request) -> Response:
+        return await self._guard(request, self._root_inner)
+
+    async def _one(self, request: Request) -> Response:
+        return await self._guard(request, self._one_inner)
+
+    async def _two(self, request: Request) -> Response:
+        return await self._guard(request, self._two_inner)
+
+    async def _guard(self, request: Request, handler: Callable[..., Any]) -> Response:
+        response_headers: dict[str, str] = {}
+        try:
+            response: Response = await handler(request, response_headers)
+        except EventError as exc:
+            response = self._error(request, exc)
+        except Exception:
+            logger.exception("request %s %s failed", request.method, request.url.path)
+            response = self._error(request, EventError(500, "Internal server error"))
+        for name, value in response_headers.items():
+            if name == "set-cookie":
+                response.raw_headers.append((b"set-cookie", value.encode("latin-1")))
+            else:
+                response.headers[name] = value
+        return response
+
+    async def _root_inner(self, request: Request, out: dict[str, str]) -> Response:
+        entity = self._entity(request)
+        method = request.method
+        if entity.entity_scope() == "record":
+            if method == "GET":
+                return await self._list(request, entity)
+            if method == "POST":
+                call = await self._call(request, entity, out)
+                await self._authorize(call, entity, None)
+                instance = await self.dispatcher.create(entity, call)
+                update = Update(entity.entity_name(), instance.public_state(), instance.public_state())
+                return self._answer(call, [update], status=201)
+            raise EventError(405, f"{method} not allowed here", entity.entity_name(), headers={"Allow": "GET, POST"})
+        if method not in ("GET", "HEAD"):
+            raise EventError(405, f"{method} not allowed here", entity.entity_name(), headers={"Allow": "GET"})
+        call = await self._call(request, entity, out)
+        return await self._read(call, entity, self._key(entity, call))
+
+    async def _one_inner(self, request: Request, out: dict[str, str]) -> Response:
+        entity = self._entity(request)
+        segment = request.path_params["a"]
+        if entity.entity_scope() == "record":
+            if segment == "live":
+                raise EventError(404, "Record streams are /{entity}/{id}/live", entity.entity_name())
+            return await self._record(request, entity, segment, out)
+        if segment == "live":
+            self._check_method(entity, request, "GET")
+            call = await self._call(request, entity, out)
+            return await self.live(call, entity, self._key(entity, call))
+        descriptor = self._event(entity, segment, request)
+        call = await self._call(request, entity, out)
+        return await self._run(call, entity, self._key(entity, call), descriptor)
+
+    async def _two_inner(self, request: Request, out: dict[str, str]) -> Response:
+        entity = self._entity(request)
+        if entity.entity_scope() != "record":
+            raise EventError(404, "Not found", entity.entity_name())
+        key, segment = request.path_params["a"], request.path_params["b"]
+        if segment == "live":
+            self._check_method(entity, request, "GET")
+            call = await self._call(request, entity, out)
+            await self._authorize(call, entity, None)
+            await self.dispatcher.read(entity, key, must_exist=True)
+            return await self.live(call, entity, key)
+        descriptor = self._event(entity, segment, request)
+        call = await self._call(request, entity, out)
+        await self._authorize(call, entity, descriptor.info.name)
+        return await self._run(call, entity, key, descriptor, must_exist=True)
+
+    async def _record(self, request: Request, entity: type[Entity], key: str, out: dict[str, str]) -> Response:
+        if request.method not in ("GET", "HEAD", "DELETE"):
+            raise EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": "GET, DELETE"})
+        call = await self._call(request, entity, out)
+        if request.method == "DELETE":
+            await self._authorize(call, entity, "delete")
+            await self.dispatcher.delete(entity, key)
+            return Response(status_code=204)
+        await self._authorize(call, entity, None)
+        instance = await self.dispatcher.read(entity, key, must_exist=True)
+        state = instance.public_state()
+        return self._answer(call, [Update(entity.entity_name(), state, state)])
+
+    async def _list(self, request: Request, entity: type[Entity]) -> Response:
+        call = await self._call(request, entity, {})
+        await self._authorize(call, entity, None)
+        try:
+            limit = int(request.query_params.get("limit", self.list_limit))
+            offset = int(request.query_params.get("offset", 0))
+        except ValueError:
+            raise EventError(422, "limit and offset must be integers", entity.entity_name()) from None
+        if not 0 < limit <= self.list_limit or offset < 0:
+            raise EventError(422, f"limit must be 1..{self.list_limit}, offset >= 0", entity.entity_name())
+        items = await self.dispatcher.list(entity, limit, offset)
+        return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
+
+    def _check_method(self, entity: type[Entity], request: Request, allowed: str) -> None:
+        if request.method != allowed:
+            raise EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": allowed})
+
+    def _event(self, entity: type[Entity], segment: str, request: Request) -> EventDescriptor:
+        descriptor = entity.events().get(segment)
+        if descriptor is None:
+            raise EventError(404, f"{entity.entity_name()} has no event {segment!r}", entity.entity_name())
+        self._check_method(entity, request, descriptor.info.method)
+        return descriptor
+
+    async def _authorize(self, call: EventRequest, entity: type[Entity], event: str | None) -> None:
+        if self.authorize is not None and not self.authorize(call, entity, event):
+            raise EventError(403, "Forbidden", entity.entity_name())
+
+    def _key(self, entity: type[Entity], call: EventRequest) -> str:
+        scope = entity.entity_scope()
+        if scope == "global":
+            return GLOBAL_KEY
+        if scope == "user":
+            if call.user_id is None:
+                raise EventError(401, "Authentication required", entity.entity_name())
+            return call.user_id
+        assert call.session_id is not None
+        return call.session_id
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        call: EventRequest,
+        entity: type[Entity],
+        key: str,
+        descriptor: EventDescriptor,
+        must_exist: bool = False,
+    ) -> Response:
+        formatter = self._formatter(call)
+        updates = self.dispatcher.run(entity, key, descriptor, call, must_exist=must_exist)
+        try:
+            first = await updates.__anext__()
+        except StopAsyncIteration:  # pragma: no cover - every event yields at least once
+            return self._answer(call, [])
+        except BaseException:
+            await updates.aclose()
+            raise
+        if formatter.streams:
+            return UpdatesResponse(formatter, [first], updates)
+        collected = [first]
+        async with aclosing(updates):
+            async for update in updates:
+                collected.append(update)
+        return self._answer(call, collected)
+
+    async def _read(self, call: EventRequest, entity: type[Entity], key: str) -> Response:
+        instance = await self.dispatcher.read(entity, key)
+        state = instance.public_state()
+        return self._answer(call, [Update(entity.entity_name(), state, state)])
+
+    async def live(self, call: EventRequest, entity: type[Entity], key: str) -> Response:
+        """``GET /{entity}/live``: the current state, then every change (see ``live.py``)."""
+        from starmodel_asgi.live import LiveResponse
+
+        formatter = self._formatter(call)
+        return LiveResponse(self, formatter, entity, key)
+
+    def _formatter(self, call: EventRequest) -> Formatter:
+        for formatter in self.formatters:
+            if formatter.matches(call):
+                return formatter
+        raise EventError(406, "No answer format for this request")
+
+    def _answer(self, call: EventRequest, updates: list[Update], status: int = 200) -> Response:
+        formatter = self._formatter(call)
+        return Response(formatter.format(updates), status, formatter.headers, formatter.media_type)
+
+    def _error(self, request: Request, error: EventError) -> Response:
+        call = EventRequest(request.method, request.url.path, request.headers)
+        if error.status >= 500:
+            logger.error("%s %s answered %s", request.method, request.url.path, error)
+        try:
+            formatter = self._formatter(call)
+        except EventError:
+            return Response(error.message, error.status, error.headers, "text/plain")
+        return Response(formatter.format_error(error), error.status, error.headers, formatter.media_type)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _call(self, request: Request, entity: type[Entity], out: dict[str, str]) -> EventRequest:
+        """Checks the origin, reads the signals and the caller's identity into an ``EventRequest``."""
+        self._check_origin(request)
+        signals = await self._signals(request)
+        call = EventRequest(
+            method=request.method,
+            path=request.url.path,
+            headers=request.headers,
+            query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
+            path_params={k: v for k, v in request.path_params.items() if k not in ("entity", "a", "b")},
+            signals=signals,
+            raw=request,
+        )
+        if entity.entity_scope() == "record" and "a" in request.path_params:
+            call.path_params = {"id": request.path_params["a"]}
+        if entity.entity_scope() == "user":
+            call.user_id = self.get_user(request)
+        if entity.entity_scope() == "session":
+            call.session_id = self._session(request, out)
+        return call
+
+    def _session(self, request: Request, out: dict[str, str]) -> str:
+        host_session = request.scope.get("session")
+        if isinstance(host_session, dict):
+            sid = host_session.get("starmodel_sid")
+            if not isinstance(sid, str):
+                sid = host_session["starmodel_sid"] = SessionSigner.new_session_id()
+            return sid
+        sid = self.signer.unsign(request.cookies.get(self.cookie_name))
+        if sid is None:
+            sid = SessionSigner.new_session_id()
+            out["set-cookie"] = self._cookie(request, sid)
+        return sid
+
+    def _cookie(self, request: Request, sid: str) -> str:
+        secure = self.cookie_secure if self.cookie_secure is not None else request.url.scheme == "https"
+        cookie = f"{self.cookie_name}={self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
+        if self.session_ttl:
+            cookie += f"; Max-Age={int(self.session_ttl)}"
+        return cookie + ("; Secure" if secure else "")
+
+    def _check_origin(self, request: Request) -> None:
+        """A cross-site form can fire a simple POST; it cannot send Datastar's header or JSON
+        without a CORS preflight, which this app never grants."""
+        if request.method in SAFE_METHODS:
+            return
+        if request.headers.get("datastar-request", "").lower() == "true":
+            return
+        if request.headers.get("content-type", "").split(";")[0].strip() in JSON_TYPES:
+            return
+        origin = request.headers.get("origin")
+        if origin is None:
+            if request.headers.get("sec-fetch-site") == "cross-site":
+                raise EventError(403, "Cross-site request refused")
+            return
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc == host or origin.rstrip("/") in self.trusted_origins:
+            return
+        raise EventError(403, "Cross-site request refused")
+
+    async def _signals(self, request: Request) -> Signals:
+        if request.method in ("GET", "HEAD", "DELETE"):
+            raw = request.query_params.get("datastar")
+            return self._parse_json(raw.encode()) if raw else Signals()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_size:
+            raise EventError(413, f"Request body over {self.max_body_size} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_size:
+                raise EventError(413, f"Request body over {self.max_body_size} bytes")
+        if not body.strip():
+            return Signals()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type == "application/x-www-form-urlencoded":
+            return Signals(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        return self._parse_json(bytes(body))
+
+    @staticmethod
+    def _parse_json(body: bytes) -> Signals:
+        try:
+            value = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventError(400, f"Malformed JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise EventError(400, "The body must be a JSON object of signals")
+        return Signals(value)

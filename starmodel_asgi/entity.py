@@ -1,0 +1,165 @@
+"""Entity: the base class users subclass, its settings, signal references and page helpers."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from starmodel_asgi.events import EventDescriptor, event_table
+
+Scope = Literal["session", "user", "global", "record"]
+SCOPES: tuple[str, ...] = ("session", "user", "global", "record")
+STORES: tuple[str, ...] = ("memory", "sql", "redis", "client")
+GLOBAL_KEY = "global"
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: ``Annotated[str, ClientWritable]``: the browser may set this field through its signals.
+ClientWritable = _Marker("ClientWritable")
+#: ``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it.
+ServerOnly = _Marker("ServerOnly")
+
+
+def snake_case(name: str) -> str:
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+class SignalRef(str):
+    """``"$counter.count"``; ``.path`` is ``"counter.count"`` for ``data-bind``."""
+
+    __slots__ = ()
+
+    @property
+    def path(self) -> str:
+        return self[1:]
+
+
+class _Signals:
+    """``Counter.signal.count`` -> ``"$counter.count"``."""
+
+    def __get__(self, obj: Any, owner: type[Entity]) -> _BoundSignals:
+        return _BoundSignals(owner)
+
+
+class _BoundSignals:
+    def __init__(self, entity: type[Entity]) -> None:
+        self._entity = entity
+
+    def __getattr__(self, field: str) -> SignalRef:
+        if field.startswith("_") or field not in self._entity.public_fields():
+            raise AttributeError(f"{self._entity.__name__} has no public field {field!r}")
+        return SignalRef(f"${self._entity.entity_name()}.{field}")
+
+    def __call__(self, field: str) -> SignalRef:
+        return getattr(self, field)
+
+
+class Entity(BaseModel):
+    """A piece of server-side state whose ``@event`` methods are HTTP endpoints.
+
+    Settings are plain keys of ``model_config``: ``scope`` (``"session"``, ``"user"``,
+    ``"global"``, ``"record"``), ``store`` (``"memory"``, ``"sql"``, ``"redis"``, ``"client"``),
+    ``name`` (URL segment and signal namespace), ``ttl`` (seconds an idle session or user
+    instance is kept), ``client_writable`` (field names the browser may set).
+    """
+
+    model_config = ConfigDict(
+        ignored_types=(EventDescriptor, _Signals),
+        validate_assignment=True,
+    )
+
+    id: str = ""
+
+    signal: ClassVar[_Signals] = _Signals()
+    #: base path of the StarModel app this entity is registered with, for action builders
+    __starmodel_base__: ClassVar[str] = "/sm"
+
+    @classmethod
+    def entity_name(cls) -> str:
+        return str(cls.model_config.get("name") or snake_case(cls.__name__))
+
+    @classmethod
+    def entity_scope(cls) -> str:
+        scope = str(cls.model_config.get("scope", "session"))
+        if scope not in SCOPES:
+            raise ValueError(f"{cls.__name__}: scope must be one of {SCOPES}, not {scope!r}")
+        return scope
+
+    @classmethod
+    def entity_store(cls) -> str:
+        return str(cls.model_config.get("store", "memory"))
+
+    @classmethod
+    def entity_ttl(cls) -> float | None:
+        ttl = cls.model_config.get("ttl")
+        return None if ttl is None else float(ttl)  # type: ignore[arg-type]
+
+    @classmethod
+    def events(cls) -> dict[str, EventDescriptor]:
+        return event_table(cls)
+
+    @classmethod
+    def _fields_marked(cls, marker: _Marker) -> set[str]:
+        return {name for name, f in cls.model_fields.items() if marker in f.metadata}
+
+    @classmethod
+    def server_only_fields(cls) -> set[str]:
+        return cls._fields_marked(ServerOnly)
+
+    @classmethod
+    def public_fields(cls) -> set[str]:
+        hidden = cls.server_only_fields()
+        if cls.entity_scope() != "record":
+            hidden.add("id")
+        return set(cls.model_fields) - hidden
+
+    @classmethod
+    def client_writable_fields(cls) -> set[str]:
+        listed = set(cls.model_config.get("client_writable", ()))  # type: ignore[arg-type]
+        unknown = listed - set(cls.model_fields)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: client_writable names unknown fields {unknown}")
+        writable = listed | cls._fields_marked(ClientWritable)
+        return writable - cls.server_only_fields() - {"id"}
+
+    def public_state(self) -> dict[str, Any]:
+        """The state the browser sees: signals under the entity's namespace, and JSON answers."""
+        return self.model_dump(mode="json", include=self.public_fields())
+
+    def stored_state(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def render(self) -> Any:
+        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
+        return None
+
+    @classmethod
+    def signals_json(cls, instance: Entity | None = None) -> str:
+        state = (instance or cls()).public_state()
+        return json.dumps({cls.entity_name(): state}, separators=(",", ":"))
+
+    @classmethod
+    def holder(cls, instance: Entity | None = None, *, sync: Literal["get", "live", None] = "get") -> str:
+        """A ``<div>`` declaring the entity's signals, so a page starts in sync.
+
+        ``sync="get"`` fetches the caller's current state on load, ``"live"`` keeps a live stream
+        open, ``None`` only declares the given (or default) state.
+        """
+        attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
+        if sync is not None:
+            base = f"{cls.__starmodel_base__}/{cls.entity_name()}"
+            url = base if sync == "get" else f"{base}/live"
+            attrs += f" data-init=\"@get('{url}')\""
+        return f'<div id="{cls.entity_name()}-signals" {attrs} hidden></div>'

@@ -1,0 +1,209 @@
+"""``@event``: marks entity methods as endpoints, and builds Datastar actions when called on the class."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, overload
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+from starmodel_asgi.http import EventRequest, Signals
+
+if TYPE_CHECKING:
+    from starmodel_asgi.entity import Entity
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    name: str
+    method: str = "POST"
+    path: str | None = None
+    selector: str | None = None
+    mode: str | None = None
+    use_view_transition: bool | None = None
+
+    @property
+    def segment(self) -> str:
+        return (self.path or self.name).strip("/")
+
+
+@dataclass
+class Injected:
+    """Parameters that receive framework objects instead of client values."""
+
+    request: list[str] = field(default_factory=list)
+    signals: list[str] = field(default_factory=list)
+
+
+class EventDescriptor:
+    """What ``@event`` puts on the class: a method on instances, an action builder on the class."""
+
+    def __init__(self, func: Callable[..., Any], info: EventInfo) -> None:
+        self.func = func
+        self.info = info
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.owner = owner
+        if name != self.info.name:
+            self.info = EventInfo(**{**self.info.__dict__, "name": name})
+
+    @overload
+    def __get__(self, obj: None, owner: type[Entity]) -> ActionBuilder: ...
+    @overload
+    def __get__(self, obj: Entity, owner: type[Entity]) -> Callable[..., Any]: ...
+    def __get__(self, obj: Entity | None, owner: type[Entity]) -> Any:
+        if obj is None:
+            return ActionBuilder(owner, self)
+        return self.func.__get__(obj, owner)
+
+    @property
+    def is_async_gen(self) -> bool:
+        return inspect.isasyncgenfunction(self.func)
+
+    @property
+    def is_sync_gen(self) -> bool:
+        return inspect.isgeneratorfunction(self.func)
+
+    @property
+    def is_coroutine(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+    @cached_property
+    def _signature(self) -> tuple[type[BaseModel], Injected]:
+        fields: dict[str, Any] = {}
+        injected = Injected()
+        params = list(inspect.signature(self.func).parameters.values())[1:]
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"@event {self.info.name}: *args/**kwargs are not supported")
+            annotation = self._resolve(p.annotation)
+            if annotation is EventRequest:
+                injected.request.append(p.name)
+                continue
+            if annotation is Signals:
+                injected.signals.append(p.name)
+                continue
+            default = ... if p.default is p.empty else p.default
+            fields[p.name] = (annotation, default)
+        model = create_model(  # type: ignore[call-overload]
+            f"{self.info.name}_params",
+            __config__=ConfigDict(extra="ignore", arbitrary_types_allowed=True),
+            **fields,
+        )
+        return model, injected
+
+    def _resolve(self, annotation: Any) -> Any:
+        if annotation is inspect.Parameter.empty:
+            return Any
+        if not isinstance(annotation, str):
+            return annotation
+        owner = getattr(self, "owner", None)
+        localns = {**vars(owner), owner.__name__: owner} if owner else {}
+        try:
+            return eval(annotation, self.func.__globals__, localns)  # noqa: S307 - annotations only
+        except NameError as exc:
+            raise TypeError(f"@event {self.info.name}: cannot resolve annotation {annotation!r}") from exc
+
+    @property
+    def params_model(self) -> type[BaseModel]:
+        return self._signature[0]
+
+    @property
+    def injected(self) -> Injected:
+        return self._signature[1]
+
+
+class ActionBuilder:
+    """``Counter.increment(amount=1)`` -> ``"@post('/sm/counter/increment?amount=1')"``."""
+
+    def __init__(self, entity: type[Entity], descriptor: EventDescriptor) -> None:
+        self.entity = entity
+        self.descriptor = descriptor
+
+    @property
+    def info(self) -> EventInfo:
+        return self.descriptor.info
+
+    def url(self, id: str | int | None = None, **params: Any) -> str:
+        parts = [self.entity.__starmodel_base__.rstrip("/"), self.entity.entity_name()]
+        if self.entity.entity_scope() == "record":
+            if id is None:
+                raise TypeError(f"{self.entity.__name__} is a record entity: pass id=...")
+            parts.append(str(id))
+        parts.append(self.info.segment)
+        url = "/".join(parts)
+        query = {k: _query_value(v) for k, v in params.items() if v is not None}
+        return f"{url}?{urlencode(query, doseq=True)}" if query else url
+
+    def __call__(self, id: str | int | None = None, **params: Any) -> str:
+        return f"@{self.info.method.lower()}('{self.url(id, **params)}')"
+
+    def __str__(self) -> str:
+        return self()
+
+    def __html__(self) -> str:
+        return self()
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return [_query_value(v) for v in value]
+    return value
+
+
+@overload
+def event(func: Callable[..., Any], /) -> EventDescriptor: ...
+@overload
+def event(
+    *,
+    method: str = "POST",
+    path: str | None = None,
+    selector: str | None = None,
+    mode: str | None = None,
+    use_view_transition: bool | None = None,
+) -> Callable[[Callable[..., Any]], EventDescriptor]: ...
+def event(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    method: str = "POST",
+    path: str | None = None,
+    selector: str | None = None,
+    mode: str | None = None,
+    use_view_transition: bool | None = None,
+) -> Any:
+    """Mark an entity method as an event: ``@event`` or ``@event(method="GET", selector="#out")``.
+
+    ``selector``/``mode`` say where returned or yielded HTML lands (Datastar's element patch
+    modes: ``outer``, ``inner``, ``replace``, ``prepend``, ``append``, ``before``, ``after``,
+    ``remove``).
+    """
+    method = method.upper()
+    if method not in METHODS:
+        raise ValueError(f"@event method must be one of {METHODS}, not {method!r}")
+
+    def wrap(f: Callable[..., Any]) -> EventDescriptor:
+        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition)
+        return EventDescriptor(f, info)
+
+    return wrap(func) if func is not None else wrap
+
+
+def event_table(entity: type) -> dict[str, EventDescriptor]:
+    """The entity's events keyed by URL segment, inherited ones included."""
+    table: dict[str, EventDescriptor] = {}
+    for klass in reversed(entity.__mro__):
+        for value in vars(klass).values():
+            if isinstance(value, EventDescriptor):
+                table[value.info.segment] = value
+    return table

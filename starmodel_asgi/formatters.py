@@ -1,0 +1,81 @@
+"""Answer formats, chosen per request: Datastar SSE, JSON, or any ``Formatter`` a user adds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from datastar_py.consts import ElementPatchMode
+from datastar_py.sse import SSE_HEADERS, ServerSentEventGenerator as SSE
+
+from starmodel_asgi.http import EventError, EventRequest, Update
+
+ERROR_NAMESPACE = "sm"
+
+
+@runtime_checkable
+class Formatter(Protocol):
+    """Turns updates and errors into a response body.
+
+    The first formatter in ``StarModel(formatters=[...])`` whose ``matches`` says yes answers the
+    request. A formatter that ``streams`` gets each update as it happens (``format`` with one
+    update); one that does not gets them all at the end.
+    """
+
+    media_type: str
+    streams: bool
+    headers: dict[str, str]
+
+    def matches(self, request: EventRequest) -> bool: ...
+    def format(self, updates: Sequence[Update]) -> str: ...
+    def format_error(self, error: EventError) -> str: ...
+
+
+class DatastarFormatter:
+    """``datastar-patch-signals`` with the changed fields, ``datastar-patch-elements`` per HTML."""
+
+    media_type = "text/event-stream"
+    streams = True
+    headers = {k: v for k, v in SSE_HEADERS.items() if k != "Content-Type"}
+
+    def matches(self, request: EventRequest) -> bool:
+        return request.is_datastar
+
+    def format(self, updates: Sequence[Update]) -> str:
+        events: list[str] = []
+        for update in updates:
+            if update.changed:
+                events.append(SSE.patch_signals({update.entity: update.changed}))
+            for el in update.elements:
+                mode = ElementPatchMode(el.mode) if el.mode else None
+                events.append(SSE.patch_elements(el.html, el.selector, mode, el.use_view_transition))
+        return "".join(events)
+
+    def format_error(self, error: EventError) -> str:
+        """Errors land in the entity's namespace as ``_error`` (a sentence) and ``_errors``
+        (per parameter); leading underscores keep Datastar from sending them back."""
+        namespace = error.entity or ERROR_NAMESPACE
+        body: dict[str, Any] = {"_error": error.message, "_errors": error.errors}
+        return SSE.patch_signals({namespace: body})
+
+
+class JSONFormatter:
+    """The instance's public state as a JSON object; errors as ``{"error": ..., "errors": {...}}``."""
+
+    media_type = "application/json"
+    streams = False
+    headers: dict[str, str] = {}
+
+    def matches(self, request: EventRequest) -> bool:
+        return True
+
+    def format(self, updates: Sequence[Update]) -> str:
+        return json.dumps(updates[-1].state if updates else {})
+
+    def format_error(self, error: EventError) -> str:
+        return json.dumps({"error": error.message, "errors": error.errors, "status": error.status})
+
+
+def default_formatters() -> list[Formatter]:
+    return [DatastarFormatter(), JSONFormatter()]

@@ -1,0 +1,72 @@
+"""Framework-agnostic request and answer types shared by the dispatcher and the formatters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Signals(dict[str, Any]):
+    """The Datastar signals a request carried; annotate an event parameter with it to receive them."""
+
+
+@dataclass
+class EventRequest:
+    """One call as the core sees it, whatever host framework delivered it.
+
+    ``query`` maps each name to all its values; ``raw`` is the host's own request object (for the
+    ASGI layer, a ``starlette.requests.Request``) for events that need more.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    signals: Signals = field(default_factory=Signals)
+    session_id: str | None = None
+    user_id: str | None = None
+    raw: Any = None
+
+    @property
+    def is_datastar(self) -> bool:
+        return self.headers.get("datastar-request", "").lower() == "true"
+
+    def accepts(self, media_type: str) -> bool:
+        return media_type in self.headers.get("accept", "")
+
+
+@dataclass(frozen=True)
+class Element:
+    """HTML an event returned or yielded, with where it should land."""
+
+    html: str
+    selector: str | None = None
+    mode: str | None = None
+    use_view_transition: bool | None = None
+
+
+@dataclass
+class Update:
+    """One step of an event's answer: changed public fields, HTML, and the state after it."""
+
+    entity: str
+    changed: dict[str, Any]
+    state: dict[str, Any]
+    elements: list[Element] = field(default_factory=list)
+    status: int = 200
+
+
+@dataclass
+class EventError(Exception):
+    """A failure the client is told about: status, a message, and per-parameter details."""
+
+    status: int
+    message: str
+    entity: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}"

@@ -1,0 +1,18 @@
+"""Small helpers for the host's own pages."""
+
+from __future__ import annotations
+
+import html
+import os
+
+#: The official Datastar 1.0 browser build; override with ``STARMODEL_DATASTAR_URL`` or ``url=``.
+DATASTAR_CDN = "https://cdn.jsdelivr.net/gh/starfederation/datastar@1.0.1/bundles/datastar.js"
+
+
+def datastar_url(url: str | None = None) -> str:
+    return url or os.environ.get("STARMODEL_DATASTAR_URL") or DATASTAR_CDN
+
+
+def datastar_script(url: str | None = None) -> str:
+    """``<script type="module" src="...">`` loading the Datastar client."""
+    return f'<script type="module" src="{html.escape(datastar_url(url))}"></script>'

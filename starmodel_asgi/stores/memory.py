@@ -1,0 +1,119 @@
+"""In-process store: dicts, per-instance locks, lazily swept TTLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+
+from starmodel_asgi.stores import State, ttl_for
+
+if TYPE_CHECKING:
+    from starmodel_asgi.entity import Entity
+
+Key = tuple[str, str]
+
+
+@dataclass
+class _Entry:
+    state: State
+    expires: float | None
+
+
+class _Lock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0
+
+
+class MemorySlot:
+    def __init__(self, store: MemoryStore, entity: type[Entity], key: Key) -> None:
+        self._store, self._entity, self._key = store, entity, key
+
+    async def load(self) -> State | None:
+        return self._store._read(self._entity, self._key)
+
+    async def save(self, state: State) -> None:
+        self._store._write(self._entity, self._key, state)
+
+    async def delete(self) -> None:
+        self._store._data.pop(self._key, None)
+
+
+class MemoryStore:
+    """State kept in this process. Instances idle past their TTL are dropped on a later access."""
+
+    def __init__(
+        self,
+        default_ttl: float | None = None,
+        sweep_interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.default_ttl = default_ttl
+        self.sweep_interval = sweep_interval
+        self._clock = clock
+        self._data: dict[Key, _Entry] = {}
+        self._locks: dict[Key, _Lock] = {}
+        self._last_sweep = clock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @asynccontextmanager
+    async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[MemorySlot]:
+        k = (entity.entity_name(), key)
+        lock = self._locks.get(k)
+        if lock is None:
+            lock = self._locks[k] = _Lock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                yield MemorySlot(self, entity, k)
+        finally:
+            lock.users -= 1
+            if not lock.users:
+                del self._locks[k]
+
+    async def get(self, entity: type[Entity], key: str) -> State | None:
+        return self._read(entity, (entity.entity_name(), key))
+
+    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
+        self._sweep()
+        name = entity.entity_name()
+        states = [e.state for (n, _), e in self._data.items() if n == name]
+        return states[offset : offset + limit]
+
+    async def aclose(self) -> None:
+        self._data.clear()
+
+    def _read(self, entity: type[Entity], key: Key) -> State | None:
+        self._sweep()
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        now = self._clock()
+        if entry.expires is not None and entry.expires <= now:
+            del self._data[key]
+            return None
+        ttl = ttl_for(entity, self.default_ttl)
+        entry.expires = None if ttl is None else now + ttl
+        return entry.state
+
+    def _write(self, entity: type[Entity], key: Key, state: State) -> None:
+        ttl = ttl_for(entity, self.default_ttl)
+        self._data[key] = _Entry(state, None if ttl is None else self._clock() + ttl)
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        if now - self._last_sweep < self.sweep_interval:
+            return
+        self._last_sweep = now
+        expired = [k for k, e in self._data.items() if e.expires is not None and e.expires <= now]
+        for k in expired:
+            del self._data[k]
