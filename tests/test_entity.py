@@ -1,0 +1,116 @@
+"""Entity settings, action builders and signal references, as a page author uses them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from starmodel_asgi import Entity, StarModel, event
+from tests.entities import ENTITIES, Counter, TodoList
+
+
+class Task(Entity):
+    model_config = {"scope": "record", "name": "task"}
+    title: str = ""
+
+    @event
+    def rename(self, title: str) -> None:
+        self.title = title
+
+
+class HTTPServerStatus(Entity):
+    model_config = {"scope": "global"}
+    up: bool = True
+
+    @event(method="delete", path="down")
+    def shut_down(self, force: bool = False) -> None:
+        self.up = False
+
+
+@pytest.fixture(autouse=True)
+def registered() -> None:
+    StarModel(entities=[*ENTITIES, Task, HTTPServerStatus], base_path="/sm", secret_key="k")
+
+
+def test_settings_come_from_model_config() -> None:
+    assert HTTPServerStatus.entity_scope() == "global"
+    assert Counter.entity_scope() == "session" and Counter.entity_store() == "memory"
+    assert Task.entity_name() == "task"
+
+
+def test_default_name_is_snake_case() -> None:
+    assert TodoList.entity_name() == "todo_list"
+    assert HTTPServerStatus.entity_name() == "http_server_status"
+
+
+def test_class_call_builds_the_datastar_action() -> None:
+    assert Counter.increment(amount=1) == "@post('/sm/counter/increment?amount=1')"
+    assert Counter.increment() == "@post('/sm/counter/increment')"
+    assert Counter.peek(amount=2) == "@get('/sm/counter/peek?amount=2')"
+    assert Counter.set_count(value=3) == "@put('/sm/counter/set-count?value=3')"
+    assert HTTPServerStatus.shut_down(force=True) == "@delete('/sm/http_server_status/down?force=true')"
+
+
+def test_action_values_are_url_encoded_so_they_cannot_break_out_of_the_js_string() -> None:
+    action = Counter.greet(name="a'b c&d")
+    assert action == "@post('/sm/counter/greet?name=a%27b+c%26d')"
+    assert Counter.tag(tags=["x", "y"]) == "@post('/sm/counter/tag?tags=x&tags=y')"
+
+
+def test_record_actions_need_the_id() -> None:
+    assert Task.rename(id="t1", title="x") == "@post('/sm/task/t1/rename?title=x')"
+    with pytest.raises(TypeError):
+        Task.rename(title="x")
+
+
+def test_base_path_follows_the_app() -> None:
+    StarModel(entities=[Counter], base_path="/apps/live/", secret_key="k")
+    assert Counter.increment() == "@post('/apps/live/counter/increment')"
+    assert Counter.increment.url(amount=2) == "/apps/live/counter/increment?amount=2"
+
+
+def test_events_still_run_as_methods_on_instances() -> None:
+    c = Counter()
+    c.increment(amount=4)
+    assert c.count == 4
+
+
+def test_signal_references() -> None:
+    assert Counter.signal.count == "$counter.count"
+    assert Counter.signal.count.path == "counter.count"
+    assert TodoList.signal("items") == "$todo_list.items"
+    with pytest.raises(AttributeError):
+        Counter.signal.secret  # server-only fields have no signal  # noqa: B018
+    with pytest.raises(AttributeError):
+        Counter.signal.missing  # noqa: B018
+
+
+def test_holder_renders_the_initial_signals_and_a_sync() -> None:
+    html = Counter.holder(Counter(count=3))
+    assert "data-signals='" in html and "data-init=\"@get('/sm/counter')\"" in html
+    raw = html.split("data-signals='")[1].split("'")[0].replace("&quot;", '"')
+    assert json.loads(raw) == {"counter": {"count": 3, "step": 1, "note": "", "tags": []}}
+    assert "s3cret" not in html
+    assert "/sm/counter/live" in Counter.holder(sync="live")
+    assert "data-init" not in Counter.holder(sync=None)
+
+
+def test_bad_settings_are_refused_at_registration() -> None:
+    class Wrong(Entity):
+        model_config = {"scope": "planet"}
+
+    with pytest.raises(ValueError, match="scope"):
+        StarModel(entities=[Wrong], secret_key="k")
+
+    class WrongStore(Entity):
+        model_config = {"store": "floppy"}
+
+    with pytest.raises(ValueError, match="store"):
+        StarModel(entities=[WrongStore], secret_key="k")
+
+    with pytest.raises(ValueError, match="two entities"):
+        StarModel(entities=[Counter, Counter], secret_key="k")
+
+    with pytest.raises(ValueError, match="method"):
+        event(method="FETCH")

@@ -1,0 +1,69 @@
+"""The memory store: per-instance serialisation and lazily swept TTLs."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from starmodel_asgi import StarModel
+from starmodel_asgi.stores.memory import MemoryStore
+from tests.conftest import JSON
+from tests.entities import ENTITIES, Counter, Shared
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_idle_session_instances_expire_and_are_swept() -> None:
+    clock = Clock()
+    store = MemoryStore(default_ttl=60, sweep_interval=10, clock=clock)
+    sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": store})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        await c.post("/counter/increment?amount=4", headers=JSON)
+        await c.post("/shared/bump", headers=JSON)
+        clock.now += 50
+        assert (await c.get("/counter", headers=JSON)).json()["count"] == 4  # reading keeps it alive
+        clock.now += 50
+        assert (await c.get("/counter", headers=JSON)).json()["count"] == 4
+        clock.now += 61
+        assert (await c.get("/counter", headers=JSON)).json()["count"] == 0  # expired
+        assert (await c.get("/shared", headers=JSON)).json()["total"] == 1  # global never expires
+
+
+async def test_expired_instances_are_dropped_by_a_later_sweep_without_being_read() -> None:
+    clock = Clock()
+    store = MemoryStore(default_ttl=5, sweep_interval=1, clock=clock)
+    async with store.hold(Counter, "a") as slot:
+        await slot.save(Counter(count=1).stored_state())
+    async with store.hold(Shared, "global") as slot:
+        await slot.save(Shared(total=1).stored_state())
+    assert len(store) == 2
+    clock.now += 6
+    await store.get(Shared, "global")
+    assert len(store) == 1
+
+
+async def test_entity_ttl_overrides_the_default() -> None:
+    class Short(Counter):
+        model_config = {"ttl": 1, "name": "short"}
+
+    clock = Clock()
+    store = MemoryStore(default_ttl=3600, clock=clock)
+    async with store.hold(Short, "a") as slot:
+        await slot.save(Short(count=1).stored_state())
+    clock.now += 2
+    assert await store.get(Short, "a") is None
+
+
+async def test_locks_are_released_after_use() -> None:
+    store = MemoryStore()
+    async with store.hold(Counter, "a"):
+        assert len(store._locks) == 1
+    assert not store._locks
