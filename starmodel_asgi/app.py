@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -26,7 +27,8 @@ from starmodel_asgi.stores import Store
 
 logger = logging.getLogger("starmodel_asgi")
 
-UserGetter = Callable[[Request], str | None]
+#: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
+UserGetter = Callable[[Request], str | None | Awaitable[str | None]]
 Authorize = Callable[[EventRequest, type[Entity], str | None], bool]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -45,7 +47,7 @@ class UpdatesResponse(StreamResponse):
     """Streams updates as the dispatcher produces them, in the request's own task (so the
     instance lock is taken and released by one task)."""
 
-    def __init__(self, formatter: Formatter, first: list[Update], rest: AsyncIterator[Update]) -> None:
+    def __init__(self, formatter: Formatter, first: list[Update], rest: AsyncGenerator[Update, None]) -> None:
         super().__init__(formatter)
         self.formatter, self.first, self.rest = formatter, first, rest
 
@@ -174,6 +176,25 @@ class StarModel:
         finally:
             await self.aclose()
 
+    async def current(self, entity: type[Entity], request: Request, id: str | None = None) -> Entity:
+        """The instance the caller of a host page sees, to render it (``Counter.holder(instance)``)
+        so the page starts in sync. A caller without a session yet sees the defaults."""
+        scope = entity.entity_scope()
+        if scope == "record":
+            if id is None:
+                raise TypeError(f"{entity.__name__} is a record entity: pass id=...")
+            return await self.dispatcher.read(entity, id, must_exist=True)
+        if scope == "global":
+            return await self.dispatcher.read(entity, GLOBAL_KEY)
+        if scope == "user":
+            user = self.get_user(request)
+            user_id = await user if inspect.isawaitable(user) else user
+            return entity() if user_id is None else await self.dispatcher.read(entity, user_id)
+        session = request.scope.get("session")
+        sid = session.get("starmodel_sid") if isinstance(session, dict) else None
+        sid = sid or self.signer.unsign(request.cookies.get(self.cookie_name))
+        return entity() if sid is None else await self.dispatcher.read(entity, sid)
+
     async def aclose(self) -> None:
         """Close what the app opened: store connections and the broadcast backend."""
         for store in self._stores.values():
@@ -195,13 +216,13 @@ class StarModel:
 
             return MemoryStore(default_ttl=self.session_ttl)
         if kind == "sql":
-            from starmodel_asgi.stores.sql import SQLStore  # type: ignore[import-not-found]
+            from starmodel_asgi.stores.sql import SQLStore
 
-            return SQLStore(self.database_url, default_ttl=self.session_ttl)  # type: ignore[no-any-return]
+            return SQLStore(self.database_url, default_ttl=self.session_ttl)
         if kind == "redis":
-            from starmodel_asgi.stores.redis import RedisStore  # type: ignore[import-not-found]
+            from starmodel_asgi.stores.redis import RedisStore
 
-            return RedisStore(self.redis_url, default_ttl=self.session_ttl)  # type: ignore[no-any-return]
+            return RedisStore(self.redis_url, default_ttl=self.session_ttl)
         raise ValueError(f"no store {kind!r}")
 
     # -- routes ---------------------------------------------------------------------------
@@ -421,7 +442,8 @@ class StarModel:
         if entity.entity_scope() == "record" and "a" in request.path_params:
             call.path_params = {"id": request.path_params["a"]}
         if entity.entity_scope() == "user":
-            call.user_id = self.get_user(request)
+            user = self.get_user(request)
+            call.user_id = await user if inspect.isawaitable(user) else user
         if entity.entity_scope() == "session":
             call.session_id = self._session(request, out)
         return call

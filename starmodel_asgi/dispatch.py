@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -131,7 +131,7 @@ class Dispatcher:
         request: EventRequest,
         *,
         must_exist: bool = False,
-    ) -> AsyncIterator[Update]:
+    ) -> AsyncGenerator[Update, None]:
         """Yield one ``Update`` per result (one for plain events, one per yield for generators).
 
         The instance is held for the whole run; each step's changes are saved and published

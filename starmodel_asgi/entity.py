@@ -127,7 +127,7 @@ class Entity(BaseModel):
 
     @classmethod
     def client_writable_fields(cls) -> set[str]:
-        listed = set(cls.model_config.get("client_writable", ()))  # type: ignore[arg-type]
+        listed: set[str] = set(cls.model_config.get("client_writable", ()))  # type: ignore[call-overload]
         unknown = listed - set(cls.model_fields)
         if unknown:
             raise ValueError(f"{cls.__name__}: client_writable names unknown fields {unknown}")

@@ -93,7 +93,7 @@ class EventDescriptor:
                 continue
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (annotation, default)
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(
             f"{self.info.name}_params",
             __config__=ConfigDict(extra="ignore", arbitrary_types_allowed=True),
             **fields,
@@ -108,7 +108,7 @@ class EventDescriptor:
         owner = getattr(self, "owner", None)
         localns = {**vars(owner), owner.__name__: owner} if owner else {}
         try:
-            return eval(annotation, self.func.__globals__, localns)  # noqa: S307 - annotations only
+            return eval(annotation, self.func.__globals__, localns)
         except NameError as exc:
             raise TypeError(f"@event {self.info.name}: cannot resolve annotation {annotation!r}") from exc
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from datastar_py.consts import ElementPatchMode
-from datastar_py.sse import SSE_HEADERS, ServerSentEventGenerator as SSE
+from datastar_py.sse import SSE_HEADERS
+from datastar_py.sse import ServerSentEventGenerator as SSE
 
 from starmodel_asgi.http import EventError, EventRequest, Update
 

@@ -1,4 +1,10 @@
-"""Live-update fan-out: one ``Broadcast`` protocol, backends chosen by URL scheme."""
+"""Live-update fan-out: one ``Broadcast`` protocol, backends chosen by URL scheme.
+
+A subscription yields each message published on its channel; a subscriber that falls behind only
+keeps the newest one (messages are whole states, so skipping old ones loses nothing). It yields
+``None`` when messages may have been missed (the backend lost its connection and got it back, or
+has just started listening): the reader should then re-read the state from the store.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,31 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 from urllib.parse import urlsplit
 
+#: A published message, or ``None``: "messages may have been missed, re-read the state".
+Message = str | None
+
 
 class Broadcast(Protocol):
     async def publish(self, channel: str, message: str) -> None: ...
 
-    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        """Messages published on ``channel`` from now on, until the block exits."""
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """Messages published on ``channel`` from now on, until the block exits. Iteration stops
+        when the backend is closed."""
         ...
 
     async def aclose(self) -> None: ...
 
 
 def broadcast_from_url(url: str) -> Broadcast:
+    """``memory://`` (one process), ``redis://host:port/db`` (``rediss://``, ``unix://`` too).
+    A ``prefix`` query parameter namespaces the Redis channels: ``redis://host/0?prefix=app1:``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from starmodel_asgi.broadcast.memory import MemoryBroadcast
 
         return MemoryBroadcast()
     if scheme in ("redis", "rediss", "unix"):
-        from starmodel_asgi.broadcast.redis import RedisBroadcast  # type: ignore[import-not-found]
+        from starmodel_asgi.broadcast.redis import RedisBroadcast
 
-        return RedisBroadcast(url)  # type: ignore[no-any-return]
+        return RedisBroadcast(url)
     raise ValueError(f"no broadcast backend for {url!r} (use memory:// or redis://)")
