@@ -1,7 +1,7 @@
 """Live, server-side state for Datastar pages: entities, events, one ASGI app."""
 
 from starmodel_asgi.app import StarModel
-from starmodel_asgi.entity import ClientWritable, Entity, ServerOnly, SignalRef
+from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
 from starmodel_asgi.events import event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
 from starmodel_asgi.http import Element, EventError, EventRequest, Signals, Update
@@ -11,6 +11,7 @@ __all__ = [
     "DatastarFormatter",
     "Element",
     "Entity",
+    "EntityConfig",
     "EventError",
     "EventRequest",
     "Formatter",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterable
+from functools import cache
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -66,6 +68,16 @@ class _BoundSignals:
         return getattr(self, field)
 
 
+class EntityConfig(ConfigDict, total=False):
+    """``model_config`` keys of an entity, besides Pydantic's own."""
+
+    scope: Scope
+    store: Literal["memory", "sql", "redis", "client"]
+    name: str
+    ttl: float
+    client_writable: Iterable[str]
+
+
 class Entity(BaseModel):
     """A piece of server-side state whose ``@event`` methods are HTTP endpoints.
 
@@ -75,7 +87,7 @@ class Entity(BaseModel):
     instance is kept), ``client_writable`` (field names the browser may set).
     """
 
-    model_config = ConfigDict(
+    model_config: ClassVar[EntityConfig] = EntityConfig(
         ignored_types=(EventDescriptor, _Signals),
         validate_assignment=True,
     )
@@ -88,7 +100,7 @@ class Entity(BaseModel):
 
     @classmethod
     def entity_name(cls) -> str:
-        return str(cls.model_config.get("name") or snake_case(cls.__name__))
+        return _name(cls)
 
     @classmethod
     def entity_scope(cls) -> str:
@@ -104,39 +116,27 @@ class Entity(BaseModel):
     @classmethod
     def entity_ttl(cls) -> float | None:
         ttl = cls.model_config.get("ttl")
-        return None if ttl is None else float(ttl)  # type: ignore[arg-type]
+        return None if ttl is None else float(ttl)
 
     @classmethod
     def events(cls) -> dict[str, EventDescriptor]:
-        return event_table(cls)
+        return _events(cls)
 
     @classmethod
-    def _fields_marked(cls, marker: _Marker) -> set[str]:
-        return {name for name, f in cls.model_fields.items() if marker in f.metadata}
+    def server_only_fields(cls) -> frozenset[str]:
+        return _marked(cls, ServerOnly)
 
     @classmethod
-    def server_only_fields(cls) -> set[str]:
-        return cls._fields_marked(ServerOnly)
+    def public_fields(cls) -> frozenset[str]:
+        return _public(cls)
 
     @classmethod
-    def public_fields(cls) -> set[str]:
-        hidden = cls.server_only_fields()
-        if cls.entity_scope() != "record":
-            hidden.add("id")
-        return set(cls.model_fields) - hidden
-
-    @classmethod
-    def client_writable_fields(cls) -> set[str]:
-        listed: set[str] = set(cls.model_config.get("client_writable", ()))  # type: ignore[call-overload]
-        unknown = listed - set(cls.model_fields)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: client_writable names unknown fields {unknown}")
-        writable = listed | cls._fields_marked(ClientWritable)
-        return writable - cls.server_only_fields() - {"id"}
+    def client_writable_fields(cls) -> frozenset[str]:
+        return _writable(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers."""
-        return self.model_dump(mode="json", include=self.public_fields())
+        return self.model_dump(mode="json", include=cast(set[str], self.public_fields()))
 
     def stored_state(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -163,3 +163,38 @@ class Entity(BaseModel):
             url = base if sync == "get" else f"{base}/live"
             attrs += f" data-init=\"@get('{url}')\""
         return f'<div id="{cls.entity_name()}-signals" {attrs} hidden></div>'
+
+
+# Per-class facts, computed once: they are read on every request.
+
+
+@cache
+def _name(entity: type[Entity]) -> str:
+    return str(entity.model_config.get("name") or snake_case(entity.__name__))
+
+
+@cache
+def _events(entity: type[Entity]) -> dict[str, EventDescriptor]:
+    return event_table(entity)
+
+
+@cache
+def _marked(entity: type[Entity], marker: _Marker) -> frozenset[str]:
+    return frozenset(name for name, f in entity.model_fields.items() if marker in f.metadata)
+
+
+@cache
+def _public(entity: type[Entity]) -> frozenset[str]:
+    hidden = set(_marked(entity, ServerOnly))
+    if entity.entity_scope() != "record":
+        hidden.add("id")
+    return frozenset(entity.model_fields) - hidden
+
+
+@cache
+def _writable(entity: type[Entity]) -> frozenset[str]:
+    listed = set(entity.model_config.get("client_writable", ()))
+    unknown = listed - set(entity.model_fields)
+    if unknown:
+        raise ValueError(f"{entity.__name__}: client_writable names unknown fields {unknown}")
+    return frozenset((listed | _marked(entity, ClientWritable)) - _marked(entity, ServerOnly) - {"id"})
