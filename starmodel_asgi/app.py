@@ -28,7 +28,7 @@ from starmodel_asgi.stores import Store
 logger = logging.getLogger("starmodel_asgi")
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
-UserGetter = Callable[[Request], str | None | Awaitable[str | None]]
+UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
 Authorize = Callable[[EventRequest, type[Entity], str | None], bool]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -142,7 +142,8 @@ class StarModel:
             raise ValueError(f"two entities are named {name!r}")
         if entity.entity_store() not in STORES:
             raise ValueError(f"{entity.__name__}: store must be one of {STORES}")
-        entity.entity_scope()  # validates
+        if entity.entity_scope() == "record" and entity.entity_store() == "client":
+            raise ValueError(f"{entity.__name__}: record entities need a server store, not 'client'")
         for segment in entity.events():
             if "/" in segment or segment == "live":
                 raise ValueError(f"{entity.__name__}: event path {segment!r} is not a single segment")
@@ -268,7 +269,7 @@ class StarModel:
         entity = self._entity(request)
         method = request.method
         if entity.entity_scope() == "record":
-            if method == "GET":
+            if method in ("GET", "HEAD"):
                 return await self._list(request, entity)
             if method == "POST":
                 call = await self._call(request, entity, out)
@@ -393,7 +394,10 @@ class StarModel:
         return self._answer(call, collected)
 
     async def _read(self, call: EventRequest, entity: type[Entity], key: str) -> Response:
-        instance = await self.dispatcher.read(entity, key)
+        if entity.entity_store() == "client":
+            instance = self.dispatcher.from_client(entity, call)
+        else:
+            instance = await self.dispatcher.read(entity, key)
         state = instance.public_state()
         return self._answer(call, [Update(entity.entity_name(), state, state)])
 
@@ -401,6 +405,9 @@ class StarModel:
         """``GET /{entity}/live``: the current state, then every change (see ``live.py``)."""
         from starmodel_asgi.live import LiveResponse
 
+        if entity.entity_store() == "client":
+            name = entity.entity_name()
+            raise EventError(404, f"{name} lives in the browser: there is nothing to stream", name)
         formatter = self._formatter(call)
         return LiveResponse(self, formatter, entity, key)
 

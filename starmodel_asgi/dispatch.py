@@ -116,6 +116,8 @@ class Dispatcher:
         self.broadcast = broadcast
 
     async def read(self, entity: type[Entity], key: str, *, must_exist: bool = False) -> Entity:
+        if entity.entity_store() == "client":
+            return entity(id=key)  # the browser holds the state; without its signals, the defaults
         state = await self.store_for(entity).get(entity, key)
         if state is None:
             if must_exist:
@@ -139,7 +141,7 @@ class Dispatcher:
         """
         kwargs = bind_params(descriptor, entity, request)
         if entity.entity_store() == "client":
-            instance = self._from_client(entity, request)
+            instance = self.from_client(entity, request)
             async for update in self._steps(instance, descriptor, kwargs, request, None):
                 yield update
             return
@@ -201,7 +203,8 @@ class Dispatcher:
             logger.exception("event %s failed; its changes were not saved", name)
             raise EventError(500, f"Internal error in event {name}", instance.entity_name()) from None
 
-    def _from_client(self, entity: type[Entity], request: EventRequest) -> Entity:
+    def from_client(self, entity: type[Entity], request: EventRequest) -> Entity:
+        """A ``store="client"`` instance: the state the browser sent, validated like any input."""
         values = client_values(entity, request)
         public = entity.public_fields() - {"id"}
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
 
 if TYPE_CHECKING:
     from starmodel_asgi.entity import Entity
@@ -14,8 +17,11 @@ State = dict[str, Any]
 class Slot(Protocol):
     """One instance, held exclusively (across processes where the store is shared).
 
-    ``save`` makes the state durable at once; leaving the ``hold`` block by an exception saves
-    nothing more and, for transactional stores, rolls back what was not saved yet.
+    ``save`` writes the state: later loads in the block see it, and it is durable at the latest
+    when the ``hold`` block exits normally. Memory and Redis make it durable at once; SQL keeps
+    one transaction (and the row lock) for the whole block and commits when it exits. Leaving
+    the block by an exception saves nothing more and rolls back whatever is not durable yet
+    (on SQL, every save of the block).
     """
 
     async def load(self) -> State | None: ...
@@ -46,3 +52,25 @@ def ttl_for(entity: type[Entity], default: float | None) -> float | None:
     if ttl is not None:
         return ttl
     return default if entity.entity_scope() in ("session", "user") else None
+
+
+class KeyedLocks:
+    """In-process locks by key, forgotten when nobody holds or waits for them. Stores take one
+    before a cross-process lock so a process sends one waiter per instance, not hundreds."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

@@ -1,0 +1,328 @@
+"""SQL store on SQLAlchemy's asyncio API: one table per entity, the row locked while held.
+
+SQLite (aiosqlite) and PostgreSQL (asyncpg) are supported. Each ``hold`` is one transaction:
+on PostgreSQL it locks the row (``SELECT ... FOR UPDATE``, plus a transaction-scoped advisory
+lock on the key while the row does not exist yet); on SQLite it starts with ``BEGIN IMMEDIATE``,
+which takes the database's write lock. Either lock is held until the block commits, so generator
+events keep the instance across their yields and commit once at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import types
+import typing
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    MetaData,
+    Row,
+    Table,
+    Text,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.types import TypeEngine
+
+from starmodel_asgi.stores import KeyedLocks, State, ttl_for
+
+if TYPE_CHECKING:
+    from starmodel_asgi.entity import Entity
+
+logger = logging.getLogger("starmodel_asgi")
+
+#: Bookkeeping columns. Pydantic fields cannot start with "_", so these never collide.
+KEY, CREATED, EXPIRES = "_key", "_created", "_expires"
+DEFAULT_PREFIX = "starmodel_"
+
+_SCALARS: dict[Any, type[TypeEngine[Any]]] = {bool: Boolean, int: BigInteger, float: Float, str: Text}
+_DDL_LOCK = 0x5374_6172_4D6F_646C  # advisory lock id serialising CREATE TABLE between processes
+
+
+def _column_type(annotation: Any) -> tuple[type[TypeEngine[Any]], bool]:
+    """The column type for a field (scalars as themselves, anything else as JSON) and whether
+    the field accepts ``None``."""
+    nullable = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(members) < len(typing.get_args(annotation))
+        annotation = members[0] if len(members) == 1 else object
+    return _SCALARS.get(annotation, JSON), nullable or annotation is Any
+
+
+def table_name(entity: type[Entity], prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}{entity.entity_name()}"
+
+
+def entity_table(entity: type[Entity], metadata: MetaData, prefix: str = DEFAULT_PREFIX) -> Table:
+    """The table for one entity: its key, creation and expiry times, then one column per field."""
+    columns = [
+        Column(KEY, Text, primary_key=True),
+        Column(CREATED, Float, nullable=False),
+        Column(EXPIRES, Float, nullable=True, index=True),
+    ]
+    for name, field in entity.model_fields.items():
+        columns.append(Column(name, _column_type(field.annotation)[0], nullable=True))
+    return Table(table_name(entity, prefix), metadata, *columns)
+
+
+def metadata_for(entities: Iterable[type[Entity]], table_prefix: str = DEFAULT_PREFIX) -> MetaData:
+    """The tables ``SQLStore`` uses for the ``store="sql"`` entities among ``entities``, for
+    Alembic: ``target_metadata = metadata_for(sm.entities.values())`` in ``env.py``."""
+    metadata = MetaData()
+    for entity in entities:
+        if entity.entity_store() == "sql":
+            entity_table(entity, metadata, table_prefix)
+    return metadata
+
+
+def _lock_id(table: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{table}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (see _sqlite_begin); WAL lets readers run beside the writer.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get("starmodel_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class SQLSlot:
+    def __init__(self, store: SQLStore, conn: AsyncConnection, table: Table, entity: type[Entity], key: str) -> None:
+        self._store, self._conn, self._table, self._entity, self._key = store, conn, table, entity, key
+        self._exists = False
+        self._state: State | None = None
+        self._ttl = ttl_for(entity, store.default_ttl)
+
+    def _found(self, row: Row[Any] | None, now: float) -> None:
+        self._exists = row is not None
+        self._state = None if row is None else self._store._state(self._entity, row, now)
+
+    async def load(self) -> State | None:
+        if self._state is not None and self._ttl is not None:
+            await self._conn.execute(
+                update(self._table).where(self._table.c[KEY] == self._key).values({EXPIRES: self._expiry()})
+            )
+        return self._state
+
+    async def save(self, state: State) -> None:
+        values: dict[str, Any] = {k: state[k] for k in self._entity.model_fields if k in state}
+        values[EXPIRES] = self._expiry()
+        if self._state is None:
+            values[CREATED] = self._store._clock()
+        table = self._table
+        if self._exists:
+            await self._conn.execute(update(table).where(table.c[KEY] == self._key).values(values))
+        else:
+            await self._conn.execute(insert(table).values({KEY: self._key, **values}))
+        self._exists, self._state = True, state
+
+    async def delete(self) -> None:
+        if self._exists:
+            await self._conn.execute(delete(self._table).where(self._table.c[KEY] == self._key))
+        self._exists, self._state = False, None
+
+    def _expiry(self) -> float | None:
+        return None if self._ttl is None else self._store._clock() + self._ttl
+
+
+class SQLStore:
+    """Entity state in SQL tables, created on first use (or by Alembic from ``metadata_for``).
+
+    ``url`` is a SQLAlchemy async URL: ``sqlite+aiosqlite:///file.db`` or
+    ``postgresql+asyncpg://user@host/db``. SQLite needs a file (``:memory:`` is one connection,
+    which cannot hold two transactions at once). Expired rows are skipped when read and deleted
+    every ``sweep_interval`` seconds by a later write.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        default_ttl: float | None = None,
+        *,
+        table_prefix: str = DEFAULT_PREFIX,
+        sweep_interval: float = 60.0,
+        lock_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.default_ttl = default_ttl
+        self.table_prefix = table_prefix
+        self.sweep_interval = sweep_interval
+        self._clock = clock
+        options = dict(engine_options or {})
+        self.dialect = make_url(url).get_backend_name()
+        self._sqlite = self.dialect == "sqlite"
+        if self._sqlite:
+            # how long a writer waits for another process's write lock before failing
+            options.setdefault("connect_args", {"timeout": lock_timeout})
+        elif self.dialect != "postgresql":
+            raise ValueError(f"SQLStore supports SQLite and PostgreSQL, not {self.dialect!r}")
+        self.engine = create_async_engine(url, **options)
+        if self._sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        #: the tables of the entities used so far (``metadata_for`` gives them up front)
+        self.metadata = MetaData()
+        self._ready: set[str] = set()
+        self._ddl = anyio.Lock()
+        self._writer = anyio.Lock()  # SQLite: one writer per process queues for the file lock
+        self._locks = KeyedLocks()
+        self._last_sweep: dict[str, float] = {}
+
+    # -- the Store protocol -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[SQLSlot]:
+        table = await self.table(entity)
+        lock_key = None if self._sqlite else (table.name, key)
+        async with self._transaction(write=True, lock_key=lock_key) as conn:
+            await self._sweep(conn, table)
+            slot = SQLSlot(self, conn, table, entity, key)
+            row = await self._row(conn, table, key, lock=True)
+            if row is None and not self._sqlite:
+                # no row to lock yet: creators of the same key queue on an advisory lock instead
+                await conn.execute(select(func.pg_advisory_xact_lock(_lock_id(table.name, key))))
+                row = await self._row(conn, table, key, lock=True)
+            slot._found(row, self._clock())
+            yield slot
+
+    async def get(self, entity: type[Entity], key: str) -> State | None:
+        table = await self.table(entity)
+        ttl = ttl_for(entity, self.default_ttl)
+        if ttl is not None:
+            await self._touch(table, key, ttl)
+        async with self._transaction(write=False) as conn:
+            row = await self._row(conn, table, key, lock=False)
+        return None if row is None else self._state(entity, row, self._clock())
+
+    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
+        table = await self.table(entity)
+        now = self._clock()
+        query = (
+            select(table)
+            .where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
+            .order_by(table.c[CREATED], table.c[KEY])
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self._transaction(write=False) as conn:
+            rows = (await conn.execute(query)).all()
+        return [s for row in rows if (s := self._state(entity, row, now)) is not None]
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+    # -- tables -------------------------------------------------------------------------------
+
+    async def table(self, entity: type[Entity]) -> Table:
+        """The entity's table, created in the database if it is not there yet."""
+        name = table_name(entity, self.table_prefix)
+        table = self.metadata.tables.get(name)
+        if table is None:
+            table = entity_table(entity, self.metadata, self.table_prefix)
+        if name not in self._ready:
+            async with self._ddl:
+                if name not in self._ready:
+                    async with self._transaction(write=True) as conn:
+                        if not self._sqlite:
+                            await conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK)))
+                        await conn.execute(CreateTable(table, if_not_exists=True))
+                        for index in table.indexes:
+                            await conn.execute(CreateIndex(index, if_not_exists=True))
+                    self._ready.add(name)
+        return table
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(
+        self, *, write: bool, lock_key: tuple[str, str] | None = None
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block exits normally, rolled back otherwise."""
+        async with AsyncExitStack() as stack:
+            if lock_key is not None:
+                await stack.enter_async_context(self._locks.hold(lock_key))
+            if write and self._sqlite:
+                await stack.enter_async_context(self._writer)
+            conn = await stack.enter_async_context(self.engine.connect())
+            if write and self._sqlite:
+                await conn.execution_options(starmodel_write=True)
+            transaction = await conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await transaction.rollback()
+                raise
+            await transaction.commit()
+
+    async def _row(self, conn: AsyncConnection, table: Table, key: str, *, lock: bool) -> Row[Any] | None:
+        query = select(table).where(table.c[KEY] == key)
+        if lock:
+            query = query.with_for_update()
+        return (await conn.execute(query)).first()
+
+    def _state(self, entity: type[Entity], row: Row[Any], now: float) -> State | None:
+        mapping = row._mapping
+        expires = mapping[EXPIRES]
+        if expires is not None and expires <= now:
+            return None
+        state: State = {}
+        for name, field in entity.model_fields.items():
+            if name not in mapping:
+                continue
+            value = mapping[name]
+            if value is None and not _column_type(field.annotation)[1]:
+                continue  # a column added after the row was written: the field's default applies
+            state[name] = value
+        return state
+
+    async def _touch(self, table: Table, key: str, ttl: float) -> None:
+        """Push back the expiry of a live row on a read, unless someone holds it (the holder
+        refreshes it anyway): reads never wait for a running event."""
+        now = self._clock()
+        live = (table.c[KEY] == key) & (table.c[EXPIRES] > now)
+        if self._sqlite:
+            if self._writer.locked():
+                return
+            statement = update(table).where(live)
+        else:
+            free = select(table.c[KEY]).where(table.c[KEY] == key).with_for_update(skip_locked=True)
+            statement = update(table).where(live, table.c[KEY].in_(free.scalar_subquery()))
+        async with self._transaction(write=True) as conn:
+            await conn.execute(statement.values({EXPIRES: now + ttl}))
+
+    async def _sweep(self, conn: AsyncConnection, table: Table) -> None:
+        now = self._clock()
+        if now - self._last_sweep.get(table.name, float("-inf")) < self.sweep_interval:
+            return
+        self._last_sweep[table.name] = now
+        result = await conn.execute(delete(table).where(table.c[EXPIRES] <= now))
+        if result.rowcount:
+            logger.debug("dropped %d expired rows from %s", result.rowcount, table.name)

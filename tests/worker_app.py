@@ -1,0 +1,50 @@
+"""An app for worker-process tests, configured by the environment:
+
+- ``SM_WORKER_STORE``: ``sql`` or ``redis``; ``SM_WORKER_URL``: the database or Redis URL;
+- ``SM_WORKER_PREFIX``: table prefix (SQL) or key prefix (Redis), so runs do not collide.
+
+Serve it with ``uvicorn tests.worker_app:app``; every worker started with the same environment
+shares one ``Tally`` (global) and the callers' ``Visits`` (per session).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, cast
+
+from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.stores import Store
+
+STORE = cast(Literal["sql", "redis"], os.environ.get("SM_WORKER_STORE", "sql"))
+
+
+class Tally(Entity):
+    model_config = {"scope": "global", "store": STORE}
+    count: int = 0
+
+    @event
+    def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+class Visits(Entity):
+    model_config = {"store": STORE}
+    count: int = 0
+
+    @event
+    def increment(self) -> None:
+        self.count += 1
+
+
+def make_store() -> Store:
+    url, prefix = os.environ["SM_WORKER_URL"], os.environ["SM_WORKER_PREFIX"]
+    if STORE == "redis":
+        from starmodel_asgi.stores.redis import RedisStore
+
+        return RedisStore(url, prefix=prefix)
+    from starmodel_asgi.stores.sql import SQLStore
+
+    return SQLStore(url, table_prefix=prefix)
+
+
+app = StarModel(entities=[Tally, Visits], secret_key="worker-test-secret", stores={STORE: make_store()})
