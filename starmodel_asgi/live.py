@@ -4,64 +4,111 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.app import StreamResponse
+from starmodel_asgi.broadcast import Message
 from starmodel_asgi.dispatch import channel_name, rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
-from starmodel_asgi.http import Update
+from starmodel_asgi.http import Element, Update
 
 if TYPE_CHECKING:
     from starmodel_asgi.app import StarModel
 
 logger = logging.getLogger("starmodel_asgi")
 
+KEEPALIVE = b": keepalive\n\n"
+
 
 class LiveResponse(StreamResponse):
     """Sends the current state at once, then each change published for the instance, and a
-    keep-alive comment whenever nothing happened for ``keepalive`` seconds. Ends when the
-    client goes away, releasing its subscription."""
+    keep-alive comment whenever nothing happened for ``keepalive`` seconds.
+
+    A reader that falls behind skips to the newest state (the broadcast keeps one pending message
+    per subscriber). When the broadcast says messages may have been missed, the state is re-read
+    from the store. Ends when the client goes away, releasing its subscription; a reconnecting
+    client starts again from the current state.
+    """
 
     def __init__(self, app: StarModel, formatter: Formatter, entity: type[Entity], key: str) -> None:
         if not formatter.streams:
             formatter = next((f for f in app.formatters if f.streams), DatastarFormatter())
         super().__init__(formatter)
         self.app, self.formatter, self.entity, self.key = app, formatter, entity, key
+        self._state: dict[str, Any] = {}
+        self._elements: list[Element] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-            await self._stream(send)
-            tg.cancel_scope.cancel()
-
-    async def _stream(self, send: Send) -> None:
         app, entity = self.app, self.entity
         async with app.broadcast.subscribe(channel_name(entity, self.key)) as messages:
             # subscribed before reading, so no change between the read and the first message is lost
             instance = await app.dispatcher.read(entity, self.key)
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            sent: dict[str, Any] = {}
-            sent = await self._push(send, instance, sent)
-            iterator = messages.__aiter__()
-            while True:
-                with anyio.move_on_after(app.keepalive):
-                    message = await iterator.__anext__()
-                    instance = entity.model_validate(json.loads(message))
-                    sent = await self._push(send, instance, sent)
-                    continue
-                await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+            await self._push(send, instance)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                await self._follow(send, messages)
+                # the broadcast closed (shutdown): finish the response properly
+                await send({"type": "http.response.body", "body": b""})
+                tg.cancel_scope.cancel()
 
-    async def _push(self, send: Send, instance: Entity, sent: dict[str, Any]) -> dict[str, Any]:
+    async def _follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+        while True:
+            with anyio.move_on_after(self.app.keepalive) as idle:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    return
+            if idle.cancelled_caught:
+                await _body(send, KEEPALIVE)
+                continue
+            instance = await self._instance(message)
+            if instance is not None:
+                await self._push(send, instance)
+
+    async def _instance(self, message: Message) -> Entity | None:
+        """The state a message carries; for ``None`` (or a message that does not parse), the
+        state re-read from the store. ``None`` if that read fails: the stream stays open and the
+        next message or reconnection brings the state."""
+        entity = self.entity
+        if message is not None:
+            try:
+                return entity.model_validate(json.loads(message))
+            except ValueError:
+                logger.exception("unreadable live message for %s %s; re-reading", entity.entity_name(), self.key)
+        try:
+            return await self.app.dispatcher.read(entity, self.key)
+        except Exception:
+            logger.exception("live stream of %s %s could not re-read the state", entity.entity_name(), self.key)
+            return None
+
+    async def _push(self, send: Send, instance: Entity) -> None:
+        """Sends what changed since the last push: the changed fields and, when it differs,
+        the re-rendered HTML. Nothing at all when nothing the page sees changed."""
         state = instance.public_state()
-        changed = {k: v for k, v in state.items() if k not in sent or sent[k] != v}
-        update = Update(self.entity.entity_name(), changed, state, rendered(instance))
-        body = self.formatter.format([update]).encode()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
-        return state
+        try:
+            elements = rendered(instance)
+        except Exception:
+            logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
+            elements = []
+        changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
+        new_elements = elements if elements != self._elements else []
+        self._state, self._elements = state, elements
+        if not changed and not new_elements:
+            return
+        update = Update(self.entity.entity_name(), changed, state, new_elements)
+        await _body(send, self.formatter.format([update]).encode())
+
+
+async def _body(send: Send, body: bytes) -> None:
+    message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
+    await send(message)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -1,0 +1,204 @@
+"""Redis pub/sub broadcast: one listening connection per process, multiplexing every channel.
+
+The listener starts on the first ``subscribe`` (hosts do not run a mounted app's lifespan) and
+reconnects by itself with a growing delay; ``aclose()`` stops it. After every (re)subscription
+the channel's subscribers get ``None``, so live streams re-read the state they may have missed.
+Requires the ``redis`` extra (redis-py's asyncio client, hence an asyncio event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from starmodel_asgi.broadcast.memory import Channels, Subscriber
+
+logger = logging.getLogger("starmodel_asgi")
+
+#: What a lost or refused connection raises.
+CONNECTION_ERRORS = (RedisError, OSError)
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """``redis://h/0?prefix=app1:`` -> ``("redis://h/0", "app1:")``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(v for k, v in query if k == "prefix")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+class RedisBroadcast:
+    """``broadcast_url="redis://..."``: fan-out across processes through Redis pub/sub.
+
+    ``prefix`` namespaces the channels (Redis pub/sub ignores the database number), so several
+    apps can share one server. A message reaches each local subscriber without waiting for it:
+    a stuck client only ever holds the newest state.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str | None = None,
+        min_reconnect_delay: float = 0.1,
+        max_reconnect_delay: float = 2.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url, url_prefix = split_prefix(url)
+        self.prefix = url_prefix if prefix is None else prefix
+        self.min_reconnect_delay = min_reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.timeout = timeout
+        self._channels = Channels()
+        self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
+        self._pubsub: PubSub | None = None  # set while connected and listening
+        self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE commands
+        self._task: asyncio.Task[None] | None = None
+        self._publisher: Redis | None = None
+        self._listener: Redis | None = None
+        self._control = f"{self.prefix}sm-listener:{uuid.uuid4().hex}"
+
+    def subscriber_count(self, channel: str | None = None) -> int:
+        return self._channels.count(channel)
+
+    @property
+    def listening(self) -> bool:
+        return self._pubsub is not None
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        if self._publisher is None:
+            # one quick retry: a publish runs while the instance is held, so it must fail fast
+            self._publisher = Redis.from_url(
+                self.url,
+                decode_responses=True,
+                retry=Retry(NoBackoff(), 1),
+                socket_connect_timeout=self.timeout,
+                socket_timeout=self.timeout,
+            )
+        await self._publisher.publish(self.prefix + channel, message)
+
+    # -- subscribing -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
+        subscriber, first = self._channels.add(channel)
+        try:
+            self._start()
+            if first:
+                await self._sync(channel)
+            yield subscriber
+        finally:
+            if self._channels.remove(channel, subscriber):
+                with anyio.move_on_after(self.timeout, shield=True):
+                    await self._sync(channel)
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._listen(), name="starmodel-redis-broadcast")
+            self._task.add_done_callback(_log_failure)
+
+    async def _sync(self, channel: str) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE ``channel`` so the connection matches the local subscribers.
+        Without a connection there is nothing to do: the listener subscribes every wanted
+        channel when it connects."""
+        async with self._lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            want, has = channel in self._channels, channel in self._subscribed
+            try:
+                if want and not has:
+                    await pubsub.subscribe(self.prefix + channel)
+                    self._subscribed.add(channel)
+                elif has and not want:
+                    await pubsub.unsubscribe(self.prefix + channel)
+                    self._subscribed.discard(channel)
+            except CONNECTION_ERRORS as exc:
+                # the listener's read fails on the same connection and resubscribes on reconnect
+                logger.warning("Redis broadcast could not update channel %s: %r", channel, exc)
+
+    # -- listening -------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        delay = self.min_reconnect_delay
+        while True:
+            if self._listener is None:
+                self._listener = Redis.from_url(
+                    self.url,
+                    decode_responses=True,
+                    retry=Retry(NoBackoff(), 0),  # reconnecting is this loop's job
+                    socket_connect_timeout=self.timeout,
+                    socket_keepalive=True,
+                )
+            pubsub = self._listener.pubsub()
+            try:
+                await self._attach(pubsub)
+                delay = self.min_reconnect_delay
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        self._on_message(message)
+            except CONNECTION_ERRORS as exc:
+                logger.warning("Redis broadcast lost its connection (%r); reconnecting in %.1fs", exc, delay)
+            finally:
+                self._pubsub = None
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.max_reconnect_delay)
+
+    async def _attach(self, pubsub: PubSub) -> None:
+        async with self._lock:
+            # the control channel keeps the connection subscribed while no page is watching
+            await pubsub.subscribe(self._control)
+            wanted = self._channels.names()
+            if wanted:
+                await pubsub.subscribe(*(self.prefix + c for c in wanted))
+            self._subscribed = set(wanted)
+            self._pubsub = pubsub
+        logger.debug("Redis broadcast listening on %d channels", len(wanted))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        full = message["channel"]
+        if full == self._control or not full.startswith(self.prefix):
+            return
+        channel = full[len(self.prefix) :]
+        if message["type"] == "message":
+            self._channels.deliver(channel, message["data"])
+        elif message["type"] == "subscribe":
+            # anything published before this point was not heard: make readers re-read
+            self._channels.deliver(channel, None)
+
+    async def aclose(self) -> None:
+        """Stop listening, end every subscription, close the connections. A later ``subscribe``
+        starts again."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self._channels.close()
+        self._subscribed.clear()
+        for client in (self._publisher, self._listener):
+            if client is not None:
+                await client.aclose()
+        self._publisher = self._listener = None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Redis broadcast listener stopped", exc_info=task.exception())

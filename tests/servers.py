@@ -1,0 +1,223 @@
+"""Real servers for tests that httpx's ASGITransport cannot serve (endless streams, browsers).
+
+- ``run_server(app)``: uvicorn in a thread of this process on a free port of 127.0.0.1; yields
+  the base URL (a ``str`` whose ``.call(fn)`` runs ``fn`` on the server's event loop).
+- ``run_worker("module:attr", env={...})``: uvicorn in a subprocess; yields the base URL.
+- ``RedisServer``: a private ``redis-server`` on its own free port that a test may stop and start.
+- ``LiveStream``: an open SSE stream read in the background, parsed as the browser would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import uvicorn
+
+from tests.sse import SSEEvent, merged_signals, parse_sse
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerURL(str):
+    """The server's base URL; ``call(fn)`` runs ``fn()`` in the server's event loop (for reading
+    its state without racing it) and returns the result."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, fn: Callable[[], T], timeout: float = 10) -> T:
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+
+@contextmanager
+def run_server(app: Any, port: int = 0, **config: Any) -> Iterator[ServerURL]:
+    """Serves ``app`` with uvicorn on 127.0.0.1 (``port``, or a free one) from a thread; stops it
+    on exit (open streams are cut after ``timeout_graceful_shutdown``, 1 s by default)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    options: dict[str, Any] = {"log_level": "warning", "timeout_graceful_shutdown": 1, "lifespan": "on"}
+    server = uvicorn.Server(uvicorn.Config(app, **{**options, **config}))
+    loops: list[asyncio.AbstractEventLoop] = []
+    failures: list[BaseException] = []
+
+    async def serve() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve(sockets=[sock])
+
+    def main() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported to the test below
+            failures.append(exc)
+
+    thread = threading.Thread(target=main, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if failures or not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start: {failures}")
+        time.sleep(0.01)
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.loop = loops[0]
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(5)
+        sock.close()
+        if failures:
+            raise RuntimeError("uvicorn failed") from failures[0]
+
+
+@contextmanager
+def run_worker(app: str, env: Mapping[str, str] | None = None, *, factory: bool = False) -> Iterator[str]:
+    """Runs ``uvicorn app`` (``"module:attr"``, importable from the repo root) in a subprocess with
+    ``env`` added to this environment; yields its base URL once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-level", "warning", "--timeout-graceful-shutdown", "1"]
+    if factory:
+        command.append("--factory")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
+        try:
+            _wait_for_port(port, process, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            _stop(process)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{process.args} exited with {process.returncode}:\n{log.read().decode()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a free port (never the shared one): no persistence,
+    stoppable and restartable on the same port to simulate an outage."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__, read on failure
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
+        _wait_for_port(self.port, self._process, self._log)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._log.close()
+
+
+class LiveStream:
+    """``async with LiveStream(client, "/counter/live") as live``: the stream is read in the
+    background into ``raw``; ``await live.until(pred)`` waits until ``pred(live)`` holds."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.client, self.url = client, url
+        self.headers = {"Datastar-Request": "true", **(headers or {})}
+        self.raw = bytearray()
+        self.response: httpx.Response | None = None
+        self._changed = anyio.Event()
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> LiveStream:
+        await self._stack.__aenter__()
+        self.response = await self._stack.enter_async_context(self.client.stream("GET", self.url, headers=self.headers))
+        tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(self._read)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._stack.__aexit__(*exc)
+
+    async def _read(self) -> None:
+        assert self.response is not None
+        async for chunk in self.response.aiter_raw():
+            self.raw += chunk
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    @property
+    def text(self) -> str:
+        """What arrived, up to the last complete SSE block."""
+        text = self.raw.decode()
+        return text[: text.rfind("\n\n") + 2]
+
+    @property
+    def events(self) -> list[SSEEvent]:
+        return parse_sse(self.text)
+
+    @property
+    def signals(self) -> dict[str, Any]:
+        return merged_signals(self.events)
+
+    async def until(self, predicate: Callable[[LiveStream], bool], timeout: float = 10) -> None:
+        with anyio.fail_after(timeout):
+            while not predicate(self):
+                await self._changed.wait()
