@@ -21,6 +21,8 @@ from starmodel_asgi.stores import State, Store
 logger = logging.getLogger("starmodel_asgi")
 
 _MISSING = object()
+#: published when a record is deleted; no field can be named ``_deleted`` (Pydantic keeps it private)
+DELETED = json.dumps({"_deleted": True})
 _DONE = object()
 
 
@@ -215,8 +217,11 @@ class Dispatcher:
     async def publish(self, entity: type[Entity], key: str, state: State) -> None:
         """Tell live pages about a new state. A broadcast failure is logged, never fatal: the
         state is saved, and streams re-send the current state when they reconnect."""
+        await self._send(entity, key, json.dumps(state))
+
+    async def _send(self, entity: type[Entity], key: str, message: str) -> None:
         try:
-            await self.broadcast.publish(channel_name(entity, key), json.dumps(state))
+            await self.broadcast.publish(channel_name(entity, key), message)
         except Exception:
             logger.exception("could not publish %s %s", entity.entity_name(), key)
 
@@ -233,6 +238,7 @@ class Dispatcher:
             if await slot.load() is None:
                 raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
             await slot.delete()
+            await self._send(entity, key, DELETED)
 
     async def list(self, entity: type[Entity], limit: int, offset: int) -> list[Entity]:
         states = await self.store_for(entity).list(entity, limit, offset)

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.app import StreamResponse
 from starmodel_asgi.broadcast import Message
-from starmodel_asgi.dispatch import channel_name, rendered
+from starmodel_asgi.dispatch import DELETED, channel_name, rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
 from starmodel_asgi.http import Element, Update
@@ -54,7 +54,7 @@ class LiveResponse(StreamResponse):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                 await self._follow(send, messages)
-                # the broadcast closed (shutdown): finish the response properly
+                # the broadcast closed (shutdown) or the record was deleted: finish the response
                 await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
 
@@ -68,6 +68,10 @@ class LiveResponse(StreamResponse):
             if idle.cancelled_caught:
                 await _body(send, KEEPALIVE)
                 continue
+            if message == DELETED:  # tell the page, then end: Datastar does not retry a finished stream
+                deleted = Update(self.entity.entity_name(), {"_deleted": True}, {})
+                await _body(send, self.formatter.format([deleted]).encode())
+                return
             instance = await self._instance(message)
             if instance is not None:
                 await self._push(send, instance)

@@ -181,6 +181,7 @@ class LiveStream:
         self.client, self.url = client, url
         self.headers = {"Datastar-Request": "true", **(headers or {})}
         self.raw = bytearray()
+        self.ended = False
         self.response: httpx.Response | None = None
         self._changed = anyio.Event()
         self._stack = AsyncExitStack()
@@ -202,6 +203,8 @@ class LiveStream:
             self.raw += chunk
             self._changed.set()
             self._changed = anyio.Event()
+        self.ended = True
+        self._changed.set()
 
     @property
     def text(self) -> str:

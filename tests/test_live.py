@@ -288,6 +288,17 @@ async def test_record_changes_reach_its_watchers_only(broadcast: Broadcast) -> N
                 assert len(b_two.events) == 2
 
 
+async def test_watchers_of_a_deleted_record_are_told_and_the_stream_ends(broadcast: Broadcast) -> None:
+    with serve(make_app(broadcast)) as url:
+        async with client(url) as a:
+            doc = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
+            async with LiveStream(a, f"/doc/{doc}/live") as live:
+                await live.until(lambda s: len(s.events) >= 1)
+                assert (await a.delete(f"/doc/{doc}", headers=JSON)).status_code == 204
+                await live.until(lambda s: s.signals["doc"].get("_deleted") is True)
+                await live.until(lambda s: s.ended)
+
+
 # -- resources -------------------------------------------------------------------------------
 
 
