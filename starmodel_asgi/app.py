@@ -380,12 +380,10 @@ class StarModel:
         updates = self.dispatcher.run(entity, key, descriptor, call, must_exist=must_exist)
         try:
             first = await updates.__anext__()
-        except StopAsyncIteration:  # pragma: no cover - every event yields at least once
-            return self._answer(call, [])
         except BaseException:
             await updates.aclose()
             raise
-        if formatter.streams:
+        if formatter.streams and (descriptor.is_async_gen or descriptor.is_sync_gen):
             return UpdatesResponse(formatter, [first], updates)
         collected = [first]
         async with aclosing(updates):

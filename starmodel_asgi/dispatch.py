@@ -168,18 +168,28 @@ class Dispatcher:
         baseline = instance.public_state()
         baseline.update({k: v for k, v in client_values(entity, request).items() if k in public_fields})
         apply_client_writes(instance, request)
-        async for result in self._call(instance, descriptor, kwargs):
+        saved = persist[1] if persist is not None else None
+
+        async def step(result: Any) -> Update:
+            nonlocal baseline, saved
             if persist is not None:
-                slot, saved = persist
                 stored = instance.stored_state()
                 if stored != saved:
-                    await slot.save(stored)
-                    persist = (slot, stored)
+                    await persist[0].save(stored)
+                    saved = stored
                     await self.publish(entity, instance.id, stored)
             public = instance.public_state()
             changed = {k: v for k, v in public.items() if baseline.get(k, _MISSING) != v}
             baseline = public
-            yield Update(entity.entity_name(), changed, public, to_elements(result, descriptor.info))
+            return Update(entity.entity_name(), changed, public, to_elements(result, descriptor.info))
+
+        steps = 0
+        async for result in self._call(instance, descriptor, kwargs):
+            steps += 1
+            yield await step(result)
+        # a generator may change state after its last yield (or never yield): that counts too
+        if not steps or instance.public_state() != baseline or (persist and instance.stored_state() != saved):
+            yield await step(None)
 
     async def _call(self, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         name = f"{instance.entity_name()}.{descriptor.info.name}"

@@ -139,3 +139,26 @@ class TodoList(Entity):
 
 
 ENTITIES: list[type[Entity]] = [Counter, Shared, Profile, TodoList]
+
+
+class Loader(Entity):
+    """Generators that change state after their last yield, or never yield."""
+
+    status: str = "idle"
+    rows: int = 0
+
+    @event
+    async def load(self):  # type: ignore[no-untyped-def]
+        self.status = "loading"
+        yield '<p id="spinner">loading</p>'
+        self.rows = 3
+        self.status = "done"
+
+    @event
+    def silent(self):  # type: ignore[no-untyped-def]
+        self.rows = 9
+        if False:
+            yield None
+
+
+ENTITIES.append(Loader)

@@ -141,6 +141,19 @@ async def test_generator_failing_midway_json_is_500(client: httpx.AsyncClient) -
     assert (await state(client))["count"] == 1
 
 
+async def test_changes_after_the_last_yield_are_saved_and_sent(client: httpx.AsyncClient) -> None:
+    events = parse_sse((await client.post("/loader/load", headers=DATASTAR)).text)
+    assert merged_signals(events) == {"loader": {"status": "done", "rows": 3}}
+    assert events[-1].signals == {"loader": {"status": "done", "rows": 3}}
+    assert await state(client, "loader") == {"status": "done", "rows": 3}
+
+
+async def test_a_generator_that_never_yields_still_answers_and_saves(client: httpx.AsyncClient) -> None:
+    r = await client.post("/loader/silent", headers=DATASTAR)
+    assert parse_sse(r.text)[0].signals == {"loader": {"rows": 9}}
+    assert (await client.post("/loader/silent", headers=JSON)).json() == {"status": "idle", "rows": 9}
+
+
 # -- GET /{entity} ---------------------------------------------------------------------------------
 
 
