@@ -54,7 +54,10 @@ def baseline_app() -> Starlette:
     return Starlette(routes=[Route("/counter/increment", increment, methods=["POST"]), Route("/counter", read)])
 
 
-async def timed(client: httpx.AsyncClient, call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], n: int) -> float:
+Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+
+
+async def timed(client: httpx.AsyncClient, call: Call, n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
         r = await call(client)
@@ -83,7 +86,7 @@ async def main(requests: int, rounds: int) -> None:
     print(f"{'scenario':40} {'baseline':>10} {'starmodel':>10} {'ratio':>7}")
     for label, call in SCENARIOS.items():
         results: dict[str, list[float]] = {name: [] for name in apps}
-        for name, client in clients.items():  # warm-up (first session cookie, imports)
+        for client in clients.values():  # warm-up (first session cookie, imports)
             await timed(client, call, 50)
         for _ in range(rounds):  # interleaved so drift hits both alike
             for name, client in clients.items():

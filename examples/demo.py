@@ -1,6 +1,6 @@
 """The quick-start demo: a counter everyone shares, kept in a SQLite file, live in every tab.
 
-    pip install -e ".[demo]" && python examples/demo.py      # then open http://127.0.0.1:8000
+pip install -e ".[demo]" && python examples/demo.py      # then open http://127.0.0.1:8000
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class SharedCounter(Entity):
         self.count += amount
 
 
-sm = StarModel(entities=[Counter, SharedCounter], base_path="/sm", secret_key=os.environ.get("STARMODEL_SECRET_KEY", "demo-only-secret"))
+secret = os.environ.get("STARMODEL_SECRET_KEY", "demo-only-secret")
+sm = StarModel(entities=[Counter, SharedCounter], base_path="/sm", secret_key=secret)
 
 
 def page(request: object) -> HTMLResponse:

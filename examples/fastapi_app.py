@@ -1,6 +1,6 @@
 """StarModel mounted in a FastAPI app: a counter, an event answering HTML, errors on the page.
 
-    pip install -e ".[fastapi,demo]" && python examples/fastapi_app.py      # http://127.0.0.1:8000
+pip install -e ".[fastapi,demo]" && python examples/fastapi_app.py      # http://127.0.0.1:8000
 """
 
 from __future__ import annotations

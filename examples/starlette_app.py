@@ -1,6 +1,6 @@
 """StarModel mounted in a Starlette app: a counter, an event answering HTML, errors on the page.
 
-    pip install -e ".[demo]" && python examples/starlette_app.py      # http://127.0.0.1:8000
+pip install -e ".[demo]" && python examples/starlette_app.py      # http://127.0.0.1:8000
 """
 
 from __future__ import annotations

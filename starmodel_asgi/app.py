@@ -35,6 +35,10 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON_TYPES = ("application/json", "text/json")
 
 
+def not_allowed(entity: type[Entity], request: Request, allow: str) -> EventError:
+    return EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": allow})
+
+
 class StreamResponse(Response):
     """A response whose body is sent by ``__call__`` piece by piece (no Content-Length)."""
 
@@ -111,7 +115,9 @@ class StarModel:
             )
             secret_key = SessionSigner.new_session_id()
         self.signer = SessionSigner(secret_key)
-        self.database_url = database_url or os.environ.get("STARMODEL_DATABASE_URL") or "sqlite+aiosqlite:///starmodel.db"
+        self.database_url = (
+            database_url or os.environ.get("STARMODEL_DATABASE_URL") or "sqlite+aiosqlite:///starmodel.db"
+        )
         self.redis_url = redis_url or os.environ.get("STARMODEL_REDIS_URL") or "redis://127.0.0.1:6379/0"
         self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
         self._stores: dict[str, Store] = dict(stores or {})
@@ -277,9 +283,9 @@ class StarModel:
                 instance = await self.dispatcher.create(entity, call)
                 update = Update(entity.entity_name(), instance.public_state(), instance.public_state())
                 return self._answer(call, [update], status=201)
-            raise EventError(405, f"{method} not allowed here", entity.entity_name(), headers={"Allow": "GET, POST"})
+            raise not_allowed(entity, request, "GET, POST")
         if method not in ("GET", "HEAD"):
-            raise EventError(405, f"{method} not allowed here", entity.entity_name(), headers={"Allow": "GET"})
+            raise not_allowed(entity, request, "GET")
         call = await self._call(request, entity, out)
         return await self._read(call, entity, self._key(entity, call))
 
@@ -316,7 +322,7 @@ class StarModel:
 
     async def _record(self, request: Request, entity: type[Entity], key: str, out: dict[str, str]) -> Response:
         if request.method not in ("GET", "HEAD", "DELETE"):
-            raise EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": "GET, DELETE"})
+            raise not_allowed(entity, request, "GET, DELETE")
         call = await self._call(request, entity, out)
         if request.method == "DELETE":
             await self._authorize(call, entity, "delete")
@@ -342,7 +348,7 @@ class StarModel:
 
     def _check_method(self, entity: type[Entity], request: Request, allowed: str) -> None:
         if request.method != allowed:
-            raise EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": allowed})
+            raise not_allowed(entity, request, allowed)
 
     def _event(self, entity: type[Entity], segment: str, request: Request) -> EventDescriptor:
         descriptor = entity.events().get(segment)

@@ -48,6 +48,8 @@ def make_client(host: str) -> Callable[[StarModel], httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def client(make_client: Callable[[StarModel], httpx.AsyncClient], sm: StarModel) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    make_client: Callable[[StarModel], httpx.AsyncClient], sm: StarModel
+) -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(sm) as c:
         yield c
