@@ -262,7 +262,7 @@ class StarModel:
         except EventError as exc:
             response = self._error(request, exc)
         except Exception:
-            logger.exception("request %s %s failed", request.method, request.url.path)
+            logger.exception("request %s %s failed", request.method, request.scope["path"])
             response = self._error(request, EventError(500, "Internal server error"))
         for name, value in response_headers.items():
             if name == "set-cookie":
@@ -426,9 +426,9 @@ class StarModel:
         return Response(formatter.format(updates), status, formatter.headers, formatter.media_type)
 
     def _error(self, request: Request, error: EventError) -> Response:
-        call = EventRequest(request.method, request.url.path, request.headers)
+        call = EventRequest(request.method, request.scope["path"], request.headers)
         if error.status >= 500:
-            logger.error("%s %s answered %s", request.method, request.url.path, error)
+            logger.error("%s %s answered %s", request.method, request.scope["path"], error)
         try:
             formatter = self._formatter(call)
         except EventError:
@@ -443,7 +443,7 @@ class StarModel:
         signals = await self._signals(request)
         call = EventRequest(
             method=request.method,
-            path=request.url.path,
+            path=request.scope["path"],
             headers=request.headers,
             query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
             path_params={k: v for k, v in request.path_params.items() if k not in ("entity", "a", "b")},
@@ -473,7 +473,9 @@ class StarModel:
         return sid
 
     def _cookie(self, request: Request, sid: str) -> str:
-        secure = self.cookie_secure if self.cookie_secure is not None else request.url.scheme == "https"
+        secure = self.cookie_secure
+        if secure is None:
+            secure = request.scope.get("scheme") in ("https", "wss")
         cookie = f"{self.cookie_name}={self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
         if self.session_ttl:
             cookie += f"; Max-Age={int(self.session_ttl)}"

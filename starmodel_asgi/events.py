@@ -64,15 +64,15 @@ class EventDescriptor:
             return ActionBuilder(owner, self)
         return self.func.__get__(obj, owner)
 
-    @property
+    @cached_property
     def is_async_gen(self) -> bool:
         return inspect.isasyncgenfunction(self.func)
 
-    @property
+    @cached_property
     def is_sync_gen(self) -> bool:
         return inspect.isgeneratorfunction(self.func)
 
-    @property
+    @cached_property
     def is_coroutine(self) -> bool:
         return inspect.iscoroutinefunction(self.func)
 

@@ -13,8 +13,10 @@ from typing import Any
 class SessionSigner:
     """Signs session ids with HMAC-SHA256; a value that does not verify is no session at all."""
 
-    def __init__(self, secret_key: str | bytes) -> None:
+    def __init__(self, secret_key: str | bytes, cache_size: int = 10_000) -> None:
         self._key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+        self._verified: dict[str, str] = {}  # cookie value -> session id, already checked
+        self._cache_size = cache_size
 
     def _signature(self, session_id: str) -> str:
         digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).digest()
@@ -26,10 +28,16 @@ class SessionSigner:
     def unsign(self, value: str | None) -> str | None:
         if not value or "." not in value:
             return None
+        known = self._verified.get(value)
+        if known is not None:
+            return known
         session_id, _, signature = value.rpartition(".")
-        if session_id and hmac.compare_digest(signature, self._signature(session_id)):
-            return session_id
-        return None
+        if not (session_id and hmac.compare_digest(signature, self._signature(session_id))):
+            return None
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()
+        self._verified[value] = session_id
+        return session_id
 
     @staticmethod
     def new_session_id() -> str:

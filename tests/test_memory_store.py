@@ -66,4 +66,4 @@ async def test_locks_are_released_after_use() -> None:
     store = MemoryStore()
     async with store.hold(Counter, "a"):
         assert len(store._locks) == 1
-    assert not store._locks
+    assert len(store._locks) == 0

@@ -61,9 +61,12 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
 
+    def __len__(self) -> int:
+        return len(self._locks)
+
     @asynccontextmanager
     async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (anyio.Lock(), 0)
+        lock, users = self._locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:

@@ -8,9 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import anyio
-
-from starmodel_asgi.stores import State, ttl_for
+from starmodel_asgi.stores import KeyedLocks, State, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.entity import Entity
@@ -22,14 +20,6 @@ Key = tuple[str, str]
 class _Entry:
     state: State
     expires: float | None
-
-
-class _Lock:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.users = 0
 
 
 class MemorySlot:
@@ -59,7 +49,7 @@ class MemoryStore:
         self.sweep_interval = sweep_interval
         self._clock = clock
         self._data: dict[Key, _Entry] = {}
-        self._locks: dict[Key, _Lock] = {}
+        self._locks = KeyedLocks()
         self._last_sweep = clock()
 
     def __len__(self) -> int:
@@ -68,17 +58,8 @@ class MemoryStore:
     @asynccontextmanager
     async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[MemorySlot]:
         k = (entity.entity_name(), key)
-        lock = self._locks.get(k)
-        if lock is None:
-            lock = self._locks[k] = _Lock()
-        lock.users += 1
-        try:
-            async with lock.lock:
-                yield MemorySlot(self, entity, k)
-        finally:
-            lock.users -= 1
-            if not lock.users:
-                del self._locks[k]
+        async with self._locks.hold(k):
+            yield MemorySlot(self, entity, k)
 
     async def get(self, entity: type[Entity], key: str) -> State | None:
         return self._read(entity, (entity.entity_name(), key))
