@@ -78,6 +78,8 @@ class StarModel:
 
     ``database_url`` serves ``store="sql"`` (default: a SQLite file), ``redis_url`` serves
     ``store="redis"``, ``broadcast_url`` picks the live-update backend by scheme.
+    ``datastar_error_status=200`` answers Datastar requests' errors with that status instead of
+    4xx/5xx, so the browser applies the ``_error``/``_errors`` signals (it ignores non-200 bodies).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class StarModel:
         trusted_origins: Iterable[str] = (),
         keepalive: float = 15.0,
         list_limit: int = 100,
+        datastar_error_status: int | None = None,
     ) -> None:
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.entities: dict[str, type[Entity]] = {}
@@ -131,6 +134,7 @@ class StarModel:
         self.trusted_origins = {o.rstrip("/") for o in trusted_origins}
         self.keepalive = keepalive
         self.list_limit = list_limit
+        self.datastar_error_status = datastar_error_status
         self.dispatcher = Dispatcher(self.store_for, self.broadcast)
         self.router = Router(
             [
@@ -433,7 +437,10 @@ class StarModel:
             formatter = self._formatter(call)
         except EventError:
             return Response(error.message, error.status, error.headers, "text/plain")
-        return Response(formatter.format_error(error), error.status, error.headers, formatter.media_type)
+        status = error.status
+        if self.datastar_error_status is not None and call.is_datastar:
+            status = self.datastar_error_status  # so the Datastar client applies the error signals
+        return Response(formatter.format_error(error), status, error.headers, formatter.media_type)
 
     # -- requests ---------------------------------------------------------------------------
 

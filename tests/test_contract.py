@@ -254,6 +254,16 @@ async def test_invalid_parameter_for_datastar_gives_an_error_signal(client: http
     assert "amount" in error["_error"] and "amount" in error["_errors"]
 
 
+async def test_datastar_errors_can_be_answered_200_so_the_page_applies_them() -> None:
+    sm = StarModel(entities=ENTITIES, secret_key="k", datastar_error_status=200)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        r = await c.post("/counter/increment?amount=lots", headers=DATASTAR)
+        assert r.status_code == 200
+        assert "amount" in parse_sse(r.text)[0].signals["counter"]["_errors"]
+        assert (await c.post("/counter/increment?amount=lots", headers=JSON)).status_code == 422
+        assert (await state(c))["count"] == 0
+
+
 async def test_malformed_json_is_400_and_changes_nothing(client: httpx.AsyncClient) -> None:
     bad = {**DATASTAR, "Content-Type": "application/json"}
     r = await client.post("/counter/increment", headers=bad, content=b'{"counter": ')
