@@ -35,6 +35,13 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON_TYPES = ("application/json", "text/json")
 
 
+def record_key(entity: type[Entity], key: str) -> str:
+    """A record id from the path: at most 200 printable characters, or no such record."""
+    if len(key) > 200 or not key.isprintable():
+        raise EventError(404, f"No {entity.entity_name()} with that id", entity.entity_name())
+    return key
+
+
 def not_allowed(entity: type[Entity], request: Request, allow: str) -> EventError:
     return EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": allow})
 
@@ -65,7 +72,9 @@ class UpdatesResponse(StreamResponse):
                     chunk = fmt.format([update]).encode()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except EventError as exc:
-                await send({"type": "http.response.body", "body": fmt.format_error(exc).encode(), "more_body": True})
+                undo = [Update(exc.entity, exc.reset, exc.reset)] if exc.entity and exc.reset is not None else []
+                body = (fmt.format(undo) + fmt.format_error(exc)).encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             except Exception:
                 logger.exception("streaming an event answer failed")
                 error = EventError(500, "Internal error", self.first[0].entity if self.first else None)
@@ -156,7 +165,7 @@ class StarModel:
             raise ValueError(f"{entity.__name__}: record entities need a server store, not 'client'")
         for segment in entity.events():
             if "/" in segment or segment == "live":
-                raise ValueError(f"{entity.__name__}: event path {segment!r} is not a single segment")
+                raise ValueError(f"{entity.__name__}: event path {segment!r} must be one URL segment, not 'live'")
         entity.__starmodel_base__ = self.base_path
         self.entities[name] = entity
 
@@ -299,20 +308,20 @@ class StarModel:
         if entity.entity_scope() == "record":
             if segment == "live":
                 raise EventError(404, "Record streams are /{entity}/{id}/live", entity.entity_name())
-            return await self._record(request, entity, segment, out)
+            return await self._record(request, entity, record_key(entity, segment), out)
         if segment == "live":
             self._check_method(entity, request, "GET")
             call = await self._call(request, entity, out)
             return await self.live(call, entity, self._key(entity, call))
         descriptor = self._event(entity, segment, request)
-        call = await self._call(request, entity, out)
+        call = await self._call(request, entity, out, event=True)
         return await self._run(call, entity, self._key(entity, call), descriptor)
 
     async def _two_inner(self, request: Request, out: dict[str, str]) -> Response:
         entity = self._entity(request)
         if entity.entity_scope() != "record":
             raise EventError(404, "Not found", entity.entity_name())
-        key, segment = request.path_params["a"], request.path_params["b"]
+        key, segment = record_key(entity, request.path_params["a"]), request.path_params["b"]
         if segment == "live":
             self._check_method(entity, request, "GET")
             call = await self._call(request, entity, out)
@@ -320,7 +329,7 @@ class StarModel:
             await self.dispatcher.read(entity, key, must_exist=True)
             return await self.live(call, entity, key)
         descriptor = self._event(entity, segment, request)
-        call = await self._call(request, entity, out)
+        call = await self._call(request, entity, out, event=True)
         await self._authorize(call, entity, descriptor.info.name)
         return await self._run(call, entity, key, descriptor, must_exist=True)
 
@@ -444,9 +453,12 @@ class StarModel:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def _call(self, request: Request, entity: type[Entity], out: dict[str, str]) -> EventRequest:
+    async def _call(
+        self, request: Request, entity: type[Entity], out: dict[str, str], *, event: bool = False
+    ) -> EventRequest:
         """Checks the origin, reads the signals and the caller's identity into an ``EventRequest``."""
-        self._check_origin(request)
+        if event or request.method not in SAFE_METHODS:
+            self._check_origin(request)
         signals = await self._signals(request)
         call = EventRequest(
             method=request.method,
@@ -489,10 +501,9 @@ class StarModel:
         return cookie + ("; Secure" if secure else "")
 
     def _check_origin(self, request: Request) -> None:
-        """A cross-site form can fire a simple POST; it cannot send Datastar's header or JSON
-        without a CORS preflight, which this app never grants."""
-        if request.method in SAFE_METHODS:
-            return
+        """Refuses requests that may change state and come from another site. A cross-site form or
+        link can fire a simple POST or GET; it cannot send Datastar's header or JSON without a CORS
+        preflight, which this app never grants."""
         if request.headers.get("datastar-request", "").lower() == "true":
             return
         if request.headers.get("content-type", "").split(";")[0].strip() in JSON_TYPES:
@@ -530,7 +541,7 @@ class StarModel:
     def _parse_json(body: bytes) -> Signals:
         try:
             value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise EventError(400, f"Malformed JSON: {exc}") from None
         if not isinstance(value, dict):
             raise EventError(400, "The body must be a JSON object of signals")

@@ -16,7 +16,7 @@ from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
 from starmodel_asgi.http import Element, EventError, EventRequest, Update
-from starmodel_asgi.stores import State, Store
+from starmodel_asgi.stores import Slot, State, Store
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -49,7 +49,7 @@ def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: Even
     namespace = request.signals.get(entity.entity_name())
     sources: list[Any] = [
         request.path_params,
-        {k: v[0] if len(v) == 1 else v for k, v in request.query.items()},
+        {k: v if k in descriptor.sequence_params or len(v) > 1 else v[0] for k, v in request.query.items()},
         namespace if isinstance(namespace, dict) else {},
         request.signals,
     ]
@@ -138,8 +138,8 @@ class Dispatcher:
     ) -> AsyncGenerator[Update, None]:
         """Yield one ``Update`` per result (one for plain events, one per yield for generators).
 
-        The instance is held for the whole run; each step's changes are saved and published
-        before the step is yielded. Close the iterator (``contextlib.aclosing``) when done.
+        The instance is held for the whole run; the changes are saved and published when the
+        event has finished. Close the iterator (``contextlib.aclosing``) when done.
         """
         kwargs = bind_params(descriptor, entity, request)
         if entity.entity_store() == "client":
@@ -161,35 +161,51 @@ class Dispatcher:
         descriptor: EventDescriptor,
         kwargs: dict[str, Any],
         request: EventRequest,
-        persist: tuple[Any, State | None] | None,
+        persist: tuple[Slot, State | None] | None,
     ) -> AsyncIterator[Update]:
+        """Streams each result's changes to the caller as it comes; saves and publishes once, when
+        the event has finished. An event failing part-way saves and broadcasts nothing, and its
+        error carries the saved state (``reset``) for the caller's page, which saw the steps."""
         entity = type(instance)
+        original = instance.public_state()
         public_fields = entity.public_fields()
-        baseline = instance.public_state()
-        baseline.update({k: v for k, v in client_values(entity, request).items() if k in public_fields})
+        baseline = {**original, **{k: v for k, v in client_values(entity, request).items() if k in public_fields}}
         apply_client_writes(instance, request)
-        saved = persist[1] if persist is not None else None
 
-        async def step(result: Any) -> Update:
-            nonlocal baseline, saved
-            if persist is not None:
-                stored = instance.stored_state()
-                if stored != saved:
-                    await persist[0].save(stored)
-                    saved = stored
-                    await self.publish(entity, instance.id, stored)
+        def step(result: Any) -> Update:
+            nonlocal baseline
             public = instance.public_state()
             changed = {k: v for k, v in public.items() if baseline.get(k, _MISSING) != v}
             baseline = public
             return Update(entity.entity_name(), changed, public, to_elements(result, descriptor.info))
 
         steps = 0
-        async for result in self._call(instance, descriptor, kwargs):
-            steps += 1
-            yield await step(result)
+        try:
+            async for result in self._call(instance, descriptor, kwargs):
+                steps += 1
+                yield step(result)
+            if persist is not None:
+                await self._save(instance, *persist)
+        except EventError as exc:
+            if steps:
+                exc.reset = original
+            raise
         # a generator may change state after its last yield (or never yield): that counts too
-        if not steps or instance.public_state() != baseline or (persist and instance.stored_state() != saved):
-            yield await step(None)
+        if not steps or instance.public_state() != baseline:
+            yield step(None)
+
+    async def _save(self, instance: Entity, slot: Slot, saved: State | None) -> None:
+        stored = instance.stored_state()
+        if stored == saved:
+            return
+        try:
+            await slot.save(stored)
+        except EventError:
+            raise
+        except Exception:
+            logger.exception("saving %s %s failed", instance.entity_name(), instance.id)
+            raise EventError(500, f"Could not save {instance.entity_name()}", instance.entity_name()) from None
+        await self.publish(type(instance), instance.id, stored)
 
     async def _call(self, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         name = f"{instance.entity_name()}.{descriptor.info.name}"
@@ -208,10 +224,7 @@ class Dispatcher:
                 yield await anyio.to_thread.run_sync(partial(bound, **kwargs))
         except EventError:
             raise
-        except ValidationError as exc:
-            logger.info("event %s rejected a value: %s", name, exc)
-            raise invalid(type(instance), validation_errors(exc)) from None
-        except Exception:
+        except Exception:  # a ValidationError here is the event's own bad assignment: a bug, not bad input
             logger.exception("event %s failed; its changes were not saved", name)
             raise EventError(500, f"Internal error in event {name}", instance.entity_name()) from None
 

@@ -90,6 +90,7 @@ class Entity(BaseModel):
     model_config: ClassVar[EntityConfig] = EntityConfig(
         ignored_types=(EventDescriptor, _Signals),
         validate_assignment=True,
+        allow_inf_nan=False,  # NaN and Infinity are not JSON: no page could read them
     )
 
     id: str = ""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
+from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -95,7 +98,7 @@ class EventDescriptor:
             fields[p.name] = (annotation, default)
         model = create_model(
             f"{self.info.name}_params",
-            __config__=ConfigDict(extra="ignore", arbitrary_types_allowed=True),
+            __config__=ConfigDict(extra="ignore", arbitrary_types_allowed=True, allow_inf_nan=False),
             **fields,
         )
         return model, injected
@@ -111,6 +114,11 @@ class EventDescriptor:
             return eval(annotation, self.func.__globals__, localns)
         except NameError as exc:
             raise TypeError(f"@event {self.info.name}: cannot resolve annotation {annotation!r}") from exc
+
+    @cached_property
+    def sequence_params(self) -> frozenset[str]:
+        """Parameters that take a list: a query string gives them every value of their name."""
+        return frozenset(name for name, f in self.params_model.model_fields.items() if _is_sequence(f.annotation))
 
     @property
     def params_model(self) -> type[BaseModel]:
@@ -151,6 +159,20 @@ class ActionBuilder:
 
     def __html__(self) -> str:
         return self()
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if origin is typing.Annotated:
+        return _is_sequence(typing.get_args(annotation)[0])
+    target = origin or annotation
+    return (
+        isinstance(target, type)
+        and issubclass(target, (list, tuple, set, frozenset, abc.Sequence, abc.Set))
+        and not issubclass(target, (str, bytes))
+    )
 
 
 def _query_value(value: Any) -> Any:

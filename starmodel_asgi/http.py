@@ -67,6 +67,8 @@ class EventError(Exception):
     entity: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    #: the saved public state, when the caller was already sent steps that the failure undid
+    reset: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"

@@ -78,6 +78,14 @@ class Counter(Entity):
         self.count = value  # type: ignore[assignment]
 
     @event
+    def scale(self, factor: float) -> None:
+        self.count = int(self.count * factor)
+
+    @event(method="GET")
+    def sneaky(self) -> None:
+        self.count += 1
+
+    @event
     def not_html(self) -> int:
         return 42
 

@@ -125,20 +125,22 @@ async def test_sync_generator_streams_every_yield(client: httpx.AsyncClient) -> 
     assert [e.signals for e in events] == [{"counter": {"count": 10}}, {"counter": {"count": 20}}]
 
 
-async def test_generator_failing_midway_keeps_yielded_steps_and_reports(client: httpx.AsyncClient) -> None:
+async def test_generator_failing_midway_saves_nothing_and_resets_the_page(client: httpx.AsyncClient) -> None:
+    await client.post("/counter/increment?amount=5", headers=JSON)
     r = await client.post("/counter/half_done", headers=DATASTAR)
     assert r.status_code == 200  # the stream had started
     events = parse_sse(r.text)
-    assert events[0].signals == {"counter": {"count": 1}}
+    assert events[0].signals == {"counter": {"count": 6}}  # the first step was streamed...
     assert "_error" in events[-1].signals["counter"]
     assert "second step broke" not in r.text
-    assert (await state(client))["count"] == 1
+    assert merged_signals(events[:-1])["counter"]["count"] == 5  # ...and undone on the page
+    assert (await state(client))["count"] == 5  # nothing was saved
 
 
 async def test_generator_failing_midway_json_is_500(client: httpx.AsyncClient) -> None:
     r = await client.post("/counter/half_done", headers=JSON)
     assert r.status_code == 500
-    assert (await state(client))["count"] == 1
+    assert (await state(client))["count"] == 0
 
 
 async def test_changes_after_the_last_yield_are_saved_and_sent(client: httpx.AsyncClient) -> None:
@@ -197,6 +199,7 @@ async def test_binding_order_query_then_namespace_then_top_level(client: httpx.A
 
 async def test_list_parameter_from_repeated_query_and_from_signals(client: httpx.AsyncClient) -> None:
     assert (await client.post("/counter/tag?tags=a&tags=b", headers=JSON)).json()["tags"] == ["a", "b"]
+    assert (await client.post("/counter/tag?tags=solo", headers=JSON)).json()["tags"] == ["solo"]
     assert (await client.post("/counter/tag", headers=JSON, json={"tags": ["c"]})).json()["tags"] == ["c"]
 
 
@@ -275,6 +278,16 @@ async def test_malformed_json_is_400_and_changes_nothing(client: httpx.AsyncClie
     assert (await state(client))["count"] == 0
 
 
+async def test_deeply_nested_json_is_400_not_500(client: httpx.AsyncClient) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = await client.post("/counter/increment", headers={**DATASTAR, "Content-Type": "application/json"}, content=deep)
+    assert r.status_code in (400, 413)
+    small_deep = "[" * 3000 + "]" * 3000
+    r = await client.get("/counter/peek", params={"datastar": small_deep}, headers=JSON)
+    assert r.status_code == 400
+    assert (await state(client))["count"] == 0
+
+
 async def test_oversized_body_is_413_and_changes_nothing(client: httpx.AsyncClient) -> None:
     big = b'{"pad": "' + b"x" * 20_000 + b'"}'
     r = await client.post("/counter/increment", headers={**JSON, "Content-Type": "application/json"}, content=big)
@@ -310,10 +323,20 @@ async def test_exception_in_event_for_datastar_is_500_with_error_signal(client: 
     assert (await state(client))["count"] == 0
 
 
-async def test_invalid_assignment_inside_event_is_422_and_rolls_back(client: httpx.AsyncClient) -> None:
+async def test_invalid_assignment_inside_event_is_a_500_not_the_clients_fault(client: httpx.AsyncClient) -> None:
     r = await client.post("/counter/bad_assign?value=abc", headers=JSON)
-    assert r.status_code == 422
+    assert r.status_code == 500
     assert (await state(client))["count"] == 0
+
+
+async def test_nan_and_infinity_are_invalid_input(client: httpx.AsyncClient) -> None:
+    await client.post("/counter/increment", headers=JSON)
+    for value in ["inf", "-Infinity", "nan"]:
+        r = await client.post(f"/counter/scale?factor={value}", headers=JSON)
+        assert r.status_code == 422 and "factor" in r.json()["errors"]
+    r = await client.post("/counter/scale", headers=DATASTAR, content=b'{"factor": NaN}')
+    assert r.status_code == 422 and "NaN" not in r.text
+    assert (await client.post("/counter/scale?factor=2.5", headers=JSON)).json()["count"] == 2
 
 
 async def test_cross_site_form_post_is_refused(client: httpx.AsyncClient) -> None:
@@ -323,6 +346,14 @@ async def test_cross_site_form_post_is_refused(client: httpx.AsyncClient) -> Non
     r = await client.post("/counter/increment", headers={**form, "Sec-Fetch-Site": "cross-site"}, content=b"amount=5")
     assert r.status_code == 403
     assert (await state(client))["count"] == 0
+
+
+async def test_cross_site_get_event_is_refused_but_reads_are_not(client: httpx.AsyncClient) -> None:
+    for headers in [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}]:
+        assert (await client.get("/counter/sneaky", headers=headers)).status_code == 403
+        assert (await client.get("/counter", headers={**JSON, **headers})).status_code == 200
+    assert (await client.get("/counter/sneaky", headers={**DATASTAR, "Sec-Fetch-Site": "same-origin"})).status_code == 200
+    assert (await state(client))["count"] == 1
 
 
 async def test_same_origin_form_post_is_allowed(client: httpx.AsyncClient) -> None:

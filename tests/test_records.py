@@ -166,6 +166,15 @@ async def test_create_read_list_event_delete(backend: Backend) -> None:
     await sm.aclose()
 
 
+async def test_ids_that_cannot_be_records_are_404(backend: Backend) -> None:
+    sm = backend.app()
+    async with client(sm) as c:
+        for bad in ["a%00b", "x" * 201, "tab%09"]:
+            assert (await c.get(f"/todo/{bad}", headers=JSON)).status_code == 404
+            assert (await c.post(f"/todo/{bad}/toggle", headers=JSON)).status_code == 404
+    await sm.aclose()
+
+
 async def test_the_record_id_is_not_client_writable(backend: Backend) -> None:
     sm = backend.app()
     async with client(sm) as c:

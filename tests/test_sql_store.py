@@ -51,6 +51,10 @@ class Sheet(Entity):
         self.count += 1
 
     @event
+    def rename(self, title: str) -> None:
+        self.title = title
+
+    @event
     def explode(self) -> None:
         self.count = 99
         raise RuntimeError("boom")
@@ -163,11 +167,23 @@ async def test_an_exception_in_an_event_rolls_back_the_row(db: Backend) -> None:
     async with client(sm) as c:
         await c.post("/sheet/increment", headers=JSON)
         assert (await c.post("/sheet/explode", headers=JSON)).status_code == 500
-        # a generator's first step was saved (and streamed) in the transaction, then it failed:
-        # the whole block rolls back
+        # a generator's first step was streamed, then it failed: nothing is saved
         assert (await c.post("/sheet/steps", headers=JSON)).status_code == 500
         assert (await c.get("/sheet", headers=JSON)).json()["count"] == 1
     assert [tuple(r) for r in await db.query('SELECT count FROM "{p}sheet"')] == [(1,)]
+    await sm.aclose()
+
+
+async def test_values_a_column_cannot_hold_are_422_and_change_nothing(db: Backend) -> None:
+    sm = db.app(db.store())
+    async with client(sm) as c:
+        await c.post("/sheet/fill", json={"count": 3}, headers=JSON)
+        response = await c.post("/sheet/fill", json={"count": 2**70}, headers=JSON)
+        assert response.status_code == 422 and "count" in response.json()["errors"]
+        response = await c.post("/sheet/rename", json={"title": "a\x00b"}, headers=JSON)
+        assert response.status_code == 422 and "title" in response.json()["errors"]
+        assert (await c.get("/sheet", headers=JSON)).json()["count"] == 3
+    assert [tuple(r) for r in await db.query('SELECT count, title FROM "{p}sheet"')] == [(3, "n3")]
     await sm.aclose()
 
 

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeEngine
 
+from starmodel_asgi.http import EventError
 from starmodel_asgi.stores import KeyedLocks, State, ttl_for
 
 if TYPE_CHECKING:
@@ -66,6 +67,21 @@ def _column_type(annotation: Any) -> tuple[type[TypeEngine[Any]], bool]:
         nullable = len(members) < len(typing.get_args(annotation))
         annotation = members[0] if len(members) == 1 else object
     return _SCALARS.get(annotation, JSON), nullable or annotation is Any
+
+
+def _check_storable(entity: type[Entity], table: Table, values: dict[str, Any]) -> None:
+    """Values a valid entity may hold but a column cannot: a client's fault (422), found before
+    the database refuses them mid-transaction."""
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        column_type = type(table.c[name].type)
+        if column_type is BigInteger and isinstance(value, int) and not -(2**63) <= value < 2**63:
+            errors[name] = "Number too large to store (64-bit integers only)"
+        elif column_type is Text and isinstance(value, str) and "\x00" in value:
+            errors[name] = "Text cannot contain NUL characters"
+    if errors:
+        summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        raise EventError(422, f"Invalid input: {summary}", entity.entity_name(), errors)
 
 
 def table_name(entity: type[Entity], prefix: str = DEFAULT_PREFIX) -> str:
@@ -132,6 +148,7 @@ class SQLSlot:
 
     async def save(self, state: State) -> None:
         values: dict[str, Any] = {k: state[k] for k in self._entity.model_fields if k in state}
+        _check_storable(self._entity, self._table, values)
         values[EXPIRES] = self._expiry()
         if self._state is None:
             values[CREATED] = self._store._clock()
