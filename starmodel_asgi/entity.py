@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from functools import cache
 from typing import Any, ClassVar, Literal, cast
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -161,6 +162,10 @@ class Entity(BaseModel):
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         if sync is not None:
             base = f"{cls.__starmodel_base__}/{cls.entity_name()}"
+            if cls.entity_scope() == "record":
+                if instance is None:
+                    raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
+                base += f"/{quote(instance.id, safe='')}"
             url = base if sync == "get" else f"{base}/live"
             attrs += f" data-init=\"@get('{url}')\""
         return f'<div id="{cls.entity_name()}-signals" {attrs} hidden></div>'

@@ -96,6 +96,14 @@ def test_holder_renders_the_initial_signals_and_a_sync() -> None:
     assert "data-init" not in Counter.holder(sync=None)
 
 
+def test_record_holder_syncs_its_own_record() -> None:
+    html = Task.holder(Task(id="t 1", title="x"), sync="live")
+    assert "data-init=\"@get('/sm/task/t%201/live')\"" in html
+    with pytest.raises(TypeError):
+        Task.holder(sync="get")
+    assert "data-init" not in Task.holder(sync=None)
+
+
 def test_bad_settings_are_refused_at_registration() -> None:
     class Wrong(Entity):
         model_config = {"scope": "planet"}
