@@ -47,7 +47,10 @@ sm = StarModel(entities=[Counter, SharedCounter], base_path="/sm", secret_key=se
 
 def page(request: object) -> HTMLResponse:
     return HTMLResponse(f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>starmodel_asgi demo</title>{datastar_script()}</head>
+<html><head><meta charset="utf-8"><title>starmodel_asgi demo</title>{datastar_script()}
+<style>body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; }}
+section {{ border: 1px solid #ddd; border-radius: .5rem; padding: 0 1rem 1rem; margin: 1rem 0; }}
+button {{ font-size: 1rem; padding: .3rem .8rem; }}</style></head>
 <body>
   {Counter.holder()}
   {SharedCounter.holder(sync="live")}
