@@ -50,13 +50,16 @@ def signals(count: int, amount: str = "1", name: str = "") -> dict[str, Any]:
     return {"counter": {"count": count}, "amount": amount, "name": name, "msg": ""}
 
 
-def run_example(host: str, requests: list[tuple[str, str, dict[str, str], Any]]) -> list[dict[str, Any]]:
+def run_example(
+    host: str, requests: list[tuple[str, str, dict[str, str], Any]], cwd: Path = EXAMPLES.parent
+) -> list[dict[str, Any]]:
+    script = EXAMPLES / ("demo.py" if host == "demo" else f"{host}_app.py")
     result = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(EXAMPLES / f"{host}_app.py"), json.dumps(requests)],
+        [sys.executable, "-c", DRIVER, str(script), json.dumps(requests)],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=EXAMPLES.parent,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr
     answers: list[dict[str, Any]] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -99,3 +102,19 @@ def test_example_page_counts_greets_and_reports_bad_input(host: str) -> None:
     assert bad["status"] == 422  # the page shows it through its datastar-fetch listener
     assert "amount" in parse_sse(bad["text"])[0].signals["counter"]["_errors"]
     assert json.loads(after["text"]) == {"count": 5}
+
+
+def test_quick_start_demo_counts_and_keeps_the_shared_count_in_sqlite(tmp_path: Path) -> None:
+    script = [
+        ("GET", "/", {}, None),
+        ("POST", "/sm/counter/increment?amount=5", DATASTAR, {"counter": {"count": 0}}),
+        ("POST", "/sm/shared_counter/increment", DATASTAR, {"shared_counter": {"count": 0}}),
+    ]
+    page, mine, shared = run_example("demo", script, cwd=tmp_path)
+    assert page["status"] == 200 and "@post('/sm/counter/increment?amount=1')" in page["text"]
+    assert parse_sse(mine["text"])[0].signals == {"counter": {"count": 5}}
+    assert parse_sse(shared["text"])[0].signals == {"shared_counter": {"count": 1}}
+    assert (tmp_path / "starmodel.db").exists()
+    # a restart (a new process) still has the shared count: it lives in the SQLite file
+    (again,) = run_example("demo", [("GET", "/sm/shared_counter", {"Accept": "application/json"}, None)], cwd=tmp_path)
+    assert json.loads(again["text"]) == {"count": 1}
