@@ -1,6 +1,6 @@
 """Live, server-side state for Datastar pages: entities, events, one ASGI app."""
 
-from starmodel_asgi.app import StarModel
+from starmodel_asgi.app import SessionCookieMiddleware, StarModel
 from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
 from starmodel_asgi.events import event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
@@ -17,6 +17,7 @@ __all__ = [
     "Formatter",
     "JSONFormatter",
     "ServerOnly",
+    "SessionCookieMiddleware",
     "SignalRef",
     "Signals",
     "StarModel",

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.dispatch import Dispatcher
@@ -29,7 +29,9 @@ logger = logging.getLogger("starmodel_asgi")
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
-Authorize = Callable[[EventRequest, type[Entity], str | None], bool]
+#: ``authorize(request, entity, event)``: ``event`` is the event's name, ``"delete"``, or ``None`` for
+#: reads, lists, creates and live streams; may be async. ``False`` answers 403.
+Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[bool]]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON_TYPES = ("application/json", "text/json")
@@ -174,8 +176,10 @@ class StarModel:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-            return
-        await self.router(scope, receive, send)
+        elif scope["type"] == "http":
+            await self.router(scope, receive, send)
+        else:  # websockets: nothing here speaks them
+            await send({"type": "websocket.close", "code": 1000})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -217,9 +221,12 @@ class StarModel:
 
     async def aclose(self) -> None:
         """Close what the app opened: store connections and the broadcast backend."""
-        for store in self._stores.values():
-            await store.aclose()
-        await self.broadcast.aclose()
+        backends: list[tuple[str, Store | Broadcast]] = [*self._stores.items(), ("broadcast", self.broadcast)]
+        for name, closable in backends:
+            try:
+                await closable.aclose()
+            except Exception:
+                logger.exception("closing the %s backend failed", name)
 
     # -- stores ---------------------------------------------------------------------------
 
@@ -295,11 +302,13 @@ class StarModel:
                 await self._authorize(call, entity, None)
                 instance = await self.dispatcher.create(entity, call)
                 update = Update(entity.entity_name(), instance.public_state(), instance.public_state())
-                return self._answer(call, [update], status=201)
+                # Datastar applies only 200 answers; JSON clients get the precise 201
+                return self._answer(call, [update], status=200 if call.is_datastar else 201)
             raise not_allowed(entity, request, "GET, POST")
         if method not in ("GET", "HEAD"):
             raise not_allowed(entity, request, "GET")
         call = await self._call(request, entity, out)
+        await self._authorize(call, entity, None)
         return await self._read(call, entity, self._key(entity, call))
 
     async def _one_inner(self, request: Request, out: dict[str, str]) -> Response:
@@ -312,9 +321,11 @@ class StarModel:
         if segment == "live":
             self._check_method(entity, request, "GET")
             call = await self._call(request, entity, out)
+            await self._authorize(call, entity, None)
             return await self.live(call, entity, self._key(entity, call))
         descriptor = self._event(entity, segment, request)
         call = await self._call(request, entity, out, event=True)
+        await self._authorize(call, entity, descriptor.info.name)
         return await self._run(call, entity, self._key(entity, call), descriptor)
 
     async def _two_inner(self, request: Request, out: dict[str, str]) -> Response:
@@ -371,7 +382,14 @@ class StarModel:
         return descriptor
 
     async def _authorize(self, call: EventRequest, entity: type[Entity], event: str | None) -> None:
-        if self.authorize is not None and not self.authorize(call, entity, event):
+        if self.authorize is None:
+            return
+        allowed = self.authorize(call, entity, event)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if allowed is not True:
+            if not isinstance(allowed, bool):
+                raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
             raise EventError(403, "Forbidden", entity.entity_name())
 
     def _key(self, entity: type[Entity], call: EventRequest) -> str:
@@ -440,8 +458,6 @@ class StarModel:
 
     def _error(self, request: Request, error: EventError) -> Response:
         call = EventRequest(request.method, request.scope["path"], request.headers)
-        if error.status >= 500:
-            logger.error("%s %s answered %s", request.method, request.scope["path"], error)
         try:
             formatter = self._formatter(call)
         except EventError:
@@ -485,16 +501,15 @@ class StarModel:
             if not isinstance(sid, str):
                 sid = host_session["starmodel_sid"] = SessionSigner.new_session_id()
             return sid
-        sid = self.signer.unsign(request.cookies.get(self.cookie_name))
-        if sid is None:
-            sid = SessionSigner.new_session_id()
-            out["set-cookie"] = self._cookie(request, sid)
+        sid = self.signer.unsign(request.cookies.get(self.cookie_name)) or SessionSigner.new_session_id()
+        out["set-cookie"] = self._cookie(request.scope, sid)  # every use renews it: the TTL slides
         return sid
 
-    def _cookie(self, request: Request, sid: str) -> str:
+    def _cookie(self, scope: Scope, sid: str) -> str:
+        """The ``Set-Cookie`` value carrying ``sid``, signed."""
         secure = self.cookie_secure
         if secure is None:
-            secure = request.scope.get("scheme") in ("https", "wss")
+            secure = scope.get("scheme") in ("https", "wss")
         cookie = f"{self.cookie_name}={self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
         if self.session_ttl:
             cookie += f"; Max-Age={int(self.session_ttl)}"
@@ -546,3 +561,38 @@ class StarModel:
         if not isinstance(value, dict):
             raise EventError(400, "The body must be a JSON object of signals")
         return Signals(value)
+
+
+class SessionCookieMiddleware:
+    """Host middleware that gives a browser the app's session cookie on the page itself.
+
+    Without it, a first visit's page starts its requests (a holder's fetch, a live stream, a
+    second holder) with no cookie at once, and each gets a session of its own. Add it to the host:
+    ``Starlette(..., middleware=[Middleware(SessionCookieMiddleware, sm=sm)])``,
+    ``app.add_middleware(SessionCookieMiddleware, sm=sm)``, or wrap any ASGI app with it.
+    """
+
+    def __init__(self, app: ASGIApp, sm: StarModel) -> None:
+        self.app, self.sm = app, sm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or isinstance(scope.get("session"), dict):
+            await self.app(scope, receive, send)
+            return
+        cookies = Request(scope).cookies
+        if self.sm.signer.unsign(cookies.get(self.sm.cookie_name)) is not None:
+            await self.app(scope, receive, send)
+            return
+        sid = SessionSigner.new_session_id()
+        pair = f"{self.sm.cookie_name}={self.sm.signer.sign(sid)}".encode("latin-1")
+        raw = b"; ".join(v for k, v in scope["headers"] if k == b"cookie")
+        headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]  # the last value of a name wins
+        scope = {**scope, "headers": [*headers, (b"cookie", raw + b"; " + pair if raw else pair)]}
+        set_cookie = (b"set-cookie", self.sm._cookie(scope, sid).encode("latin-1"))
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), set_cookie]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

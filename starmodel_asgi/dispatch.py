@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import Element, EventError, EventRequest, Update
+from starmodel_asgi.http import Element, EventError, EventRequest, Update, invalid
 from starmodel_asgi.stores import Slot, State, Store
 
 logger = logging.getLogger("starmodel_asgi")
@@ -38,11 +38,6 @@ def validation_errors(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-def invalid(entity: type[Entity], errors: dict[str, str]) -> EventError:
-    summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
-    return EventError(422, f"Invalid input: {summary}", entity.entity_name(), errors)
-
-
 def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: EventRequest) -> dict[str, Any]:
     """Event arguments by name from path, query, the entity's signal namespace, top-level signals."""
     model = descriptor.params_model
@@ -62,7 +57,7 @@ def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: Even
     try:
         kwargs = dict(model.model_validate(data))
     except ValidationError as exc:
-        raise invalid(entity, validation_errors(exc)) from None
+        raise invalid(entity.entity_name(), validation_errors(exc)) from None
     for name in descriptor.injected.request:
         kwargs[name] = request
     for name in descriptor.injected.signals:
@@ -85,7 +80,7 @@ def apply_client_writes(instance: Entity, request: EventRequest) -> None:
         except ValidationError as exc:
             errors[name] = exc.errors()[0]["msg"]
     if errors:
-        raise invalid(entity, errors)
+        raise invalid(entity.entity_name(), errors)
 
 
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
@@ -142,18 +137,21 @@ class Dispatcher:
         event has finished. Close the iterator (``contextlib.aclosing``) when done.
         """
         kwargs = bind_params(descriptor, entity, request)
+        last: list[Update] = []  # the final step, sent once the instance is saved and released
         if entity.entity_store() == "client":
             instance = self.from_client(entity, request)
-            async for update in self._steps(instance, descriptor, kwargs, request, None):
+            async for update in self._steps(instance, descriptor, kwargs, request, None, last):
                 yield update
-            return
-        async with self.store_for(entity).hold(entity, key) as slot:
-            saved = await slot.load()
-            if saved is None and must_exist:
-                raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
-            instance = entity(id=key) if saved is None else entity.model_validate(saved)
-            async for update in self._steps(instance, descriptor, kwargs, request, (slot, saved)):
-                yield update
+        else:
+            async with self.store_for(entity).hold(entity, key) as slot:
+                saved = await slot.load()
+                if saved is None and must_exist:
+                    raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
+                instance = entity(id=key) if saved is None else entity.model_validate(saved)
+                async for update in self._steps(instance, descriptor, kwargs, request, (slot, saved), last):
+                    yield update
+        for update in last:
+            yield update
 
     async def _steps(
         self,
@@ -162,10 +160,12 @@ class Dispatcher:
         kwargs: dict[str, Any],
         request: EventRequest,
         persist: tuple[Slot, State | None] | None,
+        last: list[Update],
     ) -> AsyncIterator[Update]:
         """Streams each result's changes to the caller as it comes; saves and publishes once, when
-        the event has finished. An event failing part-way saves and broadcasts nothing, and its
-        error carries the saved state (``reset``) for the caller's page, which saw the steps."""
+        the event has finished, and leaves the changes made after the last yield in ``last``.
+        An event failing part-way saves and broadcasts nothing, and its error carries the saved
+        state (``reset``) for the caller's page, which saw the steps."""
         entity = type(instance)
         original = instance.public_state()
         public_fields = entity.public_fields()
@@ -190,9 +190,19 @@ class Dispatcher:
             if steps:
                 exc.reset = original
             raise
+        except Exception as exc:  # e.g. a result that is not HTML
+            logger.exception(
+                "event %s.%s failed; its changes were not saved", entity.entity_name(), descriptor.info.name
+            )
+            raise EventError(
+                500,
+                f"Internal error in event {entity.entity_name()}.{descriptor.info.name}",
+                entity.entity_name(),
+                reset=original if steps else None,
+            ) from exc
         # a generator may change state after its last yield (or never yield): that counts too
         if not steps or instance.public_state() != baseline:
-            yield step(None)
+            last.append(step(None))
 
     async def _save(self, instance: Entity, slot: Slot, saved: State | None) -> None:
         stored = instance.stored_state()
@@ -235,7 +245,7 @@ class Dispatcher:
         try:
             return entity.model_validate({k: v for k, v in values.items() if k in public})
         except ValidationError as exc:
-            raise invalid(entity, validation_errors(exc)) from None
+            raise invalid(entity.entity_name(), validation_errors(exc)) from None
 
     async def publish(self, entity: type[Entity], key: str, state: State) -> None:
         """Tell live pages about a new state. A broadcast failure is logged, never fatal: the

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -145,7 +145,7 @@ class ActionBuilder:
         if self.entity.entity_scope() == "record":
             if id is None:
                 raise TypeError(f"{self.entity.__name__} is a record entity: pass id=...")
-            parts.append(str(id))
+            parts.append(quote(str(id), safe=""))
         parts.append(self.info.segment)
         url = "/".join(parts)
         query = {k: _query_value(v) for k, v in params.items() if v is not None}

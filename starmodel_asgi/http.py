@@ -33,9 +33,6 @@ class EventRequest:
     def is_datastar(self) -> bool:
         return self.headers.get("datastar-request", "").lower() == "true"
 
-    def accepts(self, media_type: str) -> bool:
-        return media_type in self.headers.get("accept", "")
-
 
 @dataclass(frozen=True)
 class Element:
@@ -55,7 +52,6 @@ class Update:
     changed: dict[str, Any]
     state: dict[str, Any]
     elements: list[Element] = field(default_factory=list)
-    status: int = 200
 
 
 @dataclass
@@ -72,3 +68,9 @@ class EventError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"
+
+
+def invalid(entity: str, errors: dict[str, str]) -> EventError:
+    """A 422 naming each bad value."""
+    summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    return EventError(422, f"Invalid input: {summary}", entity, errors)

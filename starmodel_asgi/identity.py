@@ -55,11 +55,14 @@ def default_user(scope: Mapping[str, Any]) -> str | None:
         return user or None
     if not getattr(user, "is_authenticated", True):
         return None
-    for attr in ("identity", "pk", "id", "username", "display_name"):
+    for attr in ("identity", "pk", "id", "username"):  # never display_name: two users may share one
         try:
             value = getattr(user, attr, None)
         except NotImplementedError:  # starlette's BaseUser leaves identity to subclasses
             continue
         if value not in (None, ""):
             return str(value)
-    return None
+    raise TypeError(
+        f"{type(user).__name__} has no identity, pk, id or username to key scope='user' entities by: "
+        "give it one, or pass StarModel(get_user=...)"
+    )

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
@@ -16,7 +17,7 @@ from starmodel_asgi.broadcast import Message
 from starmodel_asgi.dispatch import DELETED, channel_name, rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
-from starmodel_asgi.http import Element, Update
+from starmodel_asgi.http import Element, EventError, Update
 
 if TYPE_CHECKING:
     from starmodel_asgi.app import StarModel
@@ -48,7 +49,15 @@ class LiveResponse(StreamResponse):
         app, entity = self.app, self.entity
         async with app.broadcast.subscribe(channel_name(entity, self.key)) as messages:
             # subscribed before reading, so no change between the read and the first message is lost
-            instance = await app.dispatcher.read(entity, self.key)
+            try:
+                instance = await app.dispatcher.read(entity, self.key)
+            except Exception:
+                logger.exception("live stream of %s %s could not read the state", entity.entity_name(), self.key)
+                error = EventError(503, "The state is unavailable; try again", entity.entity_name())
+                await Response(self.formatter.format_error(error), 503, media_type=self.media_type)(
+                    scope, receive, send
+                )
+                return
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._push(send, instance)
             async with anyio.create_task_group() as tg:

@@ -7,16 +7,20 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.authentication import SimpleUser, UnauthenticatedUser
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 
-from starmodel_asgi import StarModel
+from starmodel_asgi import Entity, EventRequest, SessionCookieMiddleware, StarModel
+from starmodel_asgi.broadcast.memory import MemoryBroadcast
+from starmodel_asgi.identity import default_user
 from tests.conftest import JSON
 from tests.entities import ENTITIES, Counter, Shared
 
@@ -123,3 +127,120 @@ async def test_current_gives_a_host_page_the_callers_instance() -> None:
         await c.post("/sm/shared/bump", headers=JSON)
         html = (await c.get("/")).text
         assert "&quot;count&quot;:3" in html and "&quot;total&quot;:1" in html
+
+
+async def test_authorize_may_be_async_and_guards_every_scope() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def authorize(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
+        seen.append((entity.entity_name(), event))
+        return request.headers.get("x-role") == "admin"
+
+    sm = StarModel(entities=ENTITIES, secret_key="k", authorize=authorize)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        assert (await c.post("/shared/bump", headers=JSON)).status_code == 403
+        assert (await c.get("/counter", headers=JSON)).status_code == 403
+        assert (await c.post("/shared/bump", headers={**JSON, "x-role": "admin"})).json() == {"total": 1}
+    assert ("shared", "bump") in seen and ("counter", None) in seen
+
+
+async def test_authorize_returning_a_non_bool_is_a_server_error() -> None:
+    sm = StarModel(entities=ENTITIES, secret_key="k", authorize=lambda request, entity, event: "yes")  # type: ignore[arg-type, return-value]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        assert (await c.post("/shared/bump", headers=JSON)).status_code == 500
+        assert (await c.get("/shared", headers=JSON)).status_code == 500
+
+
+def test_default_user_never_keys_by_display_name() -> None:
+    class Named:
+        is_authenticated = True
+        display_name = "Sam"
+
+    class WithId(Named):
+        id = 7
+
+    assert default_user({"user": WithId()}) == "7"
+    assert default_user({"user": "ada"}) == "ada"
+    assert default_user({"user": UnauthenticatedUser()}) is None
+    assert default_user({"user": SimpleUser("sam@example.com")}) == "sam@example.com"
+    with pytest.raises(TypeError, match="get_user"):
+        default_user({"user": Named()})
+
+
+async def test_websockets_are_closed_politely() -> None:
+    sm = StarModel(entities=ENTITIES, secret_key="k")
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await sm({"type": "websocket", "path": "/counter", "headers": []}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1000}]
+
+
+class Unavailable:
+    """A store that is down: every call fails."""
+
+    async def get(self, entity: type[Entity], key: str) -> None:
+        raise ConnectionError("store is down")
+
+    def hold(self, entity: type[Entity], key: str):  # type: ignore[no-untyped-def]
+        raise ConnectionError("store is down")
+
+    async def list(self, entity: type[Entity], limit: int, offset: int) -> list:
+        raise ConnectionError("store is down")
+
+    async def aclose(self) -> None:
+        raise ConnectionError("store is down")
+
+
+class ClosingMemory(MemoryBroadcast):
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
+async def test_a_store_that_is_down_gives_clear_errors_and_shutdown_still_closes_the_rest() -> None:
+    backend = ClosingMemory()
+    sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": Unavailable()}, broadcast=backend)  # type: ignore[dict-item]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        r = await c.post("/counter/increment", headers=JSON)
+        assert r.status_code == 500 and "down" not in r.text
+        assert (await c.get("/counter", headers=JSON)).status_code == 500
+        r = await c.get("/counter/live", headers={"Datastar-Request": "true"})
+        assert r.status_code == 503 and "_error" in r.text and "down" not in r.text
+    await sm.aclose()
+    assert backend.closed
+
+
+async def test_session_cookie_middleware_gives_the_first_page_its_session() -> None:
+    sm = StarModel(entities=ENTITIES, secret_key="k")
+
+    async def page(request: Request) -> HTMLResponse:
+        counter = await sm.current(Counter, request)
+        return HTMLResponse(Counter.holder(counter))
+
+    host = Starlette(
+        routes=[Route("/", page), Mount("/sm", app=sm)],
+        middleware=[Middleware(SessionCookieMiddleware, sm=sm)],
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://t") as c:
+        first = await c.get("/")
+        assert first.headers["set-cookie"].startswith("sm_session=")
+        session = c.cookies["sm_session"]
+
+        # the page's requests, fired at once, all land in the page's session
+        async def click() -> None:
+            assert (await c.post("/sm/counter/increment", headers=JSON)).status_code == 200
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(click)
+        assert c.cookies["sm_session"] == session
+        assert "&quot;count&quot;:5" in (await c.get("/")).text
+        assert "set-cookie" not in (await c.get("/")).headers  # a known session is left alone

@@ -406,8 +406,10 @@ async def test_app_issues_a_signed_http_only_session_cookie(client: httpx.AsyncC
     r = await client.post("/counter/increment", headers=JSON)
     cookie = r.headers["set-cookie"]
     assert cookie.startswith("sm_session=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Max-Age=86400" in cookie
     r = await client.post("/counter/increment", headers=JSON)
-    assert "set-cookie" not in r.headers  # the session is known now
+    assert r.headers["set-cookie"].split(";")[0] == cookie.split(";")[0]  # renewed, same session
+    assert (await state(client))["count"] == 2
 
 
 async def test_tampered_cookie_is_a_new_session(

@@ -60,6 +60,7 @@ def test_action_values_are_url_encoded_so_they_cannot_break_out_of_the_js_string
 
 def test_record_actions_need_the_id() -> None:
     assert Task.rename(id="t1", title="x") == "@post('/sm/task/t1/rename?title=x')"
+    assert Task.rename(id="x');alert(1);('") == "@post('/sm/task/x%27%29%3Balert%281%29%3B%28%27/rename')"
     with pytest.raises(TypeError):
         Task.rename(title="x")
 

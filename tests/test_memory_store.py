@@ -67,3 +67,18 @@ async def test_locks_are_released_after_use() -> None:
     async with store.hold(Counter, "a"):
         assert len(store._locks) == 1
     assert len(store._locks) == 0
+
+
+async def test_listing_skips_expired_records_before_any_sweep() -> None:
+    class Note(Counter):
+        model_config = {"scope": "record", "ttl": 5, "name": "note"}
+
+    clock = Clock()
+    store = MemoryStore(sweep_interval=3600, clock=clock)
+    for key in ("a", "b"):
+        async with store.hold(Note, key) as slot:
+            await slot.save(Note(id=key).stored_state())
+        clock.now += 2
+    assert [s["id"] for s in await store.list(Note, 10, 0)] == ["a", "b"]
+    clock.now += 2  # "a" was written 6 s ago, "b" 4 s ago
+    assert [s["id"] for s in await store.list(Note, 10, 0)] == ["b"]

@@ -166,6 +166,15 @@ async def test_create_read_list_event_delete(backend: Backend) -> None:
     await sm.aclose()
 
 
+async def test_datastar_create_is_200_so_the_page_applies_it(backend: Backend) -> None:
+    sm = backend.app()
+    async with client(sm) as c:
+        response = await c.post("/todo", json={"todo": {"title": "from a page"}}, headers=DATASTAR)
+        assert response.status_code == 200
+        assert merged_signals(parse_sse(response.text))["todo"]["title"] == "from a page"
+    await sm.aclose()
+
+
 async def test_ids_that_cannot_be_records_are_404(backend: Backend) -> None:
     sm = backend.app()
     async with client(sm) as c:

@@ -214,6 +214,7 @@ async def test_a_session_survives_an_app_restart(db: Backend) -> None:
     async with client(second) as c:
         c.cookies.set("sm_session", cookie)
         assert (await c.get("/visits", headers=JSON)).json() == {"count": 2}
+        c.cookies.clear()
         c.cookies.set("sm_session", "someone-else.forged")
         assert (await c.get("/visits", headers=JSON)).json() == {"count": 0}
     await second.aclose()

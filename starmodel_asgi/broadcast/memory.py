@@ -21,10 +21,6 @@ class Subscriber:
         self._ready = anyio.Event()
         self._closed = False
 
-    @property
-    def pending(self) -> bool:
-        return self._latest is not _EMPTY
-
     def put(self, message: Message) -> None:
         self._latest = message
         self._ready.set()
@@ -86,11 +82,6 @@ class Channels:
     def deliver(self, channel: str, message: Message) -> None:
         for subscriber in self._channels.get(channel, ()):
             subscriber.put(message)
-
-    def deliver_all(self, message: Message) -> None:
-        for subscribers in self._channels.values():
-            for subscriber in subscribers:
-                subscriber.put(message)
 
     def close(self) -> None:
         for subscribers in self._channels.values():

@@ -66,8 +66,8 @@ class MemoryStore:
 
     async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
         self._sweep()
-        name = entity.entity_name()
-        states = [e.state for (n, _), e in self._data.items() if n == name]
+        name, now = entity.entity_name(), self._clock()
+        states = [e.state for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
         return states[offset : offset + limit]
 
     async def aclose(self) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeEngine
 
-from starmodel_asgi.http import EventError
+from starmodel_asgi.http import invalid
 from starmodel_asgi.stores import KeyedLocks, State, ttl_for
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ def _check_storable(entity: type[Entity], table: Table, values: dict[str, Any]) 
         elif column_type is Text and isinstance(value, str) and "\x00" in value:
             errors[name] = "Text cannot contain NUL characters"
     if errors:
-        summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
-        raise EventError(422, f"Invalid input: {summary}", entity.entity_name(), errors)
+        raise invalid(entity.entity_name(), errors)
 
 
 def table_name(entity: type[Entity], prefix: str = DEFAULT_PREFIX) -> str:
