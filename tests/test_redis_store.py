@@ -4,6 +4,8 @@ key prefix of its own and deletes only its own keys (the server is shared: never
 from __future__ import annotations
 
 import json
+import logging
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -36,6 +38,19 @@ class Tally(Entity):
         raise RuntimeError("boom")
 
 
+class Slow(Entity):
+    model_config = {"scope": "global", "store": "redis"}
+    count: int = 0
+
+    @event
+    async def crawl(self) -> AsyncIterator[None]:
+        """Runs about 2.5 s: longer than twice a 1 s lock lease."""
+        for _ in range(5):
+            await anyio.sleep(0.5)
+            self.count += 1
+            yield None
+
+
 class Visits(Entity):
     model_config = {"store": "redis", "ttl": 1}
     count: int = 0
@@ -58,10 +73,15 @@ class Backend:
         return store
 
     def app(self, store: RedisStore | None = None) -> StarModel:
-        return StarModel(entities=[Tally, Visits], secret_key="test-secret", stores={"redis": store or self.store()})
+        return StarModel(
+            entities=[Tally, Slow, Visits], secret_key="test-secret", stores={"redis": store or self.store()}
+        )
 
     async def keys(self) -> list[str]:
         return sorted([k async for k in self.raw.scan_iter(match=f"{self.prefix}*")])
+
+    async def lock_keys(self) -> list[str]:
+        return sorted([k async for k in self.raw.scan_iter(match=f"{self.prefix}lock:*")])
 
     async def cleanup(self) -> None:
         keys = await self.keys()
@@ -162,17 +182,84 @@ async def test_concurrent_events_in_one_process_are_serialised(rb: Backend) -> N
     await sm.aclose()
 
 
-async def test_a_holder_whose_lock_expired_cannot_write(rb: Backend) -> None:
-    """Past ``lock_timeout`` another process may hold the instance: the late save is refused
-    rather than overwriting what that process wrote."""
-    slow, other = rb.store(lock_timeout=0.2), rb.store()
-    async with slow.hold(Tally, "global") as slot:
-        await anyio.sleep(0.4)
-        async with other.hold(Tally, "global") as theirs:
-            await theirs.save({"id": "global", "count": 7, "secret": "s"})
-        with pytest.raises(LockNotOwnedError):
-            await slot.save({"id": "global", "count": 1, "secret": "s"})
+async def test_a_holder_whose_lock_expired_cannot_write(rb: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    """If the lease runs out anyway (say Redis was unreachable for a whole ``lock_timeout``),
+    another process may hold the instance: the late save is refused rather than overwriting
+    what that process wrote, and the renewal that found the lock gone says so."""
+    slow, other = rb.store(lock_timeout=0.3), rb.store()
+    with caplog.at_level(logging.ERROR, logger="starmodel_asgi"):
+        async with slow.hold(Tally, "global") as slot:
+            await rb.raw.delete(f"{rb.prefix}lock:tally:global")  # as if the lease had run out
+            async with other.hold(Tally, "global") as theirs:
+                await theirs.save({"id": "global", "count": 7, "secret": "s"})
+                await anyio.sleep(0.25)  # the holder's renewal finds the lock someone else's
+            with pytest.raises(LockNotOwnedError):
+                await slot.save({"id": "global", "count": 1, "secret": "s"})
     assert await other.get(Tally, "global") == {"id": "global", "count": 7, "secret": "s"}
+    assert any("lost the lock on" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_the_lease_is_renewed_while_an_event_runs(rb: Backend) -> None:
+    """An event may run longer than ``lock_timeout``: the lease is renewed while it is held."""
+    store = rb.store(lock_timeout=1)
+    sm = rb.app(store)
+    async with client(sm) as c:
+        response = await c.post("/slow/crawl", headers=JSON)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"count": 5}
+    assert await store.get(Slow, "global") == {"id": "global", "count": 5}
+    assert await rb.lock_keys() == []  # released, and no renewal left running
+    await anyio.sleep(0.5)
+    assert await rb.lock_keys() == []
+    await sm.aclose()
+
+
+async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
+    """A task cancelled while taking the lock (say, after ``SET NX`` ran but before its reply
+    came) deletes the lock if it is its own, instead of leaving it for ``lock_timeout``."""
+    rng = random.Random(1234)
+    stores = [rb.store(lock_timeout=30, lock_poll=0.001) for _ in range(8)]
+    start = anyio.current_time()
+    for store in stores:  # connect first, and time a hold, to aim the cancellations at its requests
+        async with store.hold(Tally, "warm-up"):
+            pass
+    span = 2 * (anyio.current_time() - start) / len(stores)
+    done = cancelled = 0
+
+    async def attempt(store: RedisStore, key: str, longest: float) -> None:
+        nonlocal done, cancelled
+        with anyio.move_on_after(rng.uniform(0, longest)) as scope:
+            async with store.hold(Tally, key):
+                done += 1
+        cancelled += scope.cancelled_caught
+
+    # uncontended: every task on an instance of its own, cancelled at random points of the acquire
+    for wave in range(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(attempt, stores[i % len(stores)], f"solo{wave}-{i}", span * (wave + 1))
+    assert await rb.lock_keys() == []
+
+    # contended: a holder in another store takes and releases the instance over and over
+    holder = rb.store(lock_timeout=30, lock_poll=0.001)
+    stop = anyio.Event()
+
+    async def hold_repeatedly() -> None:
+        while not stop.is_set():
+            with anyio.fail_after(5):  # an orphaned lock would block it for lock_timeout
+                async with holder.hold(Tally, "shared"):
+                    await anyio.sleep(rng.uniform(0, 0.002))
+            await anyio.sleep(rng.uniform(0, 0.002))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold_repeatedly)
+        for round_ in range(4):
+            async with anyio.create_task_group() as waiters:
+                for i in range(50):
+                    waiters.start_soon(attempt, stores[(i + round_) % len(stores)], "shared", 10 * span)
+        stop.set()
+    assert await rb.lock_keys() == []
+    assert done and cancelled  # both outcomes happened
 
 
 async def test_prefixes_keep_apps_apart(rb: Backend) -> None:

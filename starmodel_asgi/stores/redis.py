@@ -1,12 +1,13 @@
 """Redis store (redis-py asyncio): one JSON string per instance, TTLs native, a lock per instance.
 
-``hold`` takes a Redis lock (``SET NX PX`` with a random token) on the instance; writes go
-through a script that checks the token first, so a holder whose lock lease ran out fails loudly
-instead of overwriting someone else's change.
+``hold`` takes a Redis lock (``SET NX PX`` with a random token) on the instance and renews its
+lease while the instance is held; writes go through a script that checks the token first, so a
+holder whose lock was lost anyway fails loudly instead of overwriting someone else's change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
 
 from starmodel_asgi.stores import KeyedLocks, State, ttl_for
@@ -44,6 +46,11 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[2])
 redis.call('zrem', KEYS[3], ARGV[2])
 return 1
+"""
+# KEYS: lock. ARGV: token. Deletes the lock only if it is still ours.
+_UNLOCK = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])
 """
 
 
@@ -74,7 +81,9 @@ class RedisSlot:
 
 class RedisStore:
     """Entity state in Redis under ``prefix`` (``state:``, ``lock:`` and, for records, ``index:``
-    keys). A lock lease lasts ``lock_timeout`` seconds and is renewed by every save."""
+    keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
+    every ``lock_timeout / 3`` seconds (and by every save), so events may run longer than the lease.
+    A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write."""
 
     def __init__(
         self,
@@ -95,6 +104,7 @@ class RedisStore:
         self.client: Redis = client if client is not None else Redis.from_url(url, decode_responses=True)
         self._save = self.client.register_script(_SAVE)
         self._delete = self.client.register_script(_DELETE)
+        self._unlock = self.client.register_script(_UNLOCK)
         self._locks = KeyedLocks()
 
     def _state_key(self, entity: type[Entity], key: str) -> str:
@@ -110,18 +120,49 @@ class RedisStore:
     async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[RedisSlot]:
         async with self._locks.hold((entity.entity_name(), key)):
             token = uuid.uuid4().hex
-            lock = self.client.lock(
-                self._lock_key(entity, key), timeout=self.lock_timeout, sleep=self.lock_poll, thread_local=False
-            )
-            await lock.acquire(token=token)
+            name = self._lock_key(entity, key)
+            lock = self.client.lock(name, timeout=self.lock_timeout, sleep=self.lock_poll, thread_local=False)
+            try:
+                await lock.acquire(token=token)
+            except BaseException:
+                # cancelled (or failed) after SET NX may have run: do not leave our lock behind
+                with anyio.CancelScope(shield=True):
+                    await self._forget_lock(name, token)
+                raise
+            # A plain asyncio task, not a task group: this block yields to the dispatcher's async
+            # generator, which may be finalised in another task (a cancel scope left open across
+            # that yield would be exited in the wrong task). The redis client is asyncio-only.
+            renewal = asyncio.create_task(self._renew(lock, name), name=f"renew {name}")
             try:
                 yield RedisSlot(self, entity, key, token)
             finally:
                 with anyio.CancelScope(shield=True):
+                    renewal.cancel()
+                    await asyncio.wait({renewal})
+                    if not renewal.cancelled() and (exc := renewal.exception()) is not None:
+                        logger.error("renewing the lock on %s crashed", name, exc_info=exc)
                     try:
                         await lock.release()
                     except LockNotOwnedError:
                         logger.warning("the lock on %s %s expired while held", entity.entity_name(), key)
+
+    async def _renew(self, lock: Lock, name: str) -> None:
+        """Push the lock's lease back to ``lock_timeout`` every third of it, until cancelled."""
+        while True:
+            await asyncio.sleep(self.lock_timeout / 3)
+            try:
+                await lock.reacquire()
+            except LockNotOwnedError:
+                logger.error("lost the lock on %s before renewing it; this holder's writes will be refused", name)
+                return
+            except Exception:
+                logger.warning("renewing the lock on %s failed; retrying", name, exc_info=True)
+
+    async def _forget_lock(self, name: str, token: str) -> None:
+        try:
+            await self._unlock(keys=[name], args=[token])
+        except Exception:
+            logger.warning("could not clear the lock on %s; it stays until its lease ends", name, exc_info=True)
 
     async def get(self, entity: type[Entity], key: str) -> State | None:
         ttl = ttl_for(entity, self.default_ttl)
