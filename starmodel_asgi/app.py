@@ -501,16 +501,19 @@ class StarModel:
             if not isinstance(sid, str):
                 sid = host_session["starmodel_sid"] = SessionSigner.new_session_id()
             return sid
-        sid = self.signer.unsign(request.cookies.get(self.cookie_name)) or SessionSigner.new_session_id()
-        out["set-cookie"] = self._cookie(request.scope, sid)  # every use renews it: the TTL slides
+        value = request.cookies.get(self.cookie_name)
+        sid = self.signer.unsign(value)
+        if sid is None:
+            sid, value = SessionSigner.new_session_id(), None
+        out["set-cookie"] = self._cookie(request.scope, sid, value)  # every use renews it: the TTL slides
         return sid
 
-    def _cookie(self, scope: Scope, sid: str) -> str:
-        """The ``Set-Cookie`` value carrying ``sid``, signed."""
+    def _cookie(self, scope: Scope, sid: str, signed: str | None = None) -> str:
+        """The ``Set-Cookie`` value carrying ``sid`` (``signed``: its cookie value, when known)."""
         secure = self.cookie_secure
         if secure is None:
             secure = scope.get("scheme") in ("https", "wss")
-        cookie = f"{self.cookie_name}={self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
+        cookie = f"{self.cookie_name}={signed or self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
         if self.session_ttl:
             cookie += f"; Max-Age={int(self.session_ttl)}"
         return cookie + ("; Secure" if secure else "")
