@@ -177,6 +177,9 @@ class StarModel:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.endswith("/"):  # /counter/increment/ (Litestar's mounts add it)
+                scope = {**scope, "path": path[:-1]}
             await self.router(scope, receive, send)
         else:  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1000})

@@ -86,16 +86,16 @@ def fasthtml(sm: StarModel) -> tuple[Any, str]:
 
 
 def litestar(sm: StarModel) -> tuple[Any, str]:
-    from litestar import Litestar, get
-
-    from starmodel_asgi.contrib.litestar import mount
+    from litestar import Litestar, asgi, get
 
     @get("/", sync_to_thread=False)
     def home() -> str:
         return "host home"
 
-    # logging_config=None: Litestar's default logging setup would reconfigure the root logger for every test
-    app = Litestar(route_handlers=[home, mount(sm, "/sm")], lifespan=[sm.lifespan], logging_config=None)
+    # Litestar's own mount handler, no glue; logging_config=None: Litestar's default logging setup
+    # would reconfigure the root logger for every test
+    mounted = asgi("/sm", is_mount=True, copy_scope=True)(sm)
+    app = Litestar(route_handlers=[home, mounted], lifespan=[sm.lifespan], logging_config=None)
     return app, "/sm"
 
 

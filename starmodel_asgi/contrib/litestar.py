@@ -3,8 +3,8 @@
     from starmodel_asgi.contrib.litestar import mount
     app = Litestar(route_handlers=[mount(sm)], lifespan=[sm.lifespan])
 
-Litestar's ASGI mount handler strips the mount path and appends a ``/`` to what remains
-(``/sm/counter/increment`` reaches the app as ``/counter/increment/``); ``mount`` removes it again.
+``mount(sm)`` is Litestar's own ``asgi(sm.base_path, is_mount=True, copy_scope=True)(sm)``; Litestar hands
+the app ``/counter/increment/`` (a trailing ``/`` added), which StarModel accepts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.handlers import ASGIRouteHandler, asgi
-from litestar.types import Receive, Scope, Send
 
 from starmodel_asgi.app import StarModel
 
@@ -22,13 +21,7 @@ def mount(sm: StarModel, path: str | None = None, **kwargs: Any) -> ASGIRouteHan
 
     Extra keyword arguments go to ``litestar.asgi`` (``guards``, ``name``, ``opt``...).
     """
-
-    async def starmodel(scope: Scope, receive: Receive, send: Send) -> None:
-        route = scope["path"]
-        if len(route) > 1 and route.endswith("/"):
-            scope["path"] = route[:-1]
-        await sm(scope, receive, send)  # type: ignore[arg-type]
-
     kwargs.setdefault("name", "starmodel")
-    handler: ASGIRouteHandler = asgi(path or sm.base_path or "/", is_mount=True, copy_scope=True, **kwargs)(starmodel)
+    kwargs.setdefault("copy_scope", True)
+    handler: ASGIRouteHandler = asgi(path or sm.base_path or "/", is_mount=True, **kwargs)(sm)
     return handler
