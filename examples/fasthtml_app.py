@@ -14,7 +14,7 @@ import uvicorn
 from fasthtml.common import H1, B, Button, Div, FastHTML, Input, Main, NotStr, P, Span, Title
 
 from starmodel_asgi import Entity, StarModel, event
-from starmodel_asgi.contrib.fasthtml import on
+from starmodel_asgi.contrib.fasthtml import use_datastar_attrs
 from starmodel_asgi.pages import datastar_script
 
 #: shows the status of any failed request (Datastar drops the body of non-200 answers)
@@ -33,6 +33,7 @@ class Counter(Entity):
         return Span(B(f"Hello, {name or 'stranger'}!"), f" The count is {self.count}.")
 
 
+use_datastar_attrs()  # data_on_click=... renders data-on:click, as Datastar 1.0 reads it
 sm = StarModel(entities=[Counter], base_path="/sm", secret_key=os.environ.get("STARMODEL_SECRET_KEY", "dev-only"))
 app = FastHTML(
     hdrs=[NotStr(datastar_script())],
@@ -50,15 +51,15 @@ def index() -> Any:
         NotStr(Counter.holder()),
         H1("Count: ", Span("0", id="count", data_text=Counter.signal.count)),
         Input(id="amount", data_bind="amount"),
-        Button("Add", id="add", **on(click=f"$msg = ''; {Counter.increment()}")),
+        Button("Add", id="add", data_on_click=f"$msg = ''; {Counter.increment()}"),
         P(
             Input(id="name", data_bind="name", placeholder="your name"),
-            Button("Greet", id="greet", **on(click=Counter.greet())),
+            Button("Greet", id="greet", data_on_click=Counter.greet()),
         ),
         Div(id="greeting"),
         P(id="error", data_text="$msg", style="color: crimson"),
         data_signals=signals,
-        **on(datastar_fetch=SHOW_ERRORS),
+        data_on_datastar_fetch=SHOW_ERRORS,
     )
 
 

@@ -277,3 +277,26 @@ def test_fasthtml_action_attributes_use_datastar_colon_syntax() -> None:
     html = to_xml(Button("+", **on(click=Panel.show(amount=1), datastar_fetch="$err = 1")))
     assert """data-on:click="@post('/sm/panel/show?amount=1')\"""" in html
     assert 'data-on:datastar-fetch="$err = 1"' in html
+
+
+def test_fasthtml_keyword_attributes_after_use_datastar_attrs() -> None:
+    from fasthtml.common import Button, Div, Input, to_xml
+    from fasthtml.components import fh_cfg
+
+    from starmodel_asgi.contrib.fasthtml import use_datastar_attrs
+
+    StarModel([Panel], base_path="/sm", secret_key="k")
+    before = fh_cfg["attrmap"]
+    try:
+        use_datastar_attrs()
+        html = to_xml(Button("+", data_on_click=Panel.show(amount=1), hx_get="/x", cls="big"))
+        assert "data-on:click=\"@post('/sm/panel/show?amount=1')\"" in html
+        assert 'hx-get="/x"' in html and 'class="big"' in html  # FastHTML's own mapping still holds
+        html = to_xml(Input(data_bind_draft=True, data_on_keydown__debounce_300ms="@post('/x')"))
+        assert "data-bind:draft" in html and "data-on:keydown__debounce.300ms=" in html
+        html = to_xml(Div(data_on_intersect="$seen = true", data_signals='{"a": 1}', data_text="$a"))
+        assert 'data-on-intersect="' in html and "data-signals=" in html and 'data-text="$a"' in html
+        html = to_xml(Div(data_on_datastar_fetch="$e = 1", data_class_hidden="$off"))
+        assert 'data-on:datastar-fetch="$e = 1"' in html and 'data-class:hidden="$off"' in html
+    finally:
+        fh_cfg["attrmap"] = before
