@@ -60,6 +60,8 @@ def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: Even
         raise invalid(entity.entity_name(), validation_errors(exc)) from None
     for name in descriptor.injected.request:
         kwargs[name] = request
+    for name in descriptor.injected.host_request:
+        kwargs[name] = request.raw
     for name in descriptor.injected.signals:
         kwargs[name] = request.signals
     return kwargs

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, create_model
+from starlette.requests import HTTPConnection
 
 from starmodel_asgi.http import EventRequest, Signals
 
@@ -41,6 +42,7 @@ class Injected:
     """Parameters that receive framework objects instead of client values."""
 
     request: list[str] = field(default_factory=list)
+    host_request: list[str] = field(default_factory=list)  # the host's own request object
     signals: list[str] = field(default_factory=list)
 
 
@@ -93,6 +95,9 @@ class EventDescriptor:
                 continue
             if annotation is Signals:
                 injected.signals.append(p.name)
+                continue
+            if isinstance(annotation, type) and issubclass(annotation, HTTPConnection):
+                injected.host_request.append(p.name)
                 continue
             default = ... if p.default is p.empty else p.default
             fields[p.name] = (annotation, default)

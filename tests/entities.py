@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 import anyio
+from starlette.requests import Request
 
 from starmodel_asgi import ClientWritable, Element, Entity, EventRequest, ServerOnly, Signals, event
 
@@ -92,6 +93,10 @@ class Counter(Entity):
     @event
     def info(self, request: EventRequest, signals: Signals, amount: int = 0) -> str:
         return f'<p id="info">{request.method} {sorted(signals)} {amount}</p>'
+
+    @event
+    def host_info(self, request: Request) -> str:
+        return f'<p id="host">{request.headers.get("x-probe")} {type(request).__name__}</p>'
 
     @event
     async def progress(self) -> AsyncIterator[str]:

@@ -208,6 +208,11 @@ async def test_request_and_signals_are_injected_by_type(client: httpx.AsyncClien
     assert parse_sse(r.text)[0].elements == "<p id=\"info\">POST ['counter', 'x'] 2</p>"
 
 
+async def test_a_host_request_parameter_receives_the_starlette_request(client: httpx.AsyncClient) -> None:
+    r = await client.post("/counter/host_info", headers={**DATASTAR, "x-probe": "hello"})
+    assert parse_sse(r.text)[0].elements == '<p id="host">hello Request</p>'
+
+
 # -- errors ------------------------------------------------------------------------------------------
 
 
