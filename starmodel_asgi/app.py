@@ -6,7 +6,7 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,6 +23,8 @@ from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.http import EventError, EventRequest, Signals, Update
 from starmodel_asgi.identity import SessionSigner, default_user
+from starmodel_asgi.live import LiveResponse, Views
+from starmodel_asgi.responses import UpdatesResponse
 from starmodel_asgi.stores import Store
 
 logger = logging.getLogger("starmodel_asgi")
@@ -46,42 +48,6 @@ def record_key(entity: type[Entity], key: str) -> str:
 
 def not_allowed(entity: type[Entity], request: Request, allow: str) -> EventError:
     return EventError(405, f"{request.method} not allowed here", entity.entity_name(), headers={"Allow": allow})
-
-
-class StreamResponse(Response):
-    """A response whose body is sent by ``__call__`` piece by piece (no Content-Length)."""
-
-    def __init__(self, formatter: Formatter) -> None:
-        super().__init__(None, 200, formatter.headers, formatter.media_type)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-
-
-class UpdatesResponse(StreamResponse):
-    """Streams updates as the dispatcher produces them, in the request's own task (so the
-    instance lock is taken and released by one task)."""
-
-    def __init__(self, formatter: Formatter, first: list[Update], rest: AsyncGenerator[Update, None]) -> None:
-        super().__init__(formatter)
-        self.formatter, self.first, self.rest = formatter, first, rest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        fmt = self.formatter
-        async with aclosing(self.rest) as rest:
-            await send({"type": "http.response.body", "body": fmt.format(self.first).encode(), "more_body": True})
-            try:
-                async for update in rest:
-                    chunk = fmt.format([update]).encode()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except EventError as exc:
-                undo = [Update(exc.entity, exc.reset, exc.reset)] if exc.entity and exc.reset is not None else []
-                body = (fmt.format(undo) + fmt.format_error(exc)).encode()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            except Exception:
-                logger.exception("streaming an event answer failed")
-                error = EventError(500, "Internal error", self.first[0].entity if self.first else None)
-                await send({"type": "http.response.body", "body": fmt.format_error(error).encode(), "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
 
 
 class StarModel:
@@ -146,6 +112,7 @@ class StarModel:
         self.keepalive = keepalive
         self.list_limit = list_limit
         self.datastar_error_status = datastar_error_status
+        self.live_views = Views()
         self.dispatcher = Dispatcher(self.store_for, self.broadcast)
         self.router = Router(
             [
@@ -441,8 +408,6 @@ class StarModel:
 
     async def live(self, call: EventRequest, entity: type[Entity], key: str) -> Response:
         """``GET /{entity}/live``: the current state, then every change (see ``live.py``)."""
-        from starmodel_asgi.live import LiveResponse
-
         if entity.entity_store() == "client":
             name = entity.entity_name()
             raise EventError(404, f"{name} lives in the browser: there is nothing to stream", name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -12,17 +13,19 @@ from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
-from starmodel_asgi.app import StreamResponse
 from starmodel_asgi.broadcast import Message
 from starmodel_asgi.dispatch import DELETED, channel_name, rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
 from starmodel_asgi.http import Element, EventError, Update
+from starmodel_asgi.responses import StreamResponse
 
 if TYPE_CHECKING:
     from starmodel_asgi.app import StarModel
 
 logger = logging.getLogger("starmodel_asgi")
+
+View = tuple[dict[str, Any], list[Element]]
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -44,10 +47,13 @@ class LiveResponse(StreamResponse):
         self.app, self.formatter, self.entity, self.key = app, formatter, entity, key
         self._state: dict[str, Any] = {}
         self._elements: list[Element] | None = None
+        self._sending = anyio.Lock(fast_acquire=True)
+        self._last_sent = anyio.current_time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app, entity = self.app, self.entity
-        async with app.broadcast.subscribe(channel_name(entity, self.key)) as messages:
+        channel = channel_name(entity, self.key)
+        async with app.broadcast.subscribe(channel) as messages:
             # subscribed before reading, so no change between the read and the first message is lost
             try:
                 instance = await app.dispatcher.read(entity, self.key)
@@ -59,31 +65,39 @@ class LiveResponse(StreamResponse):
                 )
                 return
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self._push(send, instance)
+            await self._push(send, view_of(instance))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-                await self._follow(send, messages)
+                tg.start_soon(self._keepalive, send)
+                await self._follow(send, channel, messages)
                 # the broadcast closed (shutdown) or the record was deleted: finish the response
                 await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
 
-    async def _follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+    async def _keepalive(self, send: Send) -> None:
+        """A comment whenever nothing was sent for ``keepalive`` seconds."""
         while True:
-            with anyio.move_on_after(self.app.keepalive) as idle:
-                try:
-                    message = await anext(messages)
-                except StopAsyncIteration:
-                    return
-            if idle.cancelled_caught:
-                await _body(send, KEEPALIVE)
+            idle = anyio.current_time() - self._last_sent
+            if idle < self.app.keepalive:
+                await anyio.sleep(self.app.keepalive - idle)
                 continue
+            await self._send(send, KEEPALIVE)
+
+    async def _follow(self, send: Send, channel: str, messages: AsyncIterator[Message]) -> None:
+        async for message in messages:
             if message == DELETED:  # tell the page, then end: Datastar does not retry a finished stream
                 deleted = Update(self.entity.entity_name(), {"_deleted": True}, {})
-                await _body(send, self.formatter.format([deleted]).encode())
+                await self._send(send, self.formatter.format([deleted]).encode())
                 return
-            instance = await self._instance(message)
-            if instance is not None:
-                await self._push(send, instance)
+            view = self.app.live_views.get(channel, message) if message is not None else None
+            if view is None:
+                instance = await self._instance(message)
+                if instance is None:
+                    continue
+                view = view_of(instance)
+                if message is not None:
+                    self.app.live_views.put(channel, message, view)
+            await self._push(send, view)
 
     async def _instance(self, message: Message) -> Entity | None:
         """The state a message carries; for ``None`` (or a message that does not parse), the
@@ -101,22 +115,49 @@ class LiveResponse(StreamResponse):
             logger.exception("live stream of %s %s could not re-read the state", entity.entity_name(), self.key)
             return None
 
-    async def _push(self, send: Send, instance: Entity) -> None:
+    async def _push(self, send: Send, view: View) -> None:
         """Sends what changed since the last push: the changed fields and, when it differs,
         the re-rendered HTML. Nothing at all when nothing the page sees changed."""
-        state = instance.public_state()
-        try:
-            elements = rendered(instance)
-        except Exception:
-            logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
-            elements = []
+        state, elements = view
         changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
         new_elements = elements if elements != self._elements else []
         self._state, self._elements = state, elements
         if not changed and not new_elements:
             return
         update = Update(self.entity.entity_name(), changed, state, new_elements)
-        await _body(send, self.formatter.format([update]).encode())
+        await self._send(send, self.formatter.format([update]).encode())
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        async with self._sending:  # the keep-alive task sends too
+            await _body(send, body)
+            self._last_sent = anyio.current_time()
+
+
+def view_of(instance: Entity) -> View:
+    """What a page sees of an instance: its public state and its rendered HTML."""
+    try:
+        elements = rendered(instance)
+    except Exception:
+        logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
+        elements = []
+    return instance.public_state(), elements
+
+
+class Views:
+    """The view each recent message gives, so a thousand streams of one channel parse, validate
+    and render a change once, not a thousand times. Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._views: OrderedDict[tuple[str, str], View] = OrderedDict()
+
+    def get(self, channel: str, message: str) -> View | None:
+        return self._views.get((channel, message))
+
+    def put(self, channel: str, message: str, view: View) -> None:
+        self._views[(channel, message)] = view
+        if len(self._views) > self._size:
+            self._views.popitem(last=False)
 
 
 async def _body(send: Send, body: bytes) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: A published message, or ``None``: "messages may have been missed, re-read the state".
 Message = str | None
@@ -28,9 +28,19 @@ class Broadcast(Protocol):
     async def aclose(self) -> None: ...
 
 
+def split_prefix(url: str) -> tuple[str, str]:
+    """``redis://h/0?prefix=app1:`` -> ``("redis://h/0", "app1:")``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(v for k, v in query if k == "prefix")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
 def broadcast_from_url(url: str) -> Broadcast:
-    """``memory://`` (one process), ``redis://host:port/db`` (``rediss://``, ``unix://`` too).
-    A ``prefix`` query parameter namespaces the Redis channels: ``redis://host/0?prefix=app1:``."""
+    """``memory://`` (one process), ``redis://host:port/db`` (``rediss://``, ``unix://`` too),
+    ``postgresql://user@host/db`` (``postgres://``, ``postgresql+asyncpg://`` too: LISTEN/NOTIFY).
+    A ``prefix`` query parameter keeps apps sharing one server apart: ``redis://host/0?prefix=app1:``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from starmodel_asgi.broadcast.memory import MemoryBroadcast
@@ -40,4 +50,8 @@ def broadcast_from_url(url: str) -> Broadcast:
         from starmodel_asgi.broadcast.redis import RedisBroadcast
 
         return RedisBroadcast(url)
-    raise ValueError(f"no broadcast backend for {url!r} (use memory:// or redis://)")
+    if scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+        from starmodel_asgi.broadcast.postgres import PostgresBroadcast
+
+        return PostgresBroadcast(url)
+    raise ValueError(f"no broadcast backend for {url!r} (use memory://, redis:// or postgresql://)")

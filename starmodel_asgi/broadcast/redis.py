@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 from redis.asyncio import Redis
@@ -23,21 +22,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from starmodel_asgi.broadcast import split_prefix
 from starmodel_asgi.broadcast.memory import Channels, Subscriber
 
 logger = logging.getLogger("starmodel_asgi")
 
 #: What a lost or refused connection raises.
 CONNECTION_ERRORS = (RedisError, OSError)
-
-
-def split_prefix(url: str) -> tuple[str, str]:
-    """``redis://h/0?prefix=app1:`` -> ``("redis://h/0", "app1:")``."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = "".join(v for k, v in query if k == "prefix")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
 
 
 class RedisBroadcast:
