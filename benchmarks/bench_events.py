@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass, field
 
 import anyio
+from asgi_driver import Driver
 from datastar_py.sse import ServerSentEventGenerator as SSE
 from datastar_py.starlette import read_signals
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
 
 from starmodel_asgi import Entity, StarModel, event
 
@@ -52,54 +51,6 @@ def baseline_app() -> Starlette:
         return JSONResponse({"count": counts.get(request.cookies.get("sid", "anon"), 0)})
 
     return Starlette(routes=[Route("/counter/increment", increment, methods=["POST"]), Route("/counter", read)])
-
-
-@dataclass
-class Driver:
-    """Calls an ASGI app as a server would, keeping the cookies it sets."""
-
-    app: ASGIApp
-    cookies: dict[bytes, bytes] = field(default_factory=lambda: {b"sid": b"bench"})
-
-    async def __call__(
-        self, method: str, path: str, query: bytes, body: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> int:
-        cookie = b"; ".join(k + b"=" + v for k, v in self.cookies.items())
-        headers = [*headers, (b"host", b"bench"), (b"cookie", cookie), (b"content-length", str(len(body)).encode())]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "query_string": query,
-            "headers": headers,
-            "server": ("bench", 80),
-            "client": ("127.0.0.1", 1),
-        }
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        status = 0
-
-        async def receive() -> Message:
-            if messages:
-                return messages.pop()
-            await anyio.sleep_forever()
-            raise AssertionError
-
-        async def send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message["headers"]:
-                    if name == b"set-cookie":
-                        key, _, rest = value.partition(b"=")
-                        self.cookies[key] = rest.split(b";")[0]
-
-        await self.app(scope, receive, send)
-        return status
 
 
 async def post_event(d: Driver) -> int:

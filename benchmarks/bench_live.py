@@ -24,13 +24,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
+from asgi_driver import Driver
 from datastar_py.sse import ServerSentEventGenerator as SSE
 from datastar_py.starlette import DatastarResponse, read_signals
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
+from starlette.types import Message
 
 from starmodel_asgi import Entity, StarModel, event
 
@@ -148,62 +149,20 @@ class Stream:
         self.closed.set()
 
 
-def scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [*headers, (b"host", b"bench")],
-        "server": ("bench", 80),
-        "client": ("127.0.0.1", 1),
-    }
-
-
-@dataclass
-class Driver:
-    """Calls an ASGI app as a server would: one-shot POSTs, and live streams left open."""
-
-    app: ASGIApp
-    cookie: bytes = b""
-
-    def headers(self, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-        return [(b"datastar-request", b"true"), *extra, *([(b"cookie", self.cookie)] if self.cookie else [])]
+class LiveDriver(Driver):
+    """One-shot POSTs, and live streams left open."""
 
     async def post(self) -> None:
-        body = b'{"counter":{"count":0}}'
-        headers = self.headers((b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()))
-        messages = [{"type": "http.request", "body": body, "more_body": False}]
-        status = 0
-
-        async def receive() -> Message:
-            if messages:
-                return messages.pop()
-            await anyio.sleep_forever()
-            raise AssertionError
-
-        async def send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message["headers"]:
-                    if name == b"set-cookie":  # keep the session StarModel hands out
-                        self.cookie = value.split(b";")[0]
-
-        await self.app(scope("POST", "/counter/increment", b"amount=1", headers), receive, send)
+        headers = [(b"datastar-request", b"true"), (b"content-type", b"application/json")]
+        status = await self("POST", "/counter/increment", b"amount=1", b'{"counter":{"count":0}}', headers)
         assert status == 200, status
 
     async def live(self, stream: Stream) -> None:
-        headers = self.headers((b"accept", b"text/event-stream"))
-        await self.app(scope("GET", "/counter/live", b"", headers), stream.receive, stream.send)
+        headers = [(b"datastar-request", b"true"), (b"accept", b"text/event-stream")]
+        await self.stream("/counter/live", headers, stream.receive, stream.send)
 
 
-async def run(driver: Driver, n: int, m: int) -> float:
+async def run(driver: LiveDriver, n: int, m: int) -> float:
     """Opens n streams, posts m changes, each once every stream has the one before, and returns
     the seconds until every stream has received every change. Closes the streams."""
     tracker = Tracker()
@@ -233,7 +192,7 @@ async def run(driver: Driver, n: int, m: int) -> float:
 async def main(sizes: list[int], changes: int, rounds: int) -> None:
     starmodel = StarModel(entities=[Counter], secret_key="bench")
     baseline, subscribers = baseline_app()
-    drivers = {"baseline": Driver(baseline), "starmodel": Driver(starmodel)}
+    drivers = {"baseline": LiveDriver(baseline), "starmodel": LiveDriver(starmodel)}
     for driver in drivers.values():  # warm-up: imports, caches, the session cookie
         await run(driver, 10, 50)
 
