@@ -37,6 +37,7 @@ Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 JSON_TYPES = ("application/json", "text/json")
+HOST_SESSION_KEY = "starmodel_sid"  # our session id inside a host's session (scope["session"])
 
 
 def record_key(entity: type[Entity], key: str) -> str:
@@ -116,9 +117,9 @@ class StarModel:
         self.dispatcher = Dispatcher(self.store_for, self.broadcast)
         self.router = Router(
             [
-                Route("/{entity}", self._root, methods=ALL_METHODS),
-                Route("/{entity}/{a}", self._one, methods=ALL_METHODS),
-                Route("/{entity}/{a}/{b}", self._two, methods=ALL_METHODS),
+                Route("/{entity}", self._guarded(self._root), methods=ALL_METHODS),
+                Route("/{entity}/{a}", self._guarded(self._one), methods=ALL_METHODS),
+                Route("/{entity}/{a}/{b}", self._guarded(self._two), methods=ALL_METHODS),
             ],
             default=self._not_found,
             redirect_slashes=False,
@@ -180,14 +181,8 @@ class StarModel:
             return await self.dispatcher.read(entity, id, must_exist=True)
         if scope == "global":
             return await self.dispatcher.read(entity, GLOBAL_KEY)
-        if scope == "user":
-            user = self.get_user(request)
-            user_id = await user if inspect.isawaitable(user) else user
-            return entity() if user_id is None else await self.dispatcher.read(entity, user_id)
-        session = request.scope.get("session")
-        sid = session.get("starmodel_sid") if isinstance(session, dict) else None
-        sid = sid or self.signer.unsign(request.cookies.get(self.cookie_name))
-        return entity() if sid is None else await self.dispatcher.read(entity, sid)
+        key = await self._user_id(request) if scope == "user" else self.known_session(request)
+        return entity() if key is None else await self.dispatcher.read(entity, key)
 
     async def aclose(self) -> None:
         """Close what the app opened: store connections and the broadcast backend."""
@@ -236,32 +231,26 @@ class StarModel:
             raise EventError(404, f"No entity {name!r}")
         return entity
 
-    async def _root(self, request: Request) -> Response:
-        return await self._guard(request, self._root_inner)
+    def _guarded(self, handler: Callable[[Request, dict[str, str]], Awaitable[Response]]) -> Callable[..., Any]:
+        """A route endpoint running ``handler``: errors become answers, and the headers the
+        handler put in ``out`` (the session cookie) go on whatever the answer is."""
 
-    async def _one(self, request: Request) -> Response:
-        return await self._guard(request, self._one_inner)
+        async def endpoint(request: Request) -> Response:
+            out: dict[str, str] = {}
+            try:
+                response = await handler(request, out)
+            except EventError as exc:
+                response = self._error(request, exc)
+            except Exception:
+                logger.exception("request %s %s failed", request.method, request.scope["path"])
+                response = self._error(request, EventError(500, "Internal server error"))
+            for name, value in out.items():
+                response.raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
+            return response
 
-    async def _two(self, request: Request) -> Response:
-        return await self._guard(request, self._two_inner)
+        return endpoint
 
-    async def _guard(self, request: Request, handler: Callable[..., Any]) -> Response:
-        response_headers: dict[str, str] = {}
-        try:
-            response: Response = await handler(request, response_headers)
-        except EventError as exc:
-            response = self._error(request, exc)
-        except Exception:
-            logger.exception("request %s %s failed", request.method, request.scope["path"])
-            response = self._error(request, EventError(500, "Internal server error"))
-        for name, value in response_headers.items():
-            if name == "set-cookie":
-                response.raw_headers.append((b"set-cookie", value.encode("latin-1")))
-            else:
-                response.headers[name] = value
-        return response
-
-    async def _root_inner(self, request: Request, out: dict[str, str]) -> Response:
+    async def _root(self, request: Request, out: dict[str, str]) -> Response:
         entity = self._entity(request)
         method = request.method
         if entity.entity_scope() == "record":
@@ -281,7 +270,7 @@ class StarModel:
         await self._authorize(call, entity, None)
         return await self._read(call, entity, self._key(entity, call))
 
-    async def _one_inner(self, request: Request, out: dict[str, str]) -> Response:
+    async def _one(self, request: Request, out: dict[str, str]) -> Response:
         entity = self._entity(request)
         segment = request.path_params["a"]
         if entity.entity_scope() == "record":
@@ -298,7 +287,7 @@ class StarModel:
         await self._authorize(call, entity, descriptor.info.name)
         return await self._run(call, entity, self._key(entity, call), descriptor)
 
-    async def _two_inner(self, request: Request, out: dict[str, str]) -> Response:
+    async def _two(self, request: Request, out: dict[str, str]) -> Response:
         entity = self._entity(request)
         if entity.entity_scope() != "record":
             raise EventError(404, "Not found", entity.entity_name())
@@ -449,25 +438,35 @@ class StarModel:
             path=request.scope["path"],
             headers=request.headers,
             query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
-            path_params={k: v for k, v in request.path_params.items() if k not in ("entity", "a", "b")},
             signals=signals,
             raw=request,
         )
         if entity.entity_scope() == "record" and "a" in request.path_params:
             call.path_params = {"id": request.path_params["a"]}
         if entity.entity_scope() == "user":
-            user = self.get_user(request)
-            call.user_id = await user if inspect.isawaitable(user) else user
+            call.user_id = await self._user_id(request)
         if entity.entity_scope() == "session":
             call.session_id = self._session(request, out)
         return call
 
+    async def _user_id(self, request: Request) -> str | None:
+        user = self.get_user(request)
+        return await user if inspect.isawaitable(user) else user
+
+    def known_session(self, request: Request) -> str | None:
+        """The caller's session id, if it has one: in the host's session, or our signed cookie."""
+        host_session = request.scope.get("session")
+        if isinstance(host_session, dict):
+            sid = host_session.get(HOST_SESSION_KEY)
+            return sid if isinstance(sid, str) else None
+        return self.signer.unsign(request.cookies.get(self.cookie_name))
+
     def _session(self, request: Request, out: dict[str, str]) -> str:
         host_session = request.scope.get("session")
         if isinstance(host_session, dict):
-            sid = host_session.get("starmodel_sid")
-            if not isinstance(sid, str):
-                sid = host_session["starmodel_sid"] = SessionSigner.new_session_id()
+            sid = self.known_session(request)
+            if sid is None:
+                sid = host_session[HOST_SESSION_KEY] = SessionSigner.new_session_id()
             return sid
         value = request.cookies.get(self.cookie_name)
         sid = self.signer.unsign(value)
@@ -550,8 +549,7 @@ class SessionCookieMiddleware:
         if scope["type"] != "http" or isinstance(scope.get("session"), dict):
             await self.app(scope, receive, send)
             return
-        cookies = Request(scope).cookies
-        if self.sm.signer.unsign(cookies.get(self.sm.cookie_name)) is not None:
+        if self.sm.known_session(Request(scope)) is not None:
             await self.app(scope, receive, send)
             return
         sid = SessionSigner.new_session_id()
