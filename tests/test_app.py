@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starmodel_asgi import Entity, EventRequest, SessionCookieMiddleware, StarModel
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from starmodel_asgi.identity import default_user
+from starmodel_asgi.stores.memory import MemoryStore
 from tests.conftest import JSON
 from tests.entities import ENTITIES, Counter, Shared
 
@@ -244,3 +245,23 @@ async def test_session_cookie_middleware_gives_the_first_page_its_session() -> N
         assert c.cookies["sm_session"] == session
         assert "&quot;count&quot;:5" in (await c.get("/")).text
         assert "set-cookie" not in (await c.get("/")).headers  # a known session is left alone
+
+
+class FullDisk(MemoryStore):
+    """A store whose writes fail, as a full disk or a lost database would."""
+
+    def _write(self, entity: type[Entity], key: tuple[str, str], state: dict) -> None:
+        raise OSError("no space left on device")
+
+
+async def test_a_failed_save_is_a_500_and_nothing_is_published() -> None:
+    backend = ClosingMemory()
+    sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": FullDisk()}, broadcast=backend)
+    async with backend.subscribe("sm:shared:global") as messages:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+            r = await c.post("/shared/bump", headers=JSON)
+            assert r.status_code == 500 and "space" not in r.text
+            assert (await c.get("/shared", headers=JSON)).json() == {"total": 0}
+        with anyio.move_on_after(0.2) as waited:
+            await anext(aiter(messages))
+        assert waited.cancelled_caught  # no message came
