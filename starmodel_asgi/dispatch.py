@@ -6,8 +6,10 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from pydantic import ValidationError
@@ -15,19 +17,24 @@ from pydantic import ValidationError
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import Element, EventError, EventRequest, Update, invalid
+from starmodel_asgi.http import Element, EventError, EventRequest, Update, internal_error, invalid
+from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Slot, State, Store
 
 logger = logging.getLogger("starmodel_asgi")
 
 _MISSING = object()
+_DONE = object()
 #: published when a record is deleted; no field can be named ``_deleted`` (Pydantic keeps it private)
 DELETED = json.dumps({"_deleted": True})
-_DONE = object()
 
 
-def channel_name(entity: type[Entity], key: str) -> str:
-    return f"sm:{entity.entity_name()}:{key}"
+def entity_class(spec: EntitySpec) -> type[Entity]:
+    return cast("type[Entity]", spec.entity)
+
+
+def channel_name(spec: EntitySpec, key: str) -> str:
+    return f"sm:{spec.name}:{key}"
 
 
 def validation_errors(exc: ValidationError) -> dict[str, str]:
@@ -38,14 +45,19 @@ def validation_errors(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: EventRequest) -> dict[str, Any]:
+def client_values(spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
+    """The entity's namespace in the request's signals (``{"counter": {...}}``)."""
+    namespace = request.signals.get(spec.name)
+    return namespace if isinstance(namespace, dict) else {}
+
+
+def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
     """Event arguments by name from path, query, the entity's signal namespace, top-level signals."""
     model = descriptor.params_model
-    namespace = request.signals.get(entity.entity_name())
     sources: list[Any] = [
         request.path_params,
         {k: v if k in descriptor.sequence_params or len(v) > 1 else v[0] for k, v in request.query.items()},
-        namespace if isinstance(namespace, dict) else {},
+        client_values(spec, request),
         request.signals,
     ]
     data: dict[str, Any] = {}
@@ -57,7 +69,7 @@ def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: Even
     try:
         kwargs = dict(model.model_validate(data))
     except ValidationError as exc:
-        raise invalid(entity.entity_name(), validation_errors(exc)) from None
+        raise invalid(spec.name, validation_errors(exc)) from None
     for name in descriptor.injected.request:
         kwargs[name] = request
     for name in descriptor.injected.host_request:
@@ -67,22 +79,17 @@ def bind_params(descriptor: EventDescriptor, entity: type[Entity], request: Even
     return kwargs
 
 
-def client_values(entity: type[Entity], request: EventRequest) -> dict[str, Any]:
-    namespace = request.signals.get(entity.entity_name())
-    return namespace if isinstance(namespace, dict) else {}
-
-
-def apply_client_writes(instance: Entity, request: EventRequest) -> None:
-    entity = type(instance)
-    values = client_values(entity, request)
+def apply_client_writes(spec: EntitySpec, instance: Entity, request: EventRequest) -> None:
+    """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
+    values = client_values(spec, request)
     errors: dict[str, str] = {}
-    for name in entity.client_writable_fields() & values.keys():
+    for name in spec.writable & values.keys():
         try:
             setattr(instance, name, values[name])
         except ValidationError as exc:
             errors[name] = exc.errors()[0]["msg"]
     if errors:
-        raise invalid(entity.entity_name(), errors)
+        raise invalid(spec.name, errors)
 
 
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
@@ -107,26 +114,78 @@ def rendered(instance: Entity) -> list[Element]:
     return to_elements(instance.render())
 
 
+async def invoke(instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """Each result of the event: one for plain events, one per yield for generators. Sync code
+    runs in a worker thread."""
+    bound = descriptor.func.__get__(instance)
+    if descriptor.is_async_gen:
+        async for item in bound(**kwargs):
+            yield item
+    elif descriptor.is_sync_gen:
+        gen: Iterator[Any] = bound(**kwargs)
+        while (item := await anyio.to_thread.run_sync(next, gen, _DONE)) is not _DONE:
+            yield item
+    elif descriptor.is_coroutine:
+        yield await bound(**kwargs)
+    else:
+        yield await anyio.to_thread.run_sync(partial(bound, **kwargs))
+
+
+class Steps:
+    """What the page sees of one instance during an event: each step carries the fields changed
+    since the previous one, starting from what the page holds (the signals it sent, else the
+    saved state)."""
+
+    def __init__(self, spec: EntitySpec, instance: Entity, request: EventRequest, info: EventInfo) -> None:
+        self.spec, self.instance, self.info = spec, instance, info
+        self.original = instance.public_state()
+        sent = {k: v for k, v in client_values(spec, request).items() if k in spec.public}
+        self.baseline = {**self.original, **sent}
+        self.count = 0
+
+    def step(self, result: Any) -> Update:
+        public = self.instance.public_state()
+        changed = {k: v for k, v in public.items() if self.baseline.get(k, _MISSING) != v}
+        self.baseline = public
+        return Update(self.spec.name, changed, public, to_elements(result, self.info))
+
+    def last(self) -> Update | None:
+        """The changes made after the last yield (or by an event that never yielded)."""
+        if not self.count or self.instance.public_state() != self.baseline:
+            return self.step(None)
+        return None
+
+
+@dataclass
+class Held:
+    """An instance loaded under its lock, with what was saved (``slot`` is ``None`` for
+    ``store="client"``: nothing is kept on the server)."""
+
+    instance: Entity
+    slot: Slot | None = None
+    saved: State | None = None
+
+
 class Dispatcher:
     """Runs events against stored instances; every change is saved, then published."""
 
-    def __init__(self, store_for: Callable[[type[Entity]], Store], broadcast: Broadcast) -> None:
+    def __init__(self, store_for: Callable[[EntitySpec], Store], broadcast: Broadcast) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
 
-    async def read(self, entity: type[Entity], key: str, *, must_exist: bool = False) -> Entity:
-        if entity.entity_store() == "client":
-            return entity(id=key)  # the browser holds the state; without its signals, the defaults
-        state = await self.store_for(entity).get(entity, key)
-        if state is None:
-            if must_exist:
-                raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
-            return entity(id=key)
-        return entity.model_validate(state)
+    async def read(
+        self, spec: EntitySpec, key: str, *, must_exist: bool = False, request: EventRequest | None = None
+    ) -> Entity:
+        """The instance as saved (defaults when there is none). A ``store="client"`` instance is
+        the state the page sent in ``request``."""
+        if spec.in_browser:
+            return self.from_client(spec, request)
+        state = await self.store_for(spec).get(spec, key)
+        return self._instance(spec, key, state, must_exist)
 
     async def run(
         self,
-        entity: type[Entity],
+        spec: EntitySpec,
         key: str,
         descriptor: EventDescriptor,
         request: EventRequest,
@@ -136,145 +195,89 @@ class Dispatcher:
         """Yield one ``Update`` per result (one for plain events, one per yield for generators).
 
         The instance is held for the whole run; the changes are saved and published when the
-        event has finished. Close the iterator (``contextlib.aclosing``) when done.
+        event has finished, and the last update is yielded once the instance is released. A
+        failure saves and publishes nothing; once steps were sent, its error carries the saved
+        state (``reset``) for the page. Close the iterator (``contextlib.aclosing``) when done.
         """
-        kwargs = bind_params(descriptor, entity, request)
-        last: list[Update] = []  # the final step, sent once the instance is saved and released
-        if entity.entity_store() == "client":
-            instance = self.from_client(entity, request)
-            async for update in self._steps(instance, descriptor, kwargs, request, None, last):
-                yield update
-        else:
-            async with self.store_for(entity).hold(entity, key) as slot:
-                saved = await slot.load()
-                if saved is None and must_exist:
-                    raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
-                instance = entity(id=key) if saved is None else entity.model_validate(saved)
-                async for update in self._steps(instance, descriptor, kwargs, request, (slot, saved), last):
-                    yield update
-        for update in last:
-            yield update
+        kwargs = bind_params(descriptor, spec, request)
+        async with self._hold(spec, key, request, must_exist) as held:
+            steps = Steps(spec, held.instance, request, descriptor.info)
+            apply_client_writes(spec, held.instance, request)
+            try:
+                async for result in invoke(held.instance, descriptor, kwargs):
+                    steps.count += 1
+                    yield steps.step(result)
+                last = steps.last()
+                await self._save(spec, held)
+            except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+                error = internal_error(exc, f"event {spec.name}.{descriptor.info.name}", spec.name)
+                if steps.count:
+                    error.reset = steps.original
+                if error is exc:
+                    raise
+                raise error from exc
+        if last is not None:
+            yield last
 
-    async def _steps(
-        self,
-        instance: Entity,
-        descriptor: EventDescriptor,
-        kwargs: dict[str, Any],
-        request: EventRequest,
-        persist: tuple[Slot, State | None] | None,
-        last: list[Update],
-    ) -> AsyncIterator[Update]:
-        """Streams each result's changes to the caller as it comes; saves and publishes once, when
-        the event has finished, and leaves the changes made after the last yield in ``last``.
-        An event failing part-way saves and broadcasts nothing, and its error carries the saved
-        state (``reset``) for the caller's page, which saw the steps."""
-        entity = type(instance)
-        original = instance.public_state()
-        public_fields = entity.public_fields()
-        baseline = {**original, **{k: v for k, v in client_values(entity, request).items() if k in public_fields}}
-        apply_client_writes(instance, request)
-
-        def step(result: Any) -> Update:
-            nonlocal baseline
-            public = instance.public_state()
-            changed = {k: v for k, v in public.items() if baseline.get(k, _MISSING) != v}
-            baseline = public
-            return Update(entity.entity_name(), changed, public, to_elements(result, descriptor.info))
-
-        steps = 0
-        try:
-            async for result in self._call(instance, descriptor, kwargs):
-                steps += 1
-                yield step(result)
-            if persist is not None:
-                await self._save(instance, *persist)
-        except EventError as exc:
-            if steps:
-                exc.reset = original
-            raise
-        except Exception as exc:  # e.g. a result that is not HTML
-            logger.exception(
-                "event %s.%s failed; its changes were not saved", entity.entity_name(), descriptor.info.name
-            )
-            raise EventError(
-                500,
-                f"Internal error in event {entity.entity_name()}.{descriptor.info.name}",
-                entity.entity_name(),
-                reset=original if steps else None,
-            ) from exc
-        # a generator may change state after its last yield (or never yield): that counts too
-        if not steps or instance.public_state() != baseline:
-            last.append(step(None))
-
-    async def _save(self, instance: Entity, slot: Slot, saved: State | None) -> None:
-        stored = instance.stored_state()
-        if stored == saved:
+    @asynccontextmanager
+    async def _hold(self, spec: EntitySpec, key: str, request: EventRequest, must_exist: bool) -> AsyncIterator[Held]:
+        if spec.in_browser:
+            yield Held(self.from_client(spec, request))
             return
-        try:
-            await slot.save(stored)
-        except EventError:
-            raise
-        except Exception:
-            logger.exception("saving %s %s failed", instance.entity_name(), instance.id)
-            raise EventError(500, f"Could not save {instance.entity_name()}", instance.entity_name()) from None
-        await self.publish(type(instance), instance.id, stored)
+        async with self.store_for(spec).hold(spec, key) as slot:
+            saved = await slot.load()
+            yield Held(self._instance(spec, key, saved, must_exist), slot, saved)
 
-    async def _call(self, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        name = f"{instance.entity_name()}.{descriptor.info.name}"
-        bound = descriptor.func.__get__(instance)
-        try:
-            if descriptor.is_async_gen:
-                async for item in bound(**kwargs):
-                    yield item
-            elif descriptor.is_sync_gen:
-                gen: Iterator[Any] = bound(**kwargs)
-                while (item := await anyio.to_thread.run_sync(next, gen, _DONE)) is not _DONE:
-                    yield item
-            elif descriptor.is_coroutine:
-                yield await bound(**kwargs)
-            else:
-                yield await anyio.to_thread.run_sync(partial(bound, **kwargs))
-        except EventError:
-            raise
-        except Exception:  # a ValidationError here is the event's own bad assignment: a bug, not bad input
-            logger.exception("event %s failed; its changes were not saved", name)
-            raise EventError(500, f"Internal error in event {name}", instance.entity_name()) from None
+    def _instance(self, spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
+        if state is None and must_exist:
+            raise EventError(404, f"{spec.name} {key!r} not found", spec.name)
+        model = entity_class(spec)
+        return model(id=key) if state is None else model.model_validate(state)
 
-    def from_client(self, entity: type[Entity], request: EventRequest) -> Entity:
-        """A ``store="client"`` instance: the state the browser sent, validated like any input."""
-        values = client_values(entity, request)
-        public = entity.public_fields() - {"id"}
+    async def _save(self, spec: EntitySpec, held: Held) -> None:
+        if held.slot is None:
+            return
+        stored = held.instance.stored_state()
+        if stored == held.saved:
+            return
+        await held.slot.save(stored)
+        await self.publish(spec, held.instance.id, stored)
+
+    def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
+        """A ``store="client"`` instance: the state the page sent, validated like any input."""
+        values = client_values(spec, request) if request is not None else {}
+        public = spec.public - {"id"}
         try:
-            return entity.model_validate({k: v for k, v in values.items() if k in public})
+            return entity_class(spec).model_validate({k: v for k, v in values.items() if k in public})
         except ValidationError as exc:
-            raise invalid(entity.entity_name(), validation_errors(exc)) from None
+            raise invalid(spec.name, validation_errors(exc)) from None
 
-    async def publish(self, entity: type[Entity], key: str, state: State) -> None:
+    async def publish(self, spec: EntitySpec, key: str, state: State) -> None:
         """Tell live pages about a new state. A broadcast failure is logged, never fatal: the
         state is saved, and streams re-send the current state when they reconnect."""
-        await self._send(entity, key, json.dumps(state))
+        await self._send(spec, key, json.dumps(state))
 
-    async def _send(self, entity: type[Entity], key: str, message: str) -> None:
+    async def _send(self, spec: EntitySpec, key: str, message: str) -> None:
         try:
-            await self.broadcast.publish(channel_name(entity, key), message)
+            await self.broadcast.publish(channel_name(spec, key), message)
         except Exception:
-            logger.exception("could not publish %s %s", entity.entity_name(), key)
+            logger.exception("could not publish %s %s", spec.name, key)
 
-    async def create(self, entity: type[Entity], request: EventRequest) -> Entity:
+    async def create(self, spec: EntitySpec, request: EventRequest) -> Entity:
         key = uuid.uuid4().hex
-        instance = entity(id=key)
-        apply_client_writes(instance, request)
-        async with self.store_for(entity).hold(entity, key) as slot:
+        instance = entity_class(spec)(id=key)
+        apply_client_writes(spec, instance, request)
+        async with self.store_for(spec).hold(spec, key) as slot:
             await slot.save(instance.stored_state())
         return instance
 
-    async def delete(self, entity: type[Entity], key: str) -> None:
-        async with self.store_for(entity).hold(entity, key) as slot:
+    async def delete(self, spec: EntitySpec, key: str) -> None:
+        async with self.store_for(spec).hold(spec, key) as slot:
             if await slot.load() is None:
-                raise EventError(404, f"{entity.entity_name()} {key!r} not found", entity.entity_name())
+                raise EventError(404, f"{spec.name} {key!r} not found", spec.name)
             await slot.delete()
-            await self._send(entity, key, DELETED)
+            await self._send(spec, key, DELETED)
 
-    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[Entity]:
-        states = await self.store_for(entity).list(entity, limit, offset)
-        return [entity.model_validate(s) for s in states]
+    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[Entity]:
+        states = await self.store_for(spec).list(spec, limit, offset)
+        return [self._instance(spec, s["id"], s, False) for s in states]

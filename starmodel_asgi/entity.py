@@ -1,42 +1,18 @@
-"""Entity: the base class users subclass, its settings, signal references and page helpers."""
+"""Entity: the base class users subclass, its signal references and page helpers."""
 
 from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Iterable
-from functools import cache
 from typing import Any, ClassVar, Literal, cast
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
-from starmodel_asgi.events import EventDescriptor, event_table
+from starmodel_asgi.events import EventDescriptor
+from starmodel_asgi.spec import ClientWritable, EntitySpec, Scope, ServerOnly, StoreKind, spec_of
 
-Scope = Literal["session", "user", "global", "record"]
-SCOPES: tuple[str, ...] = ("session", "user", "global", "record")
-STORES: tuple[str, ...] = ("memory", "sql", "redis", "client")
-GLOBAL_KEY = "global"
-
-
-class _Marker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: ``Annotated[str, ClientWritable]``: the browser may set this field through its signals.
-ClientWritable = _Marker("ClientWritable")
-#: ``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it.
-ServerOnly = _Marker("ServerOnly")
-
-
-def snake_case(name: str) -> str:
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+__all__ = ["ClientWritable", "Entity", "EntityConfig", "ServerOnly", "SignalRef"]
 
 
 class SignalRef(str):
@@ -61,19 +37,20 @@ class _BoundSignals:
         self._entity = entity
 
     def __getattr__(self, field: str) -> SignalRef:
-        if field.startswith("_") or field not in self._entity.public_fields():
+        spec = spec_of(self._entity)
+        if field.startswith("_") or field not in spec.public:
             raise AttributeError(f"{self._entity.__name__} has no public field {field!r}")
-        return SignalRef(f"${self._entity.entity_name()}.{field}")
+        return SignalRef(f"${spec.name}.{field}")
 
     def __call__(self, field: str) -> SignalRef:
-        return getattr(self, field)
+        return self.__getattr__(field)
 
 
 class EntityConfig(ConfigDict, total=False):
     """``model_config`` keys of an entity, besides Pydantic's own."""
 
     scope: Scope
-    store: Literal["memory", "sql", "redis", "client"]
+    store: StoreKind
     name: str
     ttl: float
     client_writable: Iterable[str]
@@ -97,48 +74,17 @@ class Entity(BaseModel):
     id: str = ""
 
     signal: ClassVar[_Signals] = _Signals()
-    #: base path of the StarModel app this entity is registered with, for action builders
-    __starmodel_base__: ClassVar[str] = "/sm"
 
     @classmethod
-    def entity_name(cls) -> str:
-        return _name(cls)
-
-    @classmethod
-    def entity_scope(cls) -> str:
-        scope = str(cls.model_config.get("scope", "session"))
-        if scope not in SCOPES:
-            raise ValueError(f"{cls.__name__}: scope must be one of {SCOPES}, not {scope!r}")
-        return scope
-
-    @classmethod
-    def entity_store(cls) -> str:
-        return str(cls.model_config.get("store", "memory"))
-
-    @classmethod
-    def entity_ttl(cls) -> float | None:
-        ttl = cls.model_config.get("ttl")
-        return None if ttl is None else float(ttl)
-
-    @classmethod
-    def events(cls) -> dict[str, EventDescriptor]:
-        return _events(cls)
-
-    @classmethod
-    def server_only_fields(cls) -> frozenset[str]:
-        return _marked(cls, ServerOnly)
-
-    @classmethod
-    def public_fields(cls) -> frozenset[str]:
-        return _public(cls)
-
-    @classmethod
-    def client_writable_fields(cls) -> frozenset[str]:
-        return _writable(cls)
+    def __starmodel_target__(cls) -> EntitySpec:
+        """Where the class-level action builder and holders point: the app that registered this
+        class last (``sm.action(...)`` names another), else the default ``/sm``."""
+        served = cls.__dict__.get("__starmodel_served__")
+        return served if isinstance(served, EntitySpec) else spec_of(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers."""
-        return self.model_dump(mode="json", include=cast(set[str], self.public_fields()))
+        return self.model_dump(mode="json", include=cast(set[str], spec_of(type(self)).public))
 
     def stored_state(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -150,7 +96,7 @@ class Entity(BaseModel):
     @classmethod
     def signals_json(cls, instance: Entity | None = None) -> str:
         state = (instance or cls()).public_state()
-        return json.dumps({cls.entity_name(): state}, separators=(",", ":"))
+        return json.dumps({spec_of(cls).name: state}, separators=(",", ":"))
 
     @classmethod
     def holder(cls, instance: Entity | None = None, *, sync: Literal["get", "live", None] = "get") -> str:
@@ -159,48 +105,12 @@ class Entity(BaseModel):
         ``sync="get"`` fetches the caller's current state on load, ``"live"`` keeps a live stream
         open, ``None`` only declares the given (or default) state.
         """
+        spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         if sync is not None:
-            base = f"{cls.__starmodel_base__}/{cls.entity_name()}"
-            if cls.entity_scope() == "record":
-                if instance is None:
-                    raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
-                base += f"/{quote(instance.id, safe='')}"
+            if spec.is_record and instance is None:
+                raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
+            base = spec.url(instance.id if instance is not None else None)
             url = base if sync == "get" else f"{base}/live"
             attrs += f" data-init=\"@get('{url}')\""
-        return f'<div id="{cls.entity_name()}-signals" {attrs} hidden></div>'
-
-
-# Per-class facts, computed once: they are read on every request.
-
-
-@cache
-def _name(entity: type[Entity]) -> str:
-    return str(entity.model_config.get("name") or snake_case(entity.__name__))
-
-
-@cache
-def _events(entity: type[Entity]) -> dict[str, EventDescriptor]:
-    return event_table(entity)
-
-
-@cache
-def _marked(entity: type[Entity], marker: _Marker) -> frozenset[str]:
-    return frozenset(name for name, f in entity.model_fields.items() if marker in f.metadata)
-
-
-@cache
-def _public(entity: type[Entity]) -> frozenset[str]:
-    hidden = set(_marked(entity, ServerOnly))
-    if entity.entity_scope() != "record":
-        hidden.add("id")
-    return frozenset(entity.model_fields) - hidden
-
-
-@cache
-def _writable(entity: type[Entity]) -> frozenset[str]:
-    listed = set(entity.model_config.get("client_writable", ()))
-    unknown = listed - set(entity.model_fields)
-    if unknown:
-        raise ValueError(f"{entity.__name__}: client_writable names unknown fields {unknown}")
-    return frozenset((listed | _marked(entity, ClientWritable)) - _marked(entity, ServerOnly) - {"id"})
+        return f'<div id="{spec.name}-signals" {attrs} hidden></div>'

@@ -9,16 +9,13 @@ from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, overload
-from urllib.parse import quote, urlencode
+from typing import Any, Protocol, cast, overload
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.requests import HTTPConnection
 
 from starmodel_asgi.http import EventRequest, Signals
-
-if TYPE_CHECKING:
-    from starmodel_asgi.entity import Entity
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
@@ -61,12 +58,12 @@ class EventDescriptor:
             self.info = EventInfo(**{**self.info.__dict__, "name": name})
 
     @overload
-    def __get__(self, obj: None, owner: type[Entity]) -> ActionBuilder: ...
+    def __get__(self, obj: None, owner: type) -> ActionBuilder: ...
     @overload
-    def __get__(self, obj: Entity, owner: type[Entity]) -> Callable[..., Any]: ...
-    def __get__(self, obj: Entity | None, owner: type[Entity]) -> Any:
+    def __get__(self, obj: object, owner: type) -> Callable[..., Any]: ...
+    def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
-            return ActionBuilder(owner, self)
+            return ActionBuilder(self.info, owner=owner)
         return self.func.__get__(obj, owner)
 
     @cached_property
@@ -134,25 +131,33 @@ class EventDescriptor:
         return self._signature[1]
 
 
+class ActionTarget(Protocol):
+    """Where an entity's events are served (an app's ``EntitySpec``)."""
+
+    def event_url(self, segment: str, id: str | int | None = None) -> str: ...
+
+
+class _Served(Protocol):
+    @classmethod
+    def __starmodel_target__(cls) -> ActionTarget: ...
+
+
 class ActionBuilder:
-    """``Counter.increment(amount=1)`` -> ``"@post('/sm/counter/increment?amount=1')"``."""
+    """``Counter.increment(amount=1)`` -> ``"@post('/sm/counter/increment?amount=1')"``.
 
-    def __init__(self, entity: type[Entity], descriptor: EventDescriptor) -> None:
-        self.entity = entity
-        self.descriptor = descriptor
+    Built on the class, it finds the app serving the entity when called (the usual one-app case);
+    ``sm.action(Counter.increment, ...)`` names the app when an entity class serves several.
+    """
 
-    @property
-    def info(self) -> EventInfo:
-        return self.descriptor.info
+    def __init__(self, info: EventInfo, *, owner: type | None = None, target: ActionTarget | None = None) -> None:
+        self.info, self._owner, self._target = info, owner, target
+
+    def at(self, target: ActionTarget) -> ActionBuilder:
+        return ActionBuilder(self.info, target=target)
 
     def url(self, id: str | int | None = None, **params: Any) -> str:
-        parts = [self.entity.__starmodel_base__.rstrip("/"), self.entity.entity_name()]
-        if self.entity.entity_scope() == "record":
-            if id is None:
-                raise TypeError(f"{self.entity.__name__} is a record entity: pass id=...")
-            parts.append(quote(str(id), safe=""))
-        parts.append(self.info.segment)
-        url = "/".join(parts)
+        target = self._target or cast("type[_Served]", self._owner).__starmodel_target__()
+        url = target.event_url(self.info.segment, id)
         query = {k: _query_value(v) for k, v in params.items() if v is not None}
         return f"{url}?{urlencode(query, doseq=True)}" if query else url
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger("starmodel_asgi")
 
 
 class Signals(dict[str, Any]):
@@ -74,3 +77,12 @@ def invalid(entity: str, errors: dict[str, str]) -> EventError:
     """A 422 naming each bad value."""
     summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
     return EventError(422, f"Invalid input: {summary}", entity, errors)
+
+
+def internal_error(exc: BaseException, doing: str, entity: str | None = None) -> EventError:
+    """What the client is told of an exception that is not an ``EventError``: a 500 naming what
+    failed, never the traceback, which goes to the log. ``EventError``s pass through."""
+    if isinstance(exc, EventError):
+        return exc
+    logger.error("%s failed", doing, exc_info=exc)
+    return EventError(500, f"Internal error in {doing}", entity)

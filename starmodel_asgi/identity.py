@@ -1,4 +1,5 @@
-"""Who is calling: the app's own signed session cookie, and the user hook for ``scope="user"``."""
+"""Who is calling: the app's own signed session cookie (or the host's session), its middleware, and
+the default user hook for ``scope="user"``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Our session id inside a host's session (``scope["session"]``).
+HOST_SESSION_KEY = "starmodel_sid"
 
 
 class SessionSigner:
@@ -66,3 +73,82 @@ def default_user(scope: Mapping[str, Any]) -> str | None:
         f"{type(user).__name__} has no identity, pk, id or username to key scope='user' entities by: "
         "give it one, or pass StarModel(get_user=...)"
     )
+
+
+class Sessions:
+    """The caller's session id: kept in the host's session when the host has one
+    (``scope["session"]``, e.g. Starlette's ``SessionMiddleware``), else in our signed cookie."""
+
+    def __init__(self, signer: SessionSigner, cookie_name: str, ttl: float | None, secure: bool | None) -> None:
+        self.signer, self.cookie_name, self.ttl, self.secure = signer, cookie_name, ttl, secure
+
+    def known(self, conn: HTTPConnection) -> str | None:
+        """The caller's session id, if it has one already."""
+        host_session = conn.scope.get("session")
+        if isinstance(host_session, dict):
+            sid = host_session.get(HOST_SESSION_KEY)
+            return sid if isinstance(sid, str) else None
+        return self.signer.unsign(conn.cookies.get(self.cookie_name))
+
+    def resolve(self, conn: HTTPConnection) -> tuple[str, str | None]:
+        """The caller's session id, made up if it has none, and the ``Set-Cookie`` value to send
+        (every use renews the cookie, so its lifetime slides; ``None`` under a host session)."""
+        host_session = conn.scope.get("session")
+        if isinstance(host_session, dict):
+            sid = self.known(conn)
+            if sid is None:
+                sid = host_session[HOST_SESSION_KEY] = SessionSigner.new_session_id()
+            return sid, None
+        value = conn.cookies.get(self.cookie_name)
+        sid = self.signer.unsign(value)
+        if sid is None:
+            sid, value = SessionSigner.new_session_id(), None
+        return sid, self.set_cookie(conn.scope, sid, value)
+
+    def set_cookie(self, scope: Scope, sid: str, signed: str | None = None) -> str:
+        """The ``Set-Cookie`` value carrying ``sid`` (``signed``: its cookie value, when known)."""
+        secure = self.secure
+        if secure is None:
+            secure = scope.get("scheme") in ("https", "wss")
+        cookie = f"{self.cookie_name}={signed or self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
+        if self.ttl:
+            cookie += f"; Max-Age={int(self.ttl)}"
+        return cookie + ("; Secure" if secure else "")
+
+
+class HasSessions(Protocol):
+    sessions: Sessions
+
+
+class SessionCookieMiddleware:
+    """Host middleware that gives a browser the app's session cookie on the page itself.
+
+    Without it, a first visit's page starts its requests (a holder's fetch, a live stream, a
+    second holder) with no cookie at once, and each gets a session of its own. Add it to the host:
+    ``Starlette(..., middleware=[Middleware(SessionCookieMiddleware, sm=sm)])``,
+    ``app.add_middleware(SessionCookieMiddleware, sm=sm)``, or wrap any ASGI app with it.
+    """
+
+    def __init__(self, app: ASGIApp, sm: HasSessions) -> None:
+        self.app, self.sessions = app, sm.sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or isinstance(scope.get("session"), dict):
+            await self.app(scope, receive, send)
+            return
+        if self.sessions.known(HTTPConnection(scope)) is not None:
+            await self.app(scope, receive, send)
+            return
+        sid = SessionSigner.new_session_id()
+        pair = f"{self.sessions.cookie_name}={self.sessions.signer.sign(sid)}".encode("latin-1")
+        raw = b"; ".join(v for k, v in scope["headers"] if k == b"cookie")
+        headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]  # the last value of a name wins
+        scope = {**scope, "headers": [*headers, (b"cookie", raw + b"; " + pair if raw else pair)]}
+        set_cookie = (b"set-cookie", self.sessions.set_cookie(scope, sid).encode("latin-1"))
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), set_cookie]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)

@@ -6,28 +6,42 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
-from starmodel_asgi.broadcast import Message
-from starmodel_asgi.dispatch import DELETED, channel_name, rendered
+from starmodel_asgi.broadcast import Broadcast, Message
+from starmodel_asgi.dispatch import DELETED, Dispatcher, channel_name, entity_class, rendered
 from starmodel_asgi.entity import Entity
-from starmodel_asgi.formatters import DatastarFormatter, Formatter
+from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import Element, EventError, Update
 from starmodel_asgi.responses import StreamResponse
-
-if TYPE_CHECKING:
-    from starmodel_asgi.app import StarModel
+from starmodel_asgi.spec import EntitySpec
 
 logger = logging.getLogger("starmodel_asgi")
 
 View = tuple[dict[str, Any], list[Element]]
 
 KEEPALIVE = b": keepalive\n\n"
+
+
+@dataclass
+class Live:
+    """What every live stream of an app shares: where states come from, the broadcast, the
+    keep-alive period and the recent views."""
+
+    dispatcher: Dispatcher
+    broadcast: Broadcast
+    keepalive: float = 15.0
+    views: Views = field(default_factory=lambda: Views())
+
+    def response(self, formatter: Formatter, spec: EntitySpec, key: str) -> LiveResponse:
+        """``formatter`` must stream (``formatter.streams``)."""
+        return LiveResponse(self, formatter, spec, key)
 
 
 class LiveResponse(StreamResponse):
@@ -40,26 +54,24 @@ class LiveResponse(StreamResponse):
     client starts again from the current state.
     """
 
-    def __init__(self, app: StarModel, formatter: Formatter, entity: type[Entity], key: str) -> None:
-        if not formatter.streams:
-            formatter = next((f for f in app.formatters if f.streams), DatastarFormatter())
+    def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, key: str) -> None:
         super().__init__(formatter)
-        self.app, self.formatter, self.entity, self.key = app, formatter, entity, key
+        self.live, self.formatter, self.spec, self.key = live, formatter, spec, key
         self._state: dict[str, Any] = {}
         self._elements: list[Element] | None = None
         self._sending = anyio.Lock(fast_acquire=True)
         self._last_sent = anyio.current_time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app, entity = self.app, self.entity
-        channel = channel_name(entity, self.key)
-        async with app.broadcast.subscribe(channel) as messages:
+        live, spec = self.live, self.spec
+        channel = channel_name(spec, self.key)
+        async with live.broadcast.subscribe(channel) as messages:
             # subscribed before reading, so no change between the read and the first message is lost
             try:
-                instance = await app.dispatcher.read(entity, self.key)
+                instance = await live.dispatcher.read(spec, self.key)
             except Exception:
-                logger.exception("live stream of %s %s could not read the state", entity.entity_name(), self.key)
-                error = EventError(503, "The state is unavailable; try again", entity.entity_name())
+                logger.exception("live stream of %s %s could not read the state", spec.name, self.key)
+                error = EventError(503, "The state is unavailable; try again", spec.name)
                 await Response(self.formatter.format_error(error), 503, media_type=self.media_type)(
                     scope, receive, send
                 )
@@ -78,41 +90,41 @@ class LiveResponse(StreamResponse):
         """A comment whenever nothing was sent for ``keepalive`` seconds."""
         while True:
             idle = anyio.current_time() - self._last_sent
-            if idle < self.app.keepalive:
-                await anyio.sleep(self.app.keepalive - idle)
+            if idle < self.live.keepalive:
+                await anyio.sleep(self.live.keepalive - idle)
                 continue
             await self._send(send, KEEPALIVE)
 
     async def _follow(self, send: Send, channel: str, messages: AsyncIterator[Message]) -> None:
         async for message in messages:
             if message == DELETED:  # tell the page, then end: Datastar does not retry a finished stream
-                deleted = Update(self.entity.entity_name(), {"_deleted": True}, {})
+                deleted = Update(self.spec.name, {"_deleted": True}, {})
                 await self._send(send, self.formatter.format([deleted]).encode())
                 return
-            view = self.app.live_views.get(channel, message) if message is not None else None
+            view = self.live.views.get(channel, message) if message is not None else None
             if view is None:
                 instance = await self._instance(message)
                 if instance is None:
                     continue
                 view = view_of(instance)
                 if message is not None:
-                    self.app.live_views.put(channel, message, view)
+                    self.live.views.put(channel, message, view)
             await self._push(send, view)
 
     async def _instance(self, message: Message) -> Entity | None:
         """The state a message carries; for ``None`` (or a message that does not parse), the
         state re-read from the store. ``None`` if that read fails: the stream stays open and the
         next message or reconnection brings the state."""
-        entity = self.entity
+        spec = self.spec
         if message is not None:
             try:
-                return entity.model_validate(json.loads(message))
+                return entity_class(spec).model_validate(json.loads(message))
             except ValueError:
-                logger.exception("unreadable live message for %s %s; re-reading", entity.entity_name(), self.key)
+                logger.exception("unreadable live message for %s %s; re-reading", spec.name, self.key)
         try:
-            return await self.app.dispatcher.read(entity, self.key)
+            return await self.live.dispatcher.read(spec, self.key)
         except Exception:
-            logger.exception("live stream of %s %s could not re-read the state", entity.entity_name(), self.key)
+            logger.exception("live stream of %s %s could not re-read the state", spec.name, self.key)
             return None
 
     async def _push(self, send: Send, view: View) -> None:
@@ -124,7 +136,7 @@ class LiveResponse(StreamResponse):
         self._state, self._elements = state, elements
         if not changed and not new_elements:
             return
-        update = Update(self.entity.entity_name(), changed, state, new_elements)
+        update = Update(self.spec.name, changed, state, new_elements)
         await self._send(send, self.formatter.format([update]).encode())
 
     async def _send(self, send: Send, body: bytes) -> None:

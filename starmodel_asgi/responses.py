@@ -1,16 +1,17 @@
-"""Responses whose bodies are sent piece by piece: event answers that stream."""
+"""Answers: the format chosen per request, and responses whose bodies are sent piece by piece."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from starmodel_asgi.formatters import Formatter
-from starmodel_asgi.http import EventError, Update
+from starmodel_asgi.formatters import DatastarFormatter, Formatter
+from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -40,12 +41,59 @@ class UpdatesResponse(StreamResponse):
                 async for update in rest:
                     chunk = fmt.format([update]).encode()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except EventError as exc:
-                undo = [Update(exc.entity, exc.reset, exc.reset)] if exc.entity and exc.reset is not None else []
-                body = (fmt.format(undo) + fmt.format_error(exc)).encode()
+            except Exception as exc:
+                error = internal_error(exc, "streaming an event answer", self.first[0].entity if self.first else None)
+                undo = (
+                    [Update(error.entity, error.reset, error.reset)] if error.entity and error.reset is not None else []
+                )
+                body = (fmt.format(undo) + fmt.format_error(error)).encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-            except Exception:
-                logger.exception("streaming an event answer failed")
-                error = EventError(500, "Internal error", self.first[0].entity if self.first else None)
-                await send({"type": "http.response.body", "body": fmt.format_error(error).encode(), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+
+class Answers:
+    """Picks the answer format for a request and renders updates and errors in it."""
+
+    def __init__(self, formatters: Sequence[Formatter], datastar_error_status: int | None = None) -> None:
+        self.formatters = list(formatters)
+        self.datastar_error_status = datastar_error_status
+        self.streaming = next((f for f in self.formatters if f.streams), DatastarFormatter())
+
+    def formatter(self, call: EventRequest) -> Formatter:
+        for formatter in self.formatters:
+            if formatter.matches(call):
+                return formatter
+        raise EventError(406, "No answer format for this request")
+
+    def answer(self, call: EventRequest, updates: list[Update], status: int = 200) -> Response:
+        formatter = self.formatter(call)
+        return Response(formatter.format(updates), status, formatter.headers, formatter.media_type)
+
+    def state(self, call: EventRequest, entity: str, state: dict[str, Any], status: int = 200) -> Response:
+        """An instance's whole public state."""
+        return self.answer(call, [Update(entity, state, state)], status)
+
+    async def updates(self, call: EventRequest, updates: AsyncGenerator[Update, None], streams: bool) -> Response:
+        """An event's updates: streamed as they come when the event ``streams`` (a generator) and
+        the format can, else collected into one answer. The first is awaited here, so an event
+        that fails before its first step gets a plain error answer."""
+        formatter = self.formatter(call)
+        try:
+            first = await updates.__anext__()
+            if formatter.streams and streams:
+                return UpdatesResponse(formatter, [first], updates)
+            rest = [update async for update in updates]
+        except BaseException:
+            await updates.aclose()
+            raise
+        return self.answer(call, [first, *rest])
+
+    def error(self, call: EventRequest, error: EventError) -> Response:
+        try:
+            formatter = self.formatter(call)
+        except EventError:
+            return Response(error.message, error.status, error.headers, "text/plain")
+        status = error.status
+        if self.datastar_error_status is not None and call.is_datastar:
+            status = self.datastar_error_status  # so the Datastar client applies the error signals
+        return Response(formatter.format_error(error), status, error.headers, formatter.media_type)

@@ -1,28 +1,12 @@
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from starmodel_asgi import StarModel
-from tests.hosts import HOSTS
-
-DATASTAR = {"Datastar-Request": "true"}
-JSON = {"Accept": "application/json"}
-
-
-def require(env: str, what: str) -> str:
-    """The URL of a real service for a test, from the environment. Unset: the test skips with the
-    reason, unless STARMODEL_REQUIRE_SERVICES=1 (as in CI), where it fails."""
-    value = os.environ.get(env)
-    if value:
-        return value
-    message = f"{what} tests need {env} set"
-    if os.environ.get("STARMODEL_REQUIRE_SERVICES") == "1":
-        pytest.fail(message + " (STARMODEL_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
+from tests.support.hosts import HOSTS
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ from starlette.routing import Mount, Route
 from starmodel_asgi import Entity, EventRequest, SessionCookieMiddleware, StarModel
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from starmodel_asgi.identity import default_user
+from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.memory import MemoryStore
-from tests.conftest import JSON
-from tests.entities import ENTITIES, Counter, Shared
+from tests.support.entities import ENTITIES, Counter, Shared
+from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,7 @@ class Closing:
 
 def test_import_and_construction_start_nothing(tmp_path: Path) -> None:
     code = (
-        "import threading, starmodel_asgi, tests.entities as e\n"
+        "import threading, starmodel_asgi, tests.support.entities as e\n"
         "n = threading.active_count()\n"
         "starmodel_asgi.StarModel(entities=e.ENTITIES, secret_key='k')\n"
         "assert threading.active_count() == n, 'a thread was started'\n"
@@ -97,8 +98,8 @@ async def test_sessions_survive_a_restart_with_the_same_secret_and_not_with_anot
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://t") as c:
         await c.post("/counter/increment", headers=JSON)
         cookie = c.cookies["sm_session"]
-    assert StarModel(entities=ENTITIES, secret_key="k1").signer.unsign(cookie)
-    assert StarModel(entities=ENTITIES, secret_key="k2").signer.unsign(cookie) is None
+    assert StarModel(entities=ENTITIES, secret_key="k1").sessions.signer.unsign(cookie)
+    assert StarModel(entities=ENTITIES, secret_key="k2").sessions.signer.unsign(cookie) is None
 
 
 async def test_host_session_is_used_when_there_is_one() -> None:
@@ -134,7 +135,7 @@ async def test_authorize_may_be_async_and_guards_every_scope() -> None:
     seen: list[tuple[str, str | None]] = []
 
     async def authorize(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
-        seen.append((entity.entity_name(), event))
+        seen.append((spec_of(entity).name, event))
         return request.headers.get("x-role") == "admin"
 
     sm = StarModel(entities=ENTITIES, secret_key="k", authorize=authorize)

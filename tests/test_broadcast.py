@@ -18,8 +18,9 @@ import pytest
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Message, broadcast_from_url
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
-from tests.conftest import DATASTAR, require
-from tests.servers import ROOT, LiveStream, RedisServer, run_server
+from tests.support.headers import DATASTAR
+from tests.support.servers import ROOT, LiveStream, RedisServer, run_server
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,10 @@ import pytest
 
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Message, broadcast_from_url
-from tests.conftest import DATASTAR, require
-from tests.servers import ROOT, LiveStream, run_server
+from starmodel_asgi.spec import spec_of
+from tests.support.headers import DATASTAR
+from tests.support.servers import ROOT, LiveStream, run_server
+from tests.support.services import require
 from tests.test_broadcast import next_message
 
 pytestmark = pytest.mark.anyio
@@ -142,7 +144,7 @@ async def test_a_message_too_large_for_notify_arrives_as_reread(postgres_url: st
 
 async def test_publish_fails_fast_without_a_server() -> None:
     from starmodel_asgi.broadcast.postgres import PostgresBroadcast
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     broadcast = PostgresBroadcast(f"postgresql://postgres@127.0.0.1:{free_port()}/db", timeout=1)
     try:
@@ -263,7 +265,7 @@ async def test_a_live_page_sees_a_change_made_through_another_app(postgres_url: 
                     await live.until(lambda s, n=n: s.signals["pg_tally"]["count"] == n)
     finally:
         async with admin(postgres_url) as db:
-            await db.execute(f'DROP TABLE IF EXISTS "{table_name(PgTally, table_prefix)}"')
+            await db.execute(f'DROP TABLE IF EXISTS "{table_name(spec_of(PgTally), table_prefix)}"')
 
 
 async def _value(value: bool) -> bool:

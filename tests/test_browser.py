@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,13 +15,14 @@ from starlette.routing import Mount, Route
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from starmodel_asgi.pages import datastar_script
-from tests.conftest import JSON, require
-from tests.servers import run_server
+from tests.support.datastar import datastar_client
+from tests.support.headers import JSON
+from tests.support.servers import run_server
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 
 HERE = Path(__file__).resolve().parent
-TOOL = HERE.parent.parent / "shared" / "tools" / "datastar-client.sh"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -77,9 +77,8 @@ def page(sync: str) -> str:
 
 @pytest.fixture(scope="module")
 def datastar_js() -> Path:
-    cache = HERE / ".datastar"
-    subprocess.run(["bash", str(TOOL), str(cache)], check=True, capture_output=True)
-    return cache / "datastar.js"
+    require("STARMODEL_TEST_CHROMIUM", "browser")
+    return datastar_client()
 
 
 def make_site(datastar_js: Path, sm: StarModel) -> Starlette:

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
-from tests.conftest import DATASTAR, JSON
-from tests.sse import merged_signals, parse_sse
+from tests.support.headers import DATASTAR, JSON
+from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
 

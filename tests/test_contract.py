@@ -11,10 +11,10 @@ import pytest
 from starlette.requests import Request
 
 from starmodel_asgi import StarModel
-from tests.conftest import DATASTAR, JSON
-from tests.entities import ENTITIES
-from tests.hosts import HOST_SESSIONS
-from tests.sse import merged_signals, parse_sse
+from tests.support.entities import ENTITIES
+from tests.support.headers import DATASTAR, JSON
+from tests.support.hosts import HOST_SESSIONS
+from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
 

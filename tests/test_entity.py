@@ -7,7 +7,8 @@ import json
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
-from tests.entities import ENTITIES, Counter, TodoList
+from starmodel_asgi.spec import spec_of
+from tests.support.entities import ENTITIES, Counter, TodoList
 
 
 class Task(Entity):
@@ -34,14 +35,14 @@ def registered() -> None:
 
 
 def test_settings_come_from_model_config() -> None:
-    assert HTTPServerStatus.entity_scope() == "global"
-    assert Counter.entity_scope() == "session" and Counter.entity_store() == "memory"
-    assert Task.entity_name() == "task"
+    assert spec_of(HTTPServerStatus).scope == "global"
+    assert spec_of(Counter).scope == "session" and spec_of(Counter).store == "memory"
+    assert spec_of(Task).name == "task"
 
 
 def test_default_name_is_snake_case() -> None:
-    assert TodoList.entity_name() == "todo_list"
-    assert HTTPServerStatus.entity_name() == "http_server_status"
+    assert spec_of(TodoList).name == "todo_list"
+    assert spec_of(HTTPServerStatus).name == "http_server_status"
 
 
 def test_class_call_builds_the_datastar_action() -> None:

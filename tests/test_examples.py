@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.sse import merged_signals, parse_sse
+from tests.support.sse import merged_signals, parse_sse
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HOSTS = ["starlette", "fastapi", "fasthtml", "litestar", "django"]

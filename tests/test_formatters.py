@@ -9,9 +9,9 @@ import pytest
 
 from starmodel_asgi import EventError, EventRequest, StarModel, Update
 from starmodel_asgi.formatters import default_formatters
-from tests.conftest import DATASTAR, JSON
-from tests.entities import ENTITIES
-from tests.sse import parse_sse
+from tests.support.entities import ENTITIES
+from tests.support.headers import DATASTAR, JSON
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.anyio
 

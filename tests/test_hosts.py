@@ -23,9 +23,9 @@ from starlette.routing import Mount
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from starmodel_asgi.stores.memory import MemoryStore
-from tests.conftest import DATASTAR, JSON
-from tests.hosts import HOST_SESSIONS, HOSTS, configure_django
-from tests.sse import parse_sse
+from tests.support.headers import DATASTAR, JSON
+from tests.support.hosts import HOST_SESSIONS, HOSTS, configure_django
+from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,9 @@ from starlette.routing import Mount, Route
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
-from tests.conftest import DATASTAR, JSON, require
-from tests.servers import LiveStream, ServerURL, run_server, run_worker
+from tests.support.headers import DATASTAR, JSON
+from tests.support.servers import LiveStream, ServerURL, run_server, run_worker
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 

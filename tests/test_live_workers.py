@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
-from tests.conftest import DATASTAR, require
-from tests.servers import LiveStream, run_worker
+from tests.support.headers import DATASTAR
+from tests.support.servers import LiveStream, run_worker
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 

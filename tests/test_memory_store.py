@@ -6,9 +6,10 @@ import httpx
 import pytest
 
 from starmodel_asgi import StarModel
+from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.memory import MemoryStore
-from tests.conftest import JSON
-from tests.entities import ENTITIES, Counter, Shared
+from tests.support.entities import ENTITIES, Counter, Shared
+from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
 
@@ -40,13 +41,13 @@ async def test_idle_session_instances_expire_and_are_swept() -> None:
 async def test_expired_instances_are_dropped_by_a_later_sweep_without_being_read() -> None:
     clock = Clock()
     store = MemoryStore(default_ttl=5, sweep_interval=1, clock=clock)
-    async with store.hold(Counter, "a") as slot:
+    async with store.hold(spec_of(Counter), "a") as slot:
         await slot.save(Counter(count=1).stored_state())
-    async with store.hold(Shared, "global") as slot:
+    async with store.hold(spec_of(Shared), "global") as slot:
         await slot.save(Shared(total=1).stored_state())
     assert len(store) == 2
     clock.now += 6
-    await store.get(Shared, "global")
+    await store.get(spec_of(Shared), "global")
     assert len(store) == 1
 
 
@@ -56,15 +57,15 @@ async def test_entity_ttl_overrides_the_default() -> None:
 
     clock = Clock()
     store = MemoryStore(default_ttl=3600, clock=clock)
-    async with store.hold(Short, "a") as slot:
+    async with store.hold(spec_of(Short), "a") as slot:
         await slot.save(Short(count=1).stored_state())
     clock.now += 2
-    assert await store.get(Short, "a") is None
+    assert await store.get(spec_of(Short), "a") is None
 
 
 async def test_locks_are_released_after_use() -> None:
     store = MemoryStore()
-    async with store.hold(Counter, "a"):
+    async with store.hold(spec_of(Counter), "a"):
         assert len(store._locks) == 1
     assert len(store._locks) == 0
 
@@ -76,9 +77,9 @@ async def test_listing_skips_expired_records_before_any_sweep() -> None:
     clock = Clock()
     store = MemoryStore(sweep_interval=3600, clock=clock)
     for key in ("a", "b"):
-        async with store.hold(Note, key) as slot:
+        async with store.hold(spec_of(Note), key) as slot:
             await slot.save(Note(id=key).stored_state())
         clock.now += 2
-    assert [s["id"] for s in await store.list(Note, 10, 0)] == ["a", "b"]
+    assert [s["id"] for s in await store.list(spec_of(Note), 10, 0)] == ["a", "b"]
     clock.now += 2  # "a" was written 6 s ago, "b" 4 s ago
-    assert [s["id"] for s in await store.list(Note, 10, 0)] == ["b"]
+    assert [s["id"] for s in await store.list(spec_of(Note), 10, 0)] == ["b"]

@@ -16,12 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
+from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores import Store
 from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
-from tests.conftest import DATASTAR, JSON, require
-from tests.sse import merged_signals, parse_sse
+from tests.support.headers import DATASTAR, JSON
+from tests.support.services import require
+from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
 
@@ -76,7 +78,7 @@ class Backend:
             self.store = SQLStore(self.url, table_prefix=self.prefix)
 
     def app(self, **options: Any) -> StarModel:
-        kind = self.entity.entity_store()
+        kind = spec_of(self.entity).store
         return StarModel(entities=[self.entity], secret_key="k", stores={kind: self.store}, **options)
 
     async def stored(self, key: str) -> dict[str, Any] | None:

@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from redis.exceptions import LockNotOwnedError
 
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
+from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.redis import RedisStore
-from tests.conftest import JSON, require
+from tests.support.headers import JSON
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 
@@ -188,14 +190,14 @@ async def test_a_holder_whose_lock_expired_cannot_write(rb: Backend, caplog: pyt
     what that process wrote, and the renewal that found the lock gone says so."""
     slow, other = rb.store(lock_timeout=0.3), rb.store()
     with caplog.at_level(logging.ERROR, logger="starmodel_asgi"):
-        async with slow.hold(Tally, "global") as slot:
+        async with slow.hold(spec_of(Tally), "global") as slot:
             await rb.raw.delete(f"{rb.prefix}lock:tally:global")  # as if the lease had run out
-            async with other.hold(Tally, "global") as theirs:
+            async with other.hold(spec_of(Tally), "global") as theirs:
                 await theirs.save({"id": "global", "count": 7, "secret": "s"})
                 await anyio.sleep(0.25)  # the holder's renewal finds the lock someone else's
             with pytest.raises(LockNotOwnedError):
                 await slot.save({"id": "global", "count": 1, "secret": "s"})
-    assert await other.get(Tally, "global") == {"id": "global", "count": 7, "secret": "s"}
+    assert await other.get(spec_of(Tally), "global") == {"id": "global", "count": 7, "secret": "s"}
     assert any("lost the lock on" in rec.getMessage() for rec in caplog.records)
 
 
@@ -207,7 +209,7 @@ async def test_the_lease_is_renewed_while_an_event_runs(rb: Backend) -> None:
         response = await c.post("/slow/crawl", headers=JSON)
         assert response.status_code == 200, response.text
         assert response.json() == {"count": 5}
-    assert await store.get(Slow, "global") == {"id": "global", "count": 5}
+    assert await store.get(spec_of(Slow), "global") == {"id": "global", "count": 5}
     assert await rb.lock_keys() == []  # released, and no renewal left running
     await anyio.sleep(0.5)
     assert await rb.lock_keys() == []
@@ -221,7 +223,7 @@ async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
     stores = [rb.store(lock_timeout=30, lock_poll=0.001) for _ in range(8)]
     start = anyio.current_time()
     for store in stores:  # connect first, and time a hold, to aim the cancellations at its requests
-        async with store.hold(Tally, "warm-up"):
+        async with store.hold(spec_of(Tally), "warm-up"):
             pass
     span = 2 * (anyio.current_time() - start) / len(stores)
     done = cancelled = 0
@@ -229,7 +231,7 @@ async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
     async def attempt(store: RedisStore, key: str, longest: float) -> None:
         nonlocal done, cancelled
         with anyio.move_on_after(rng.uniform(0, longest)) as scope:
-            async with store.hold(Tally, key):
+            async with store.hold(spec_of(Tally), key):
                 done += 1
         cancelled += scope.cancelled_caught
 
@@ -247,7 +249,7 @@ async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
     async def hold_repeatedly() -> None:
         while not stop.is_set():
             with anyio.fail_after(5):  # an orphaned lock would block it for lock_timeout
-                async with holder.hold(Tally, "shared"):
+                async with holder.hold(spec_of(Tally), "shared"):
                     await anyio.sleep(rng.uniform(0, 0.002))
             await anyio.sleep(rng.uniform(0, 0.002))
 
@@ -266,7 +268,7 @@ async def test_prefixes_keep_apps_apart(rb: Backend) -> None:
     mine = rb.store()
     theirs = RedisStore(rb.url, prefix=rb.prefix + "other:")
     rb.stores.append(theirs)
-    async with mine.hold(Tally, "global") as slot:
+    async with mine.hold(spec_of(Tally), "global") as slot:
         await slot.save({"id": "global", "count": 3, "secret": "s"})
-    assert await theirs.get(Tally, "global") is None
-    assert await mine.get(Tally, "global") == {"id": "global", "count": 3, "secret": "s"}
+    assert await theirs.get(spec_of(Tally), "global") is None
+    assert await mine.get(spec_of(Tally), "global") == {"id": "global", "count": 3, "secret": "s"}

@@ -16,8 +16,10 @@ from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.sql import SQLStore, metadata_for
-from tests.conftest import JSON, require
+from tests.support.headers import JSON
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 
@@ -271,12 +273,12 @@ async def test_hold_keeps_the_row_locked_until_the_block_ends(db: Backend) -> No
     order: list[tuple[str, int | None]] = []
 
     async def late_holder() -> None:
-        async with second.hold(Sheet, "global") as slot:
+        async with second.hold(spec_of(Sheet), "global") as slot:
             state = await slot.load()
             order.append(("second saw", None if state is None else state["count"]))
 
     for count in (5, 6):
-        async with anyio.create_task_group() as tg, first.hold(Sheet, "global") as slot:
+        async with anyio.create_task_group() as tg, first.hold(spec_of(Sheet), "global") as slot:
             await slot.save({**Sheet(id="global").stored_state(), "count": count})
             tg.start_soon(late_holder)
             await anyio.sleep(0.3)

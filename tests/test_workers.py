@@ -14,8 +14,9 @@ import redis.asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import JSON, require
-from tests.servers import run_worker
+from tests.support.headers import JSON
+from tests.support.servers import run_worker
+from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +76,7 @@ async def test_concurrent_increments_over_two_workers_are_all_kept(kind: str, tm
     env = {"SM_WORKER_STORE": store, "SM_WORKER_URL": url, "SM_WORKER_PREFIX": prefix}
     try:
         with ExitStack() as stack:
-            workers = [stack.enter_context(run_worker("tests.worker_app:app", env)) for _ in range(2)]
+            workers = [stack.enter_context(run_worker("tests.support.worker_app:app", env)) for _ in range(2)]
             limit = anyio.Semaphore(CONCURRENCY)
             statuses: list[int] = []
 
@@ -111,7 +112,7 @@ async def test_a_session_moves_between_workers(kind: str, tmp_path: Path) -> Non
     env = {"SM_WORKER_STORE": store, "SM_WORKER_URL": url, "SM_WORKER_PREFIX": prefix}
     try:
         with ExitStack() as stack:
-            first, second = (stack.enter_context(run_worker("tests.worker_app:app", env)) for _ in range(2))
+            first, second = (stack.enter_context(run_worker("tests.support.worker_app:app", env)) for _ in range(2))
             async with httpx.AsyncClient(timeout=30) as client:
                 response = await client.post(f"{first}/visits/increment", headers=JSON)
                 assert response.json() == {"count": 1}

@@ -6,8 +6,9 @@ string, a newline, the message), and each process picks what its pages watch: no
 as pages come and go. PostgreSQL refuses payloads of 8000 bytes or more: a larger message is sent
 as the channel name alone, which subscribers get as ``None`` ("re-read the state from the store").
 
-The listener starts on the first ``subscribe``, pings its connection every ``ping_interval`` seconds
-and reconnects with a growing delay; after every (re)LISTEN every subscriber gets ``None``.
+The listener (``listener.py``) starts on the first ``subscribe``, pings its connection every
+``ping_interval`` seconds and reconnects with a growing delay; after every (re)LISTEN every
+subscriber gets ``None``.
 Publishing uses a small pool and fails within ``timeout``. Requires asyncpg (the ``sql`` extra).
 """
 
@@ -17,16 +18,15 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 
-from starmodel_asgi.broadcast import split_prefix
-from starmodel_asgi.broadcast.memory import Channels, Subscriber
+from starmodel_asgi.broadcast.base import split_prefix
+from starmodel_asgi.broadcast.listener import Listener
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -44,10 +44,13 @@ def notify_channel(prefix: str) -> str:
     return name
 
 
-class PostgresBroadcast:
+class PostgresBroadcast(Listener):
     """``broadcast_url="postgresql://..."`` (a ``+asyncpg`` suffix is dropped). ``prefix`` (or the
     URL's ``prefix`` parameter) keeps apps sharing a database apart; the connections are named
     ``application_name`` plus ``-listen`` or ``-publish``."""
+
+    kind = "PostgreSQL"
+    connection_errors = CONNECTION_ERRORS
 
     def __init__(
         self,
@@ -61,26 +64,19 @@ class PostgresBroadcast:
         timeout: float = 5.0,
         pool_size: int = 4,
     ) -> None:
+        super().__init__(
+            min_reconnect_delay=min_reconnect_delay, max_reconnect_delay=max_reconnect_delay, timeout=timeout
+        )
         url, url_prefix = split_prefix(url)
         parts = urlsplit(url)
         self.url = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix("+asyncpg")))
         self.prefix = url_prefix if prefix is None else prefix
         self.channel = notify_channel(self.prefix)
         self.application_name = application_name
-        self.min_reconnect_delay, self.max_reconnect_delay = min_reconnect_delay, max_reconnect_delay
-        self.ping_interval, self.timeout, self.pool_size = ping_interval, timeout, pool_size
-        self._channels = Channels()
-        self._task: asyncio.Task[None] | None = None
+        self.ping_interval, self.pool_size = ping_interval, pool_size
         self._listener: Any = None  # the asyncpg connection, set while LISTENing
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
-
-    def subscriber_count(self, channel: str | None = None) -> int:
-        return self._channels.count(channel)
-
-    @property
-    def listening(self) -> bool:
-        return self._listener is not None
 
     async def publish(self, channel: str, message: str) -> None:
         payload = f"{json.dumps(channel)}\n{message}"
@@ -100,43 +96,23 @@ class PostgresBroadcast:
                         )
             await self._pool.execute("SELECT pg_notify($1, $2)", self.channel, payload)
 
-    @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber, _ = self._channels.add(channel)
-        try:
-            if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._listen(), name="starmodel-pg-broadcast")
-                self._task.add_done_callback(_log_failure)
-            yield subscriber
-        finally:
-            self._channels.remove(channel, subscriber)
-
     async def _listen(self) -> None:
-        delay = self.min_reconnect_delay
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(
-                    self.url,
-                    timeout=self.timeout,
-                    server_settings={"application_name": f"{self.application_name}-listen"},
-                )
-                await conn.add_listener(self.channel, self._on_notify)
-                self._listener, delay = conn, self.min_reconnect_delay
-                for name in self._channels.names():  # anything published before LISTEN was not heard
-                    self._channels.deliver(name, None)
-                await self._watch(conn)
-            except CONNECTION_ERRORS as exc:
-                logger.warning("PostgreSQL broadcast lost its connection (%r); reconnecting in %.1fs", exc, delay)
-            finally:
-                self._listener = None
-                if conn is not None:
-                    with anyio.CancelScope(shield=True), suppress(*CONNECTION_ERRORS):
-                        await conn.close(timeout=self.timeout)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, self.max_reconnect_delay)
+        conn = await asyncpg.connect(
+            self.url,
+            timeout=self.timeout,
+            server_settings={"application_name": f"{self.application_name}-listen"},
+        )
+        try:
+            await conn.add_listener(self.channel, self._on_notify)
+            self._listener = conn
+            self._connected()  # anything published before LISTEN was not heard
+            await self._ping(conn)
+        finally:
+            self._listener = None
+            with anyio.CancelScope(shield=True), suppress(*CONNECTION_ERRORS):
+                await conn.close(timeout=self.timeout)
 
-    async def _watch(self, conn: Any) -> None:
+    async def _ping(self, conn: Any) -> None:
         """Raises when the connection is lost; pings it while idle, to notice a silent network."""
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
@@ -156,14 +132,7 @@ class PostgresBroadcast:
         if isinstance(name, str):
             self._channels.deliver(name, message if newline else None)
 
-    async def aclose(self) -> None:
-        """Stop listening, end every subscription, close the connections. A later ``subscribe``
-        starts again."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-        self._channels.close()
+    async def _close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -171,8 +140,3 @@ class PostgresBroadcast:
 
 async def _no_reset(conn: Any) -> None:
     """Publishing changes no session state: skip the pool's reset query on every release."""
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("PostgreSQL broadcast listener stopped", exc_info=task.exception())

@@ -1,7 +1,7 @@
 """Redis pub/sub broadcast: one listening connection per process, multiplexing every channel.
 
-The listener starts on the first ``subscribe`` (hosts do not run a mounted app's lifespan) and
-reconnects by itself with a growing delay; ``aclose()`` stops it. After every (re)subscription
+The listener (``listener.py``) starts on the first ``subscribe`` and reconnects by itself with a
+growing delay; ``aclose()`` stops it. After every (re)subscription
 the channel's subscribers get ``None``, so live streams re-read the state they may have missed.
 Requires the ``redis`` extra (redis-py's asyncio client, hence an asyncio event loop).
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -22,8 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from starmodel_asgi.broadcast import split_prefix
-from starmodel_asgi.broadcast.memory import Channels, Subscriber
+from starmodel_asgi.broadcast.base import split_prefix
+from starmodel_asgi.broadcast.listener import Listener
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -31,13 +29,16 @@ logger = logging.getLogger("starmodel_asgi")
 CONNECTION_ERRORS = (RedisError, OSError)
 
 
-class RedisBroadcast:
+class RedisBroadcast(Listener):
     """``broadcast_url="redis://..."``: fan-out across processes through Redis pub/sub.
 
     ``prefix`` namespaces the channels (Redis pub/sub ignores the database number), so several
     apps can share one server. A message reaches each local subscriber without waiting for it:
     a stuck client only ever holds the newest state.
     """
+
+    kind = "Redis"
+    connection_errors = CONNECTION_ERRORS
 
     def __init__(
         self,
@@ -48,26 +49,17 @@ class RedisBroadcast:
         max_reconnect_delay: float = 2.0,
         timeout: float = 5.0,
     ) -> None:
+        super().__init__(
+            min_reconnect_delay=min_reconnect_delay, max_reconnect_delay=max_reconnect_delay, timeout=timeout
+        )
         self.url, url_prefix = split_prefix(url)
         self.prefix = url_prefix if prefix is None else prefix
-        self.min_reconnect_delay = min_reconnect_delay
-        self.max_reconnect_delay = max_reconnect_delay
-        self.timeout = timeout
-        self._channels = Channels()
         self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
         self._pubsub: PubSub | None = None  # set while connected and listening
         self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE commands
-        self._task: asyncio.Task[None] | None = None
         self._publisher: Redis | None = None
         self._listener: Redis | None = None
         self._control = f"{self.prefix}sm-listener:{uuid.uuid4().hex}"
-
-    def subscriber_count(self, channel: str | None = None) -> int:
-        return self._channels.count(channel)
-
-    @property
-    def listening(self) -> bool:
-        return self._pubsub is not None
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -85,23 +77,11 @@ class RedisBroadcast:
 
     # -- subscribing -----------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber, first = self._channels.add(channel)
-        try:
-            self._start()
-            if first:
-                await self._sync(channel)
-            yield subscriber
-        finally:
-            if self._channels.remove(channel, subscriber):
-                with anyio.move_on_after(self.timeout, shield=True):
-                    await self._sync(channel)
+    async def _watch(self, channel: str) -> None:
+        await self._sync(channel)
 
-    def _start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._listen(), name="starmodel-redis-broadcast")
-            self._task.add_done_callback(_log_failure)
+    async def _unwatch(self, channel: str) -> None:
+        await self._sync(channel)
 
     async def _sync(self, channel: str) -> None:
         """SUBSCRIBE or UNSUBSCRIBE ``channel`` so the connection matches the local subscribers.
@@ -126,32 +106,26 @@ class RedisBroadcast:
     # -- listening -------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        delay = self.min_reconnect_delay
-        while True:
-            if self._listener is None:
-                self._listener = Redis.from_url(
-                    self.url,
-                    decode_responses=True,
-                    retry=Retry(NoBackoff(), 0),  # reconnecting is this loop's job
-                    socket_connect_timeout=self.timeout,
-                    socket_keepalive=True,
-                )
-            pubsub = self._listener.pubsub()
-            try:
-                await self._attach(pubsub)
-                delay = self.min_reconnect_delay
-                while True:
-                    message = await pubsub.get_message(timeout=None)
-                    if message is not None:
-                        self._on_message(message)
-            except CONNECTION_ERRORS as exc:
-                logger.warning("Redis broadcast lost its connection (%r); reconnecting in %.1fs", exc, delay)
-            finally:
-                self._pubsub = None
-                with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()
-            await anyio.sleep(delay)
-            delay = min(delay * 2, self.max_reconnect_delay)
+        if self._listener is None:
+            self._listener = Redis.from_url(
+                self.url,
+                decode_responses=True,
+                retry=Retry(NoBackoff(), 0),  # reconnecting is the listener's job
+                socket_connect_timeout=self.timeout,
+                socket_keepalive=True,
+            )
+        pubsub = self._listener.pubsub()
+        try:
+            await self._attach(pubsub)
+            self._connected(resync=False)  # each channel's subscribe confirmation resyncs it
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None:
+                    self._on_message(message)
+        finally:
+            self._pubsub = None
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _attach(self, pubsub: PubSub) -> None:
         async with self._lock:
@@ -175,21 +149,9 @@ class RedisBroadcast:
             # anything published before this point was not heard: make readers re-read
             self._channels.deliver(channel, None)
 
-    async def aclose(self) -> None:
-        """Stop listening, end every subscription, close the connections. A later ``subscribe``
-        starts again."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-        self._channels.close()
+    async def _close(self) -> None:
         self._subscribed.clear()
         for client in (self._publisher, self._listener):
             if client is not None:
                 await client.aclose()
         self._publisher = self._listener = None
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("Redis broadcast listener stopped", exc_info=task.exception())

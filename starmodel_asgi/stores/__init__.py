@@ -1,79 +1,39 @@
-"""Where entity state lives: one ``Store`` protocol, one module per backend."""
+"""Where entity state lives: one ``Store`` protocol (``base.py``), one module per backend, and the
+factory that picks one by ``store=`` and checks its extra is installed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
-import anyio
+from starmodel_asgi.extras import require
+from starmodel_asgi.stores.base import KeyedLocks, Slot, State, Store, ttl_for
 
 if TYPE_CHECKING:
-    from starmodel_asgi.entity import Entity
+    from starmodel_asgi.spec import StoreKind
 
-State = dict[str, Any]
+__all__ = ["KeyedLocks", "Slot", "State", "Store", "store_from_kind", "ttl_for"]
 
-
-class Slot(Protocol):
-    """One instance, held exclusively (across processes where the store is shared).
-
-    ``save`` writes the state: later loads in the block see it, and it is durable at the latest
-    when the ``hold`` block exits normally. Memory and Redis make it durable at once; SQL keeps
-    one transaction (and the row lock) for the whole block and commits when it exits. Leaving
-    the block by an exception saves nothing more and rolls back whatever is not durable yet
-    (on SQL, every save of the block).
-    """
-
-    async def load(self) -> State | None: ...
-    async def save(self, state: State) -> None: ...
-    async def delete(self) -> None: ...
+#: The module each SQLAlchemy async driver needs, by URL scheme's driver part.
+SQL_DRIVERS = {"aiosqlite": "aiosqlite", "asyncpg": "asyncpg", "psycopg": "psycopg", "aiomysql": "aiomysql"}
 
 
-class Store(Protocol):
-    def hold(self, entity: type[Entity], key: str) -> AbstractAsyncContextManager[Slot]:
-        """Serialise access to one instance for the duration of the block."""
-        ...
+def store_from_kind(kind: StoreKind, *, database_url: str, redis_url: str, ttl: float | None) -> Store:
+    """The store for ``store=kind``. Fails here, when the app is built, if its extra is missing."""
+    if kind == "memory":
+        from starmodel_asgi.stores.memory import MemoryStore
 
-    async def get(self, entity: type[Entity], key: str) -> State | None:
-        """Read without holding the instance (a consistent, possibly stale, snapshot)."""
-        ...
+        return MemoryStore(default_ttl=ttl)
+    if kind == "sql":
+        require("sqlalchemy", "sql", 'store="sql"')
+        driver = database_url.partition("://")[0].partition("+")[2]
+        if driver in SQL_DRIVERS:
+            require(SQL_DRIVERS[driver], "sql", f"database_url {database_url.partition(':')[0]}://")
+        from starmodel_asgi.stores.sql import SQLStore
 
-    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
-        """Stored instances of a record entity, oldest first."""
-        ...
+        return SQLStore(database_url, default_ttl=ttl)
+    if kind == "redis":
+        require("redis", "redis", 'store="redis"')
+        from starmodel_asgi.stores.redis import RedisStore
 
-    async def aclose(self) -> None: ...
-
-
-def ttl_for(entity: type[Entity], default: float | None) -> float | None:
-    """Seconds an idle instance is kept: the entity's ``ttl``, else ``default`` for session and
-    user instances; global and record instances never expire unless they set one."""
-    ttl = entity.entity_ttl()
-    if ttl is not None:
-        return ttl
-    return default if entity.entity_scope() in ("session", "user") else None
-
-
-class KeyedLocks:
-    """In-process locks by key, forgotten when nobody holds or waits for them. Stores take one
-    before a cross-process lock so a process sends one waiter per instance, not hundreds."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._locks)
-
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        return RedisStore(redis_url, default_ttl=ttl)
+    raise ValueError(f"no store {kind!r} on the server (store='client' keeps the state in the page)")

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starmodel_asgi.stores import KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
 
 if TYPE_CHECKING:
-    from starmodel_asgi.entity import Entity
+    from starmodel_asgi.spec import EntitySpec
 
 Key = tuple[str, str]
 
@@ -23,14 +23,14 @@ class _Entry:
 
 
 class MemorySlot:
-    def __init__(self, store: MemoryStore, entity: type[Entity], key: Key) -> None:
-        self._store, self._entity, self._key = store, entity, key
+    def __init__(self, store: MemoryStore, spec: EntitySpec, key: Key) -> None:
+        self._store, self._spec, self._key = store, spec, key
 
     async def load(self) -> State | None:
-        return self._store._read(self._entity, self._key)
+        return self._store._read(self._spec, self._key)
 
     async def save(self, state: State) -> None:
-        self._store._write(self._entity, self._key, state)
+        self._store._write(self._spec, self._key, state)
 
     async def delete(self) -> None:
         self._store._data.pop(self._key, None)
@@ -56,24 +56,24 @@ class MemoryStore:
         return len(self._data)
 
     @asynccontextmanager
-    async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[MemorySlot]:
-        k = (entity.entity_name(), key)
+    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[MemorySlot]:
+        k = (spec.name, key)
         async with self._locks.hold(k):
-            yield MemorySlot(self, entity, k)
+            yield MemorySlot(self, spec, k)
 
-    async def get(self, entity: type[Entity], key: str) -> State | None:
-        return self._read(entity, (entity.entity_name(), key))
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        return self._read(spec, (spec.name, key))
 
-    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
+    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
         self._sweep()
-        name, now = entity.entity_name(), self._clock()
+        name, now = spec.name, self._clock()
         states = [e.state for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
         return states[offset : offset + limit]
 
     async def aclose(self) -> None:
         self._data.clear()
 
-    def _read(self, entity: type[Entity], key: Key) -> State | None:
+    def _read(self, spec: EntitySpec, key: Key) -> State | None:
         self._sweep()
         entry = self._data.get(key)
         if entry is None:
@@ -82,12 +82,12 @@ class MemoryStore:
         if entry.expires is not None and entry.expires <= now:
             del self._data[key]
             return None
-        ttl = ttl_for(entity, self.default_ttl)
+        ttl = ttl_for(spec, self.default_ttl)
         entry.expires = None if ttl is None else now + ttl
         return entry.state
 
-    def _write(self, entity: type[Entity], key: Key, state: State) -> None:
-        ttl = ttl_for(entity, self.default_ttl)
+    def _write(self, spec: EntitySpec, key: Key, state: State) -> None:
+        ttl = ttl_for(spec, self.default_ttl)
         self._data[key] = _Entry(state, None if ttl is None else self._clock() + ttl)
 
     def _sweep(self) -> None:

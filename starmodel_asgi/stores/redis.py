@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
 
-from starmodel_asgi.stores import KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
 
 if TYPE_CHECKING:
-    from starmodel_asgi.entity import Entity
+    from starmodel_asgi.spec import EntitySpec
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -59,16 +59,16 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    def __init__(self, store: RedisStore, entity: type[Entity], key: str, token: str) -> None:
-        self._store, self._entity, self._key, self._token = store, entity, key, token
-        self._keys = [store._lock_key(entity, key), store._state_key(entity, key), store._index_key(entity)]
+    def __init__(self, store: RedisStore, spec: EntitySpec, key: str, token: str) -> None:
+        self._store, self._spec, self._key, self._token = store, spec, key, token
+        self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
 
     async def load(self) -> State | None:
-        return await self._store.get(self._entity, self._key)
+        return await self._store.get(self._spec, self._key)
 
     async def save(self, state: State) -> None:
-        ttl = ttl_for(self._entity, self._store.default_ttl)
-        indexed = "1" if self._entity.entity_scope() == "record" else "0"
+        ttl = ttl_for(self._spec, self._store.default_ttl)
+        indexed = "1" if self._spec.is_record else "0"
         args: list[str | int | float] = [self._token, json.dumps(state), 0 if ttl is None else _ms(ttl)]
         args += [_ms(self._store.lock_timeout), self._store._clock(), self._key, indexed]
         if not await self._store._save(keys=self._keys, args=args):
@@ -107,20 +107,20 @@ class RedisStore:
         self._unlock = self.client.register_script(_UNLOCK)
         self._locks = KeyedLocks()
 
-    def _state_key(self, entity: type[Entity], key: str) -> str:
-        return f"{self.prefix}state:{entity.entity_name()}:{key}"
+    def _state_key(self, spec: EntitySpec, key: str) -> str:
+        return f"{self.prefix}state:{spec.name}:{key}"
 
-    def _lock_key(self, entity: type[Entity], key: str) -> str:
-        return f"{self.prefix}lock:{entity.entity_name()}:{key}"
+    def _lock_key(self, spec: EntitySpec, key: str) -> str:
+        return f"{self.prefix}lock:{spec.name}:{key}"
 
-    def _index_key(self, entity: type[Entity]) -> str:
-        return f"{self.prefix}index:{entity.entity_name()}"
+    def _index_key(self, spec: EntitySpec) -> str:
+        return f"{self.prefix}index:{spec.name}"
 
     @asynccontextmanager
-    async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[RedisSlot]:
-        async with self._locks.hold((entity.entity_name(), key)):
+    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[RedisSlot]:
+        async with self._locks.hold((spec.name, key)):
             token = uuid.uuid4().hex
-            name = self._lock_key(entity, key)
+            name = self._lock_key(spec, key)
             lock = self.client.lock(name, timeout=self.lock_timeout, sleep=self.lock_poll, thread_local=False)
             try:
                 await lock.acquire(token=token)
@@ -134,7 +134,7 @@ class RedisStore:
             # that yield would be exited in the wrong task). The redis client is asyncio-only.
             renewal = asyncio.create_task(self._renew(lock, name), name=f"renew {name}")
             try:
-                yield RedisSlot(self, entity, key, token)
+                yield RedisSlot(self, spec, key, token)
             finally:
                 with anyio.CancelScope(shield=True):
                     renewal.cancel()
@@ -144,7 +144,7 @@ class RedisStore:
                     try:
                         await lock.release()
                     except LockNotOwnedError:
-                        logger.warning("the lock on %s %s expired while held", entity.entity_name(), key)
+                        logger.warning("the lock on %s %s expired while held", spec.name, key)
 
     async def _renew(self, lock: Lock, name: str) -> None:
         """Push the lock's lease back to ``lock_timeout`` every third of it, until cancelled."""
@@ -164,18 +164,18 @@ class RedisStore:
         except Exception:
             logger.warning("could not clear the lock on %s; it stays until its lease ends", name, exc_info=True)
 
-    async def get(self, entity: type[Entity], key: str) -> State | None:
-        ttl = ttl_for(entity, self.default_ttl)
-        name = self._state_key(entity, key)
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        ttl = ttl_for(spec, self.default_ttl)
+        name = self._state_key(spec, key)
         raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
         return None if raw is None else _loads(raw)
 
-    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
-        index = self._index_key(entity)
+    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+        index = self._index_key(spec)
         members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1)]
         if not members:
             return []
-        raws = await self.client.mget([self._state_key(entity, m) for m in members])
+        raws = await self.client.mget([self._state_key(spec, m) for m in members])
         gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
         if gone:  # expired records: forget them (the index has no TTL of its own)
             await self.client.zrem(index, *gone)

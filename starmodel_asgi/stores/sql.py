@@ -16,9 +16,10 @@ import types
 import typing
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -43,10 +44,8 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.http import invalid
-from starmodel_asgi.stores import KeyedLocks, State, ttl_for
-
-if TYPE_CHECKING:
-    from starmodel_asgi.entity import Entity
+from starmodel_asgi.spec import EntitySpec, spec_of
+from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -69,7 +68,7 @@ def _column_type(annotation: Any) -> tuple[type[TypeEngine[Any]], bool]:
     return _SCALARS.get(annotation, JSON), nullable or annotation is Any
 
 
-def _check_storable(entity: type[Entity], table: Table, values: dict[str, Any]) -> None:
+def _check_storable(spec: EntitySpec, table: Table, values: dict[str, Any]) -> None:
     """Values a valid entity may hold but a column cannot: a client's fault (422), found before
     the database refuses them mid-transaction."""
     errors: dict[str, str] = {}
@@ -80,32 +79,33 @@ def _check_storable(entity: type[Entity], table: Table, values: dict[str, Any]) 
         elif column_type is Text and isinstance(value, str) and "\x00" in value:
             errors[name] = "Text cannot contain NUL characters"
     if errors:
-        raise invalid(entity.entity_name(), errors)
+        raise invalid(spec.name, errors)
 
 
-def table_name(entity: type[Entity], prefix: str = DEFAULT_PREFIX) -> str:
-    return f"{prefix}{entity.entity_name()}"
+def table_name(spec: EntitySpec, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}{spec.name}"
 
 
-def entity_table(entity: type[Entity], metadata: MetaData, prefix: str = DEFAULT_PREFIX) -> Table:
+def entity_table(spec: EntitySpec, metadata: MetaData, prefix: str = DEFAULT_PREFIX) -> Table:
     """The table for one entity: its key, creation and expiry times, then one column per field."""
     columns = [
         Column(KEY, Text, primary_key=True),
         Column(CREATED, Float, nullable=False),
         Column(EXPIRES, Float, nullable=True, index=True),
     ]
-    for name, field in entity.model_fields.items():
+    for name, field in spec.entity.model_fields.items():
         columns.append(Column(name, _column_type(field.annotation)[0], nullable=True))
-    return Table(table_name(entity, prefix), metadata, *columns)
+    return Table(table_name(spec, prefix), metadata, *columns)
 
 
-def metadata_for(entities: Iterable[type[Entity]], table_prefix: str = DEFAULT_PREFIX) -> MetaData:
+def metadata_for(entities: Iterable[type[BaseModel]], table_prefix: str = DEFAULT_PREFIX) -> MetaData:
     """The tables ``SQLStore`` uses for the ``store="sql"`` entities among ``entities``, for
     Alembic: ``target_metadata = metadata_for(sm.entities.values())`` in ``env.py``."""
     metadata = MetaData()
     for entity in entities:
-        if entity.entity_store() == "sql":
-            entity_table(entity, metadata, table_prefix)
+        spec = spec_of(entity)
+        if spec.store == "sql":
+            entity_table(spec, metadata, table_prefix)
     return metadata
 
 
@@ -128,15 +128,15 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 class SQLSlot:
-    def __init__(self, store: SQLStore, conn: AsyncConnection, table: Table, entity: type[Entity], key: str) -> None:
-        self._store, self._conn, self._table, self._entity, self._key = store, conn, table, entity, key
+    def __init__(self, store: SQLStore, conn: AsyncConnection, table: Table, spec: EntitySpec, key: str) -> None:
+        self._store, self._conn, self._table, self._spec, self._key = store, conn, table, spec, key
         self._exists = False
         self._state: State | None = None
-        self._ttl = ttl_for(entity, store.default_ttl)
+        self._ttl = ttl_for(spec, store.default_ttl)
 
     def _found(self, row: Row[Any] | None, now: float) -> None:
         self._exists = row is not None
-        self._state = None if row is None else self._store._state(self._entity, row, now)
+        self._state = None if row is None else self._store._state(self._spec, row, now)
 
     async def load(self) -> State | None:
         if self._state is not None and self._ttl is not None:
@@ -146,8 +146,8 @@ class SQLSlot:
         return self._state
 
     async def save(self, state: State) -> None:
-        values: dict[str, Any] = {k: state[k] for k in self._entity.model_fields if k in state}
-        _check_storable(self._entity, self._table, values)
+        values: dict[str, Any] = {k: state[k] for k in self._spec.fields if k in state}
+        _check_storable(self._spec, self._table, values)
         values[EXPIRES] = self._expiry()
         if self._state is None:
             values[CREATED] = self._store._clock()
@@ -214,12 +214,12 @@ class SQLStore:
     # -- the Store protocol -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def hold(self, entity: type[Entity], key: str) -> AsyncIterator[SQLSlot]:
-        table = await self.table(entity)
+    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[SQLSlot]:
+        table = await self.table(spec)
         lock_key = None if self._sqlite else (table.name, key)
         async with self._transaction(write=True, lock_key=lock_key) as conn:
             await self._sweep(conn, table)
-            slot = SQLSlot(self, conn, table, entity, key)
+            slot = SQLSlot(self, conn, table, spec, key)
             row = await self._row(conn, table, key, lock=True)
             if row is None and not self._sqlite:
                 # no row to lock yet: creators of the same key queue on an advisory lock instead
@@ -228,17 +228,17 @@ class SQLStore:
             slot._found(row, self._clock())
             yield slot
 
-    async def get(self, entity: type[Entity], key: str) -> State | None:
-        table = await self.table(entity)
-        ttl = ttl_for(entity, self.default_ttl)
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        table = await self.table(spec)
+        ttl = ttl_for(spec, self.default_ttl)
         if ttl is not None:
             await self._touch(table, key, ttl)
         async with self._transaction(write=False) as conn:
             row = await self._row(conn, table, key, lock=False)
-        return None if row is None else self._state(entity, row, self._clock())
+        return None if row is None else self._state(spec, row, self._clock())
 
-    async def list(self, entity: type[Entity], limit: int, offset: int) -> list[State]:
-        table = await self.table(entity)
+    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+        table = await self.table(spec)
         now = self._clock()
         query = (
             select(table)
@@ -249,19 +249,19 @@ class SQLStore:
         )
         async with self._transaction(write=False) as conn:
             rows = (await conn.execute(query)).all()
-        return [s for row in rows if (s := self._state(entity, row, now)) is not None]
+        return [s for row in rows if (s := self._state(spec, row, now)) is not None]
 
     async def aclose(self) -> None:
         await self.engine.dispose()
 
     # -- tables -------------------------------------------------------------------------------
 
-    async def table(self, entity: type[Entity]) -> Table:
+    async def table(self, spec: EntitySpec) -> Table:
         """The entity's table, created in the database if it is not there yet."""
-        name = table_name(entity, self.table_prefix)
+        name = table_name(spec, self.table_prefix)
         table = self.metadata.tables.get(name)
         if table is None:
-            table = entity_table(entity, self.metadata, self.table_prefix)
+            table = entity_table(spec, self.metadata, self.table_prefix)
         if name not in self._ready:
             async with self._ddl:
                 if name not in self._ready:
@@ -304,13 +304,13 @@ class SQLStore:
             query = query.with_for_update()
         return (await conn.execute(query)).first()
 
-    def _state(self, entity: type[Entity], row: Row[Any], now: float) -> State | None:
+    def _state(self, spec: EntitySpec, row: Row[Any], now: float) -> State | None:
         mapping = row._mapping
         expires = mapping[EXPIRES]
         if expires is not None and expires <= now:
             return None
         state: State = {}
-        for name, field in entity.model_fields.items():
+        for name, field in spec.entity.model_fields.items():
             if name not in mapping:
                 continue
             value = mapping[name]

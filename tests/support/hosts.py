@@ -111,7 +111,7 @@ def configure_django() -> None:
     settings.configure(
         SECRET_KEY=DJANGO_SECRET,
         ALLOWED_HOSTS=["*"],
-        ROOT_URLCONF="tests.django_urls",
+        ROOT_URLCONF="tests.support.django_urls",
         INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"],
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",

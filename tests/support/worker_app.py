@@ -3,7 +3,7 @@
 - ``SM_WORKER_STORE``: ``sql`` or ``redis``; ``SM_WORKER_URL``: the database or Redis URL;
 - ``SM_WORKER_PREFIX``: table prefix (SQL) or key prefix (Redis), so runs do not collide.
 
-Serve it with ``uvicorn tests.worker_app:app``; every worker started with the same environment
+Serve it with ``uvicorn tests.support.worker_app:app``; every worker started with the same environment
 shares one ``Tally`` (global) and the callers' ``Visits`` (per session).
 """
 

@@ -27,9 +27,9 @@ import anyio
 import httpx
 import uvicorn
 
-from tests.sse import SSEEvent, merged_signals, parse_sse
+from tests.support.sse import SSEEvent, merged_signals, parse_sse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: workers import tests.* from there
 T = TypeVar("T")
 
 

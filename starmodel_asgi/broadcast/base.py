@@ -1,0 +1,37 @@
+"""The ``Broadcast`` protocol: live-update fan-out, whatever carries it.
+
+A subscription yields each message published on its channel; a subscriber that falls behind only
+keeps the newest one (messages are whole states, so skipping old ones loses nothing). It yields
+``None`` when messages may have been missed (the backend lost its connection and got it back, or
+has just started listening): the reader should then re-read the state from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+#: A published message, or ``None``: "messages may have been missed, re-read the state".
+Message = str | None
+
+
+class Broadcast(Protocol):
+    async def publish(self, channel: str, message: str) -> None: ...
+
+    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """Messages published on ``channel`` from now on, until the block exits. Iteration stops
+        when the backend is closed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def split_prefix(url: str) -> tuple[str, str]:
+    """``redis://h/0?prefix=app1:`` -> ``("redis://h/0", "app1:")``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = "".join(v for k, v in query if k == "prefix")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix

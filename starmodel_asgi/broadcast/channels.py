@@ -1,0 +1,87 @@
+"""Local subscribers by channel: what every backend delivers to, without ever blocking."""
+
+from __future__ import annotations
+
+import anyio
+
+from starmodel_asgi.broadcast.base import Message
+
+_EMPTY = object()
+
+
+class Subscriber:
+    """Holds at most one pending message: a slow reader skips to the newest state, so a stuck
+    client costs one message of memory however much is published. ``put`` never blocks."""
+
+    def __init__(self) -> None:
+        self._latest: Message | object = _EMPTY
+        self._ready = anyio.Event()
+        self._closed = False
+
+    def put(self, message: Message) -> None:
+        self._latest = message
+        self._ready.set()
+
+    def close(self) -> None:
+        """End the iteration (the backend is shutting down)."""
+        self._closed = True
+        self._ready.set()
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Message:
+        await self._ready.wait()
+        if self._latest is _EMPTY:  # woken by close()
+            raise StopAsyncIteration
+        message, self._latest = self._latest, _EMPTY
+        if not self._closed:
+            self._ready = anyio.Event()
+        assert message is None or isinstance(message, str)
+        return message
+
+
+class Channels:
+    """Local subscribers by channel name; backends deliver to them without ever blocking."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, set[Subscriber]] = {}
+
+    def __contains__(self, channel: object) -> bool:
+        return channel in self._channels
+
+    def names(self) -> list[str]:
+        return list(self._channels)
+
+    def count(self, channel: str | None = None) -> int:
+        if channel is not None:
+            return len(self._channels.get(channel, ()))
+        return sum(len(s) for s in self._channels.values())
+
+    def add(self, channel: str) -> tuple[Subscriber, bool]:
+        """A new subscriber, and whether it is the channel's first."""
+        subscriber = Subscriber()
+        subscribers = self._channels.setdefault(channel, set())
+        subscribers.add(subscriber)
+        return subscriber, len(subscribers) == 1
+
+    def remove(self, channel: str, subscriber: Subscriber) -> bool:
+        """Drops the subscriber; says whether the channel has none left."""
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            return False
+        subscribers.discard(subscriber)
+        if subscribers:
+            return False
+        del self._channels[channel]
+        return True
+
+    def deliver(self, channel: str, message: Message) -> None:
+        for subscriber in self._channels.get(channel, ()):
+            subscriber.put(message)
+
+    def close(self) -> None:
+        for subscribers in self._channels.values():
+            for subscriber in subscribers:
+                subscriber.close()
+        self._channels.clear()

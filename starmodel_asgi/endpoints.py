@@ -1,0 +1,184 @@
+"""The app's endpoints: each request becomes an ``EventRequest`` (origin checked, signals read, caller
+identified), then one handler per URL shape reads, runs, lists, creates, deletes or streams."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from starmodel_asgi.dispatch import Dispatcher, entity_class
+from starmodel_asgi.entity import Entity
+from starmodel_asgi.events import EventDescriptor
+from starmodel_asgi.formatters import Formatter
+from starmodel_asgi.http import EventError, EventRequest, internal_error
+from starmodel_asgi.identity import Sessions
+from starmodel_asgi.live import Live
+from starmodel_asgi.responses import Answers
+from starmodel_asgi.routing import Action, Route, RouteTable
+from starmodel_asgi.signals import SAFE_METHODS, check_origin, read_signals
+from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec
+
+#: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
+UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
+#: ``authorize(request, entity, event)``: ``event`` is the event's name, ``"delete"``, or ``None`` for
+#: reads, lists, creates and live streams; may be async. ``False`` answers 403.
+Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[bool]]
+
+
+@dataclass
+class Endpoints:
+    dispatcher: Dispatcher
+    live: Live
+    answers: Answers
+    sessions: Sessions
+    get_user: UserGetter
+    authorize: Authorize | None
+    trusted_origins: Collection[str]
+    max_body_size: int
+    list_limit: int
+
+    def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
+        """Every URL shape of every entity, each with its one handler."""
+        table = RouteTable()
+        for spec in specs:
+            if spec.is_record:
+                table.add(spec, "", "GET", Action(partial(self.list, spec)))
+                table.add(spec, "", "POST", Action(partial(self.create, spec), changes_state=True))
+                table.add(spec, "", "GET", Action(partial(self.read_record, spec)), with_id=True)
+                table.add(spec, "", "DELETE", Action(partial(self.delete, spec), True, "delete"), with_id=True)
+                table.add(spec, "live", "GET", Action(partial(self.live_record, spec)), with_id=True)
+            else:
+                table.add(spec, "", "GET", Action(partial(self.read, spec)))
+                table.add(spec, "live", "GET", Action(partial(self.stream, spec)))
+            for segment, descriptor in spec.events.items():
+                action = Action(partial(self.run, spec, descriptor), True, descriptor.info.name)
+                table.add(spec, segment, descriptor.info.method, action, with_id=spec.is_record)
+        return table
+
+    async def serve(self, request: Request, route: Route, params: Mapping[str, str]) -> Response:
+        """Runs the route's handler for the request's method; any failure becomes an answer, and
+        the session cookie goes on whatever the answer is."""
+        set_cookie: str | None = None
+        try:
+            action = route.action(request.method)
+            if action is None:
+                raise EventError(405, f"{request.method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
+            if action.changes_state or request.method not in SAFE_METHODS:
+                check_origin(request.headers, self.trusted_origins)
+            call, set_cookie = await self.call(request, route.spec, params)
+            await self.check(call, route.spec, action.event)
+            response = await action.handler(call)
+        except Exception as exc:
+            error = internal_error(exc, f"{request.method} {request.scope['path']}", route.spec.name)
+            response = self.error(request, error)
+        if set_cookie is not None:
+            response.raw_headers.append((b"set-cookie", set_cookie.encode("latin-1")))
+        return response
+
+    def error(self, request: Request, error: EventError) -> Response:
+        return self.answers.error(EventRequest(request.method, request.scope["path"], request.headers), error)
+
+    async def call(
+        self, request: Request, spec: EntitySpec, params: Mapping[str, str]
+    ) -> tuple[EventRequest, str | None]:
+        """The request as the core sees it, and the ``Set-Cookie`` to send (a session's only)."""
+        if "id" in params and (len(params["id"]) > 200 or not params["id"].isprintable()):
+            raise EventError(404, f"No {spec.name} with that id", spec.name)
+        call = EventRequest(
+            method=request.method,
+            path=request.scope["path"],
+            headers=request.headers,
+            query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
+            path_params=params,
+            signals=await read_signals(request, self.max_body_size),
+            raw=request,
+        )
+        set_cookie = None
+        if spec.scope == "user":
+            call.user_id = await self.user_id(request)
+        elif spec.scope == "session":
+            call.session_id, set_cookie = self.sessions.resolve(request)
+        return call, set_cookie
+
+    async def user_id(self, request: Request) -> str | None:
+        user = self.get_user(request)
+        return await user if inspect.isawaitable(user) else user
+
+    async def check(self, call: EventRequest, spec: EntitySpec, event: str | None) -> None:
+        """Asks ``authorize``; 403 unless it says ``True``."""
+        if self.authorize is None:
+            return
+        allowed = self.authorize(call, entity_class(spec), event)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if allowed is not True:
+            if not isinstance(allowed, bool):
+                raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
+            raise EventError(403, "Forbidden", spec.name)
+
+    def key(self, spec: EntitySpec, call: EventRequest) -> str:
+        """Which instance the caller means."""
+        if spec.is_record:
+            return call.path_params["id"]
+        if spec.scope == "global":
+            return GLOBAL_KEY
+        if spec.scope == "user":
+            if call.user_id is None:
+                raise EventError(401, "Authentication required", spec.name)
+            return call.user_id
+        assert call.session_id is not None
+        return call.session_id
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def read(self, spec: EntitySpec, call: EventRequest) -> Response:
+        instance = await self.dispatcher.read(spec, self.key(spec, call), request=call)
+        return self.answers.state(call, spec.name, instance.public_state())
+
+    async def read_record(self, spec: EntitySpec, call: EventRequest) -> Response:
+        instance = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
+        return self.answers.state(call, spec.name, instance.public_state())
+
+    async def run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
+        updates = self.dispatcher.run(spec, self.key(spec, call), descriptor, call, must_exist=spec.is_record)
+        return await self.answers.updates(call, updates, streams=descriptor.is_async_gen or descriptor.is_sync_gen)
+
+    async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
+        if spec.in_browser:
+            raise EventError(404, f"{spec.name} lives in the browser: there is nothing to stream", spec.name)
+        return self.live.response(self._streaming(call), spec, self.key(spec, call))
+
+    async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
+        key = self.key(spec, call)
+        await self.dispatcher.read(spec, key, must_exist=True)
+        return self.live.response(self._streaming(call), spec, key)
+
+    def _streaming(self, call: EventRequest) -> Formatter:
+        formatter = self.answers.formatter(call)
+        return formatter if formatter.streams else self.answers.streaming
+
+    async def create(self, spec: EntitySpec, call: EventRequest) -> Response:
+        instance = await self.dispatcher.create(spec, call)
+        # Datastar applies only 200 answers; JSON clients get the precise 201
+        return self.answers.state(call, spec.name, instance.public_state(), 200 if call.is_datastar else 201)
+
+    async def delete(self, spec: EntitySpec, call: EventRequest) -> Response:
+        await self.dispatcher.delete(spec, self.key(spec, call))
+        return Response(status_code=204)
+
+    async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
+        try:
+            limit = int(call.query.get("limit", [self.list_limit])[0])
+            offset = int(call.query.get("offset", [0])[0])
+        except ValueError:
+            raise EventError(422, "limit and offset must be integers", spec.name) from None
+        if not 0 < limit <= self.list_limit or offset < 0:
+            raise EventError(422, f"limit must be 1..{self.list_limit}, offset >= 0", spec.name)
+        items = await self.dispatcher.list(spec, limit, offset)
+        return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")

@@ -1,0 +1,142 @@
+"""The frozen facts of one entity: read from its class once, checked, and held by the app serving it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from starmodel_asgi.events import EventDescriptor, event_table
+
+Scope = Literal["session", "user", "global", "record"]
+StoreKind = Literal["memory", "sql", "redis", "client"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+STORES: tuple[StoreKind, ...] = get_args(StoreKind)
+#: The key of the one instance of a ``scope="global"`` entity.
+GLOBAL_KEY = "global"
+DEFAULT_BASE_PATH = "/sm"
+
+
+class Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: ``Annotated[str, ClientWritable]``: the browser may set this field through its signals.
+ClientWritable = Marker("ClientWritable")
+#: ``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it.
+ServerOnly = Marker("ServerOnly")
+
+
+def snake_case(name: str) -> str:
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+@dataclass(frozen=True, eq=False)
+class EntitySpec:
+    """What an app needs to serve one entity class; ``base_path`` is the serving app's."""
+
+    entity: type[BaseModel]
+    name: str
+    scope: Scope
+    store: StoreKind
+    ttl: float | None
+    events: Mapping[str, EventDescriptor]
+    fields: frozenset[str]
+    public: frozenset[str]
+    server_only: frozenset[str]
+    writable: frozenset[str]
+    base_path: str = DEFAULT_BASE_PATH
+
+    @property
+    def is_record(self) -> bool:
+        return self.scope == "record"
+
+    @property
+    def in_browser(self) -> bool:
+        """``store="client"``: the page holds the state; the server keeps and streams nothing."""
+        return self.store == "client"
+
+    def at(self, base_path: str) -> EntitySpec:
+        """This spec as served by an app mounted at ``base_path``."""
+        return replace(self, base_path=base_path)
+
+    def url(self, id: str | int | None = None, *segments: str) -> str:
+        """``/sm/counter``, ``/sm/task/<id>/toggle``: the instance's URL, plus ``segments``."""
+        parts = [self.base_path.rstrip("/"), self.name]
+        if self.is_record:
+            if id is None:
+                raise TypeError(f"{self.entity.__name__} is a record entity: pass id=...")
+            parts.append(quote(str(id), safe=""))
+        return "/".join([*parts, *segments])
+
+    def event_url(self, segment: str, id: str | int | None = None) -> str:
+        return self.url(id, segment)
+
+
+def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> EntitySpec:
+    """Reads and checks an entity class's settings; every mistake is named here, at app build."""
+    config: Mapping[str, Any] = entity.model_config
+    who = entity.__name__
+    scope, store = config.get("scope", "session"), config.get("store", "memory")
+    if scope not in SCOPES:
+        raise ValueError(f'{who}: model_config "scope" must be one of {SCOPES}, not {scope!r}')
+    if store not in STORES:
+        raise ValueError(f'{who}: model_config "store" must be one of {STORES}, not {store!r}')
+    if scope == "record" and store == "client":
+        raise ValueError(f'{who}: record entities need a server store, not store="client"')
+    name = str(config.get("name") or snake_case(who))
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"{who}: name {name!r} must be lower case letters, digits and _ (it is a URL segment)")
+    ttl = config.get("ttl")
+    events = event_table(entity)
+    for segment in events:
+        if not segment or "/" in segment or segment == "live":
+            raise ValueError(f"{who}: event path {segment!r} must be one URL segment, not 'live'")
+    fields = frozenset(entity.model_fields)
+    server_only = _marked(entity, ServerOnly)
+    public = fields - server_only - ({"id"} if scope != "record" else set())
+    listed = set(_names(config.get("client_writable", ())))
+    if unknown := listed - fields:
+        raise ValueError(f"{who}: client_writable names unknown fields {sorted(unknown)}")
+    writable = (listed | _marked(entity, ClientWritable)) - server_only - {"id"}
+    return EntitySpec(
+        entity=entity,
+        name=name,
+        scope=scope,
+        store=store,
+        ttl=None if ttl is None else float(ttl),
+        events=MappingProxyType(events),
+        fields=fields,
+        public=public,
+        server_only=server_only,
+        writable=frozenset(writable),
+        base_path=base_path,
+    )
+
+
+def _marked(entity: type[BaseModel], marker: Marker) -> frozenset[str]:
+    return frozenset(name for name, f in entity.model_fields.items() if marker in f.metadata)
+
+
+def _names(value: Iterable[str] | str) -> Iterable[str]:
+    return (value,) if isinstance(value, str) else value
+
+
+def spec_of(entity: type[BaseModel]) -> EntitySpec:
+    """The class's own facts (base path ``/sm``), built once and kept on the class."""
+    spec = entity.__dict__.get("__starmodel_spec__")
+    if spec is None:
+        spec = build_spec(entity)
+        type.__setattr__(entity, "__starmodel_spec__", spec)
+    assert isinstance(spec, EntitySpec)
+    return spec

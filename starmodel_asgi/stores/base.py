@@ -1,0 +1,78 @@
+"""The ``Store`` protocol every backend speaks, and what the backends share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+if TYPE_CHECKING:
+    from starmodel_asgi.spec import EntitySpec
+
+State = dict[str, Any]
+
+
+class Slot(Protocol):
+    """One instance, held exclusively (across processes where the store is shared).
+
+    ``save`` writes the state: later loads in the block see it, and it is durable at the latest
+    when the ``hold`` block exits normally. Memory and Redis make it durable at once; SQL keeps
+    one transaction (and the row lock) for the whole block and commits when it exits. Leaving
+    the block by an exception saves nothing more and rolls back whatever is not durable yet
+    (on SQL, every save of the block).
+    """
+
+    async def load(self) -> State | None: ...
+    async def save(self, state: State) -> None: ...
+    async def delete(self) -> None: ...
+
+
+class Store(Protocol):
+    def hold(self, spec: EntitySpec, key: str) -> AbstractAsyncContextManager[Slot]:
+        """Serialise access to one instance for the duration of the block."""
+        ...
+
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        """Read without holding the instance (a consistent, possibly stale, snapshot)."""
+        ...
+
+    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+        """Stored instances of a record entity, oldest first."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def ttl_for(spec: EntitySpec, default: float | None) -> float | None:
+    """Seconds an idle instance is kept: the entity's ``ttl``, else ``default`` for session and
+    user instances; global and record instances never expire unless they set one."""
+    if spec.ttl is not None:
+        return spec.ttl
+    return default if spec.scope in ("session", "user") else None
+
+
+class KeyedLocks:
+    """In-process locks by key, forgotten when nobody holds or waits for them. Stores take one
+    before a cross-process lock so a process sends one waiter per instance, not hundreds."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
