@@ -1,12 +1,17 @@
 """Live, server-side state for Datastar pages: entities, events, one ASGI app."""
 
+from starlette.datastructures import UploadFile
+
 from starmodel_asgi.app import SessionCookieMiddleware, StarModel
 from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
-from starmodel_asgi.events import event
+from starmodel_asgi.events import Action, event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
-from starmodel_asgi.http import Element, EventError, EventRequest, Signals, Update
+from starmodel_asgi.http import Element, EventError, EventRequest, Redirect, Signals, Update
+from starmodel_asgi.messages import Message
+from starmodel_asgi.pages import SafeHTML
 
 __all__ = [
+    "Action",
     "ClientWritable",
     "DatastarFormatter",
     "Element",
@@ -16,11 +21,15 @@ __all__ = [
     "EventRequest",
     "Formatter",
     "JSONFormatter",
+    "Message",
+    "Redirect",
+    "SafeHTML",
     "ServerOnly",
     "SessionCookieMiddleware",
     "SignalRef",
     "Signals",
     "StarModel",
     "Update",
+    "UploadFile",
     "event",
 ]

@@ -204,6 +204,15 @@ class StarModel:
         assert isinstance(instance, entity)
         return instance
 
+    async def create(self, entity: type[E], **fields: Any) -> E:
+        """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``."""
+        spec = self.spec(entity)
+        if not spec.is_record:
+            raise TypeError(f'{entity.__name__} is not a record entity: sm.create needs model_config scope="record"')
+        instance = await self.dispatcher.create(spec, **fields)
+        assert isinstance(instance, entity)
+        return instance
+
     def known_session(self, request: Request) -> str | None:
         """The caller's session id, if it has one already."""
         return self.sessions.known(request)

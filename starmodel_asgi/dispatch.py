@@ -12,12 +12,12 @@ from functools import partial
 from typing import Any, cast
 
 import anyio.to_thread
-from pydantic import ValidationError
 
+from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import Element, EventError, EventRequest, Update, internal_error, invalid
+from starmodel_asgi.http import Element, EventError, EventRequest, Redirect, Update, internal_error
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Slot, State, Store
 
@@ -37,76 +37,41 @@ def channel_name(spec: EntitySpec, key: str) -> str:
     return f"sm:{spec.name}:{key}"
 
 
-def validation_errors(exc: ValidationError) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "body"
-        errors.setdefault(name, err["msg"])
-    return errors
-
-
-def client_values(spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
-    """The entity's namespace in the request's signals (``{"counter": {...}}``)."""
-    namespace = request.signals.get(spec.name)
-    return namespace if isinstance(namespace, dict) else {}
-
-
-def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
-    """Event arguments by name from path, query, the entity's signal namespace, top-level signals."""
-    model = descriptor.params_model
-    sources: list[Any] = [
-        request.path_params,
-        {k: v if k in descriptor.sequence_params or len(v) > 1 else v[0] for k, v in request.query.items()},
-        client_values(spec, request),
-        request.signals,
-    ]
-    data: dict[str, Any] = {}
-    for name in model.model_fields:
-        for source in sources:
-            if name in source:
-                data[name] = source[name]
-                break
-    try:
-        kwargs = dict(model.model_validate(data))
-    except ValidationError as exc:
-        raise invalid(spec.name, validation_errors(exc)) from None
-    for name in descriptor.injected.request:
-        kwargs[name] = request
-    for name in descriptor.injected.host_request:
-        kwargs[name] = request.raw
-    for name in descriptor.injected.signals:
-        kwargs[name] = request.signals
-    return kwargs
-
-
-def apply_client_writes(spec: EntitySpec, instance: Entity, request: EventRequest) -> None:
-    """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
-    values = client_values(spec, request)
-    errors: dict[str, str] = {}
-    for name in spec.writable & values.keys():
-        try:
-            setattr(instance, name, values[name])
-        except ValidationError as exc:
-            errors[name] = exc.errors()[0]["msg"]
-    if errors:
-        raise invalid(spec.name, errors)
+def attributed(error: EventError, spec: EntitySpec) -> EventError:
+    """The error shown in ``spec``'s namespace (unless it names another entity), replacing the
+    messages an earlier failure left on the page."""
+    error.entity = error.entity or spec.name
+    if error.entity == spec.name:
+        error.blank = spec.no_errors["_errors"]
+    return error
 
 
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
-    """What an event returned or yielded, as HTML elements (``None`` and entities are no HTML)."""
-    if result is None or isinstance(result, Entity):
+    """What an event returned or yielded, as HTML elements (``None``, entities and redirects are
+    no HTML). A list of HTML is one element of the joined HTML, so ``mode="inner"`` fills the
+    target with all of it; ``Element``s keep their own targets."""
+    if result is None or isinstance(result, (Entity, Redirect)):
         return []
     if isinstance(result, Element):
         return [result]
     if isinstance(result, (list, tuple)):
-        return [e for item in result for e in to_elements(item, info)]
+        parts = [e for item in result for e in to_elements(item, None)]
+        if any(e.selector is not None or e.mode is not None for e in parts):
+            return [e if e.selector or e.mode else _placed(e.html, info) for e in parts]
+        return [_placed("".join(e.html for e in parts), info)] if parts else []
     if hasattr(result, "__html__"):
         result = result.__html__()
     if isinstance(result, str):
-        if info is None:
-            return [Element(result)]
-        return [Element(result, info.selector, info.mode, info.use_view_transition)]
-    raise TypeError(f"{type(result).__name__} is not HTML: return a str, something with __html__, an Element or None")
+        return [_placed(result, info)]
+    raise TypeError(
+        f"{type(result).__name__} is not HTML: return a str, something with __html__, an Element, a Redirect or None"
+    )
+
+
+def _placed(html: str, info: EventInfo | None) -> Element:
+    if info is None:
+        return Element(html)
+    return Element(html, info.selector, info.mode, info.use_view_transition)
 
 
 def rendered(instance: Entity) -> list[Element]:
@@ -139,15 +104,20 @@ class Steps:
     def __init__(self, spec: EntitySpec, instance: Entity, request: EventRequest, info: EventInfo) -> None:
         self.spec, self.instance, self.info = spec, instance, info
         self.original = instance.public_state()
-        sent = {k: v for k, v in client_values(spec, request).items() if k in spec.public}
+        sent = {k: v for k, v in client_values(spec, request).items() if k in spec.shown}
         self.baseline = {**self.original, **sent}
         self.count = 0
+        self.cleared = not request.errors_shown
 
     def step(self, result: Any) -> Update:
+        """The first step also carries the blank errors that clear an earlier failure's."""
         public = self.instance.public_state()
         changed = {k: v for k, v in public.items() if self.baseline.get(k, _MISSING) != v}
         self.baseline = public
-        return Update(self.spec.name, changed, public, to_elements(result, self.info))
+        redirect = result.url if isinstance(result, Redirect) else None
+        cleared = None if self.cleared else self.spec.no_errors
+        self.cleared = True
+        return Update(self.spec.name, changed, public, to_elements(result, self.info), redirect, cleared)
 
     def last(self) -> Update | None:
         """The changes made after the last yield (or by an event that never yielded)."""
@@ -210,7 +180,7 @@ class Dispatcher:
                 last = steps.last()
                 await self._save(spec, held)
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                error = internal_error(exc, f"event {spec.name}.{descriptor.info.name}", spec.name)
+                error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
                 if steps.count:
                     error.reset = steps.original
                 if error is exc:
@@ -245,12 +215,7 @@ class Dispatcher:
 
     def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
         """A ``store="client"`` instance: the state the page sent, validated like any input."""
-        values = client_values(spec, request) if request is not None else {}
-        public = spec.public - {"id"}
-        try:
-            return entity_class(spec).model_validate({k: v for k, v in values.items() if k in public})
-        except ValidationError as exc:
-            raise invalid(spec.name, validation_errors(exc)) from None
+        return cast(Entity, client_instance(spec, request))
 
     async def publish(self, spec: EntitySpec, key: str, state: State) -> None:
         """Tell live pages about a new state. A broadcast failure is logged, never fatal: the
@@ -263,10 +228,12 @@ class Dispatcher:
         except Exception:
             logger.exception("could not publish %s %s", spec.name, key)
 
-    async def create(self, spec: EntitySpec, request: EventRequest) -> Entity:
+    async def create(self, spec: EntitySpec, request: EventRequest | None = None, **fields: Any) -> Entity:
+        """A new record with a fresh id: ``fields`` (validated), then what the page may write."""
         key = uuid.uuid4().hex
-        instance = entity_class(spec)(id=key)
-        apply_client_writes(spec, instance, request)
+        instance = entity_class(spec)(**{**fields, "id": key})
+        if request is not None:
+            apply_client_writes(spec, instance, request)
         async with self.store_for(spec).hold(spec, key) as slot:
             await slot.save(instance.stored_state())
         return instance

@@ -9,19 +9,20 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from starmodel_asgi.dispatch import Dispatcher, entity_class
+from starmodel_asgi.dispatch import Dispatcher, attributed, entity_class
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
-from starmodel_asgi.http import EventError, EventRequest, internal_error
+from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 from starmodel_asgi.identity import Sessions
 from starmodel_asgi.live import Live
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Action, Route, RouteTable
-from starmodel_asgi.signals import SAFE_METHODS, check_origin, read_signals
+from starmodel_asgi.signals import SAFE_METHODS, Body, check_origin, read_input
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
@@ -29,6 +30,32 @@ UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
 #: ``authorize(request, entity, event)``: ``event`` is the event's name, ``"delete"``, or ``None`` for
 #: reads, lists, creates and live streams; may be async. ``False`` answers 403.
 Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[bool]]
+
+
+#: Names the entities whose errors the browser was last sent, so their next success clears them
+#: (Datastar never sends ``_``-signals back, so the page cannot say it shows an error).
+ERRORS_COOKIE = "sm_errors"
+
+
+def errors_shown(request: Request) -> frozenset[str]:
+    value = request.cookies.get(ERRORS_COOKIE)
+    return frozenset(value.split(".")) if value else frozenset()
+
+
+def remember_errors(
+    request: Request, response: Response, spec: EntitySpec, shown: frozenset[str], failed: EventError | None
+) -> None:
+    """Adds the entity to the errors cookie when a page was sent its error, drops it on success."""
+    datastar = request.headers.get("datastar-request", "").lower() == "true"
+    named = failed is not None and failed.entity == spec.name and datastar
+    if named == (spec.name in shown):
+        return
+    names = shown | {spec.name} if named else shown - {spec.name}
+    path = request.scope.get("root_path") or "/"  # where the app is mounted
+    if names:
+        response.set_cookie(ERRORS_COOKIE, ".".join(sorted(names)), path=path, httponly=True, samesite="lax")
+    else:
+        response.delete_cookie(ERRORS_COOKIE, path=path, httponly=True, samesite="lax")
 
 
 @dataclass
@@ -65,27 +92,34 @@ class Endpoints:
         """Runs the route's handler for the request's method; any failure becomes an answer, and
         the session cookie goes on whatever the answer is."""
         set_cookie: str | None = None
+        body = Body()
+        shown = errors_shown(request)
+        failed: EventError | None = None
         try:
             action = route.action(request.method)
             if action is None:
                 raise EventError(405, f"{request.method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
             if action.changes_state or request.method not in SAFE_METHODS:
                 check_origin(request.headers, self.trusted_origins)
-            call, set_cookie = await self.call(request, route.spec, params)
+            body = await read_input(request, self.max_body_size)
+            call, set_cookie = await self.call(request, route.spec, params, body)
             await self.check(call, route.spec, action.event)
             response = await action.handler(call)
         except Exception as exc:
-            error = internal_error(exc, f"{request.method} {request.scope['path']}", route.spec.name)
-            response = self.error(request, error)
+            failed = attributed(internal_error(exc, f"{request.method} {request.scope['path']}"), route.spec)
+            response = self.error(request, failed)
         if set_cookie is not None:
             response.raw_headers.append((b"set-cookie", set_cookie.encode("latin-1")))
+        remember_errors(request, response, route.spec, shown, failed)
+        if body.uploads is not None:  # uploaded files live until the answer is sent
+            response.background = BackgroundTask(body.aclose)
         return response
 
     def error(self, request: Request, error: EventError) -> Response:
         return self.answers.error(EventRequest(request.method, request.scope["path"], request.headers), error)
 
     async def call(
-        self, request: Request, spec: EntitySpec, params: Mapping[str, str]
+        self, request: Request, spec: EntitySpec, params: Mapping[str, str], body: Body
     ) -> tuple[EventRequest, str | None]:
         """The request as the core sees it, and the ``Set-Cookie`` to send (a session's only)."""
         if "id" in params and (len(params["id"]) > 200 or not params["id"].isprintable()):
@@ -96,7 +130,9 @@ class Endpoints:
             headers=request.headers,
             query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
             path_params=params,
-            signals=await read_signals(request, self.max_body_size),
+            errors_shown=spec.name in errors_shown(request),
+            form=body.form,
+            signals=body.signals,
             raw=request,
         )
         set_cookie = None
@@ -165,8 +201,10 @@ class Endpoints:
 
     async def create(self, spec: EntitySpec, call: EventRequest) -> Response:
         instance = await self.dispatcher.create(spec, call)
-        # Datastar applies only 200 answers; JSON clients get the precise 201
-        return self.answers.state(call, spec.name, instance.public_state(), 200 if call.is_datastar else 201)
+        state = instance.public_state()
+        # Datastar applies only 200 answers (and clears the page's errors); JSON clients get the precise 201
+        update = Update(spec.name, state, state, cleared=spec.no_errors if call.errors_shown else None)
+        return self.answers.answer(call, [update], 200 if call.is_datastar else 201)
 
     async def delete(self, spec: EntitySpec, call: EventRequest) -> Response:
         await self.dispatcher.delete(spec, self.key(spec, call))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor
+from starmodel_asgi.pages import SafeHTML
 from starmodel_asgi.spec import ClientWritable, EntitySpec, Scope, ServerOnly, StoreKind, spec_of
 
 __all__ = ["ClientWritable", "Entity", "EntityConfig", "ServerOnly", "SignalRef"]
@@ -38,7 +39,7 @@ class _BoundSignals:
 
     def __getattr__(self, field: str) -> SignalRef:
         spec = spec_of(self._entity)
-        if field.startswith("_") or field not in spec.public:
+        if field.startswith("_") or field not in spec.shown:
             raise AttributeError(f"{self._entity.__name__} has no public field {field!r}")
         return SignalRef(f"${spec.name}.{field}")
 
@@ -83,11 +84,19 @@ class Entity(BaseModel):
         return served if isinstance(served, EntitySpec) else spec_of(cls)
 
     def public_state(self) -> dict[str, Any]:
-        """The state the browser sees: signals under the entity's namespace, and JSON answers."""
-        return self.model_dump(mode="json", include=cast(set[str], spec_of(type(self)).public))
+        """The state the browser sees: signals under the entity's namespace, and JSON answers
+        (public fields and ``@computed_field``s)."""
+        return self.model_dump(mode="json", include=cast(set[str], spec_of(type(self)).shown))
 
     def stored_state(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        computed = spec_of(type(self)).computed
+        return self.model_dump(mode="json", exclude=cast(set[str], computed) if computed else None)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """``repr()`` and ``str()`` leave ``ServerOnly`` fields out, so a page that prints an
+        instance cannot leak them."""
+        hidden = spec_of(type(self)).server_only
+        return ((name, value) for name, value in super().__repr_args__() if name not in hidden)
 
     def render(self) -> Any:
         """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
@@ -95,22 +104,27 @@ class Entity(BaseModel):
 
     @classmethod
     def signals_json(cls, instance: Entity | None = None) -> str:
+        """The page's first signals: the public state under the entity's namespace."""
         state = (instance or cls()).public_state()
         return json.dumps({spec_of(cls).name: state}, separators=(",", ":"))
 
     @classmethod
-    def holder(cls, instance: Entity | None = None, *, sync: Literal["get", "live", None] = "get") -> str:
-        """A ``<div>`` declaring the entity's signals, so a page starts in sync.
+    def holder(cls, instance: Entity | None = None, *, sync: Literal["get", "live", None] = "get") -> SafeHTML:
+        """A ``<div>`` declaring the entity's signals, so a page starts in sync, and blank
+        ``_error``/``_errors`` for showing failures next to fields.
 
         ``sync="get"`` fetches the caller's current state on load, ``"live"`` keeps a live stream
         open, ``None`` only declares the given (or default) state.
         """
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
+        # blank errors, declared once, so $name._errors.field reads "" until something fails
+        errors = json.dumps({spec.name: spec.no_errors}, separators=(",", ":"))
+        attrs += f" data-signals__ifmissing='{html.escape(errors, quote=True)}'"
         if sync is not None:
             if spec.is_record and instance is None:
                 raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
             base = spec.url(instance.id if instance is not None else None)
             url = base if sync == "get" else f"{base}/live"
             attrs += f" data-init=\"@get('{url}')\""
-        return f'<div id="{spec.name}-signals" {attrs} hidden></div>'
+        return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')

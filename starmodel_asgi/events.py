@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import re
 import types
 import typing
 from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Protocol, cast, overload
 from urllib.parse import urlencode
 
@@ -120,7 +123,17 @@ class EventDescriptor:
     @cached_property
     def sequence_params(self) -> frozenset[str]:
         """Parameters that take a list: a query string gives them every value of their name."""
-        return frozenset(name for name, f in self.params_model.model_fields.items() if _is_sequence(f.annotation))
+        return sequence_names(self.params_model)
+
+    @cached_property
+    def form_models(self) -> dict[str, type[BaseModel]]:
+        """Parameters typed as a Pydantic model: when no value carries their name, they are
+        built from the form fields and signals named like the model's fields (a whole form)."""
+        return {
+            name: f.annotation
+            for name, f in self.params_model.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+        }
 
     @property
     def params_model(self) -> type[BaseModel]:
@@ -161,14 +174,72 @@ class ActionBuilder:
         query = {k: _query_value(v) for k, v in params.items() if v is not None}
         return f"{url}?{urlencode(query, doseq=True)}" if query else url
 
-    def __call__(self, id: str | int | None = None, **params: Any) -> str:
-        return f"@{self.info.method.lower()}('{self.url(id, **params)}')"
+    def __call__(self, id: str | int | None = None, **params: Any) -> Action:
+        return Action(self.info.method.lower(), self.url(id, **params))
 
     def __str__(self) -> str:
         return self()
 
     def __html__(self) -> str:
         return self()
+
+
+class Action(str):
+    """A Datastar action expression, ``@post('/sm/counter/increment')``: a ``str`` to put in a
+    ``data-on:*`` attribute, with ``.options(...)`` for Datastar's action options."""
+
+    method: str
+    url: str
+    opts: dict[str, Any]
+
+    def __new__(cls, method: str, url: str, options: dict[str, Any] | None = None) -> Action:
+        args = js_string(url) + (f", {js_value(options)}" if options else "")
+        self = super().__new__(cls, f"@{method}({args})")
+        self.method, self.url, self.opts = method, url, dict(options or {})
+        return self
+
+    def options(self, **options: Any) -> Action:
+        """``.options(contentType="form")`` -> ``@post('/sm/product/p1/save', {contentType: 'form'})``."""
+        return Action(self.method, self.url, {**self.opts, **options})
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+def js_string(value: str) -> str:
+    """A single-quoted JavaScript string literal."""
+    return "'" + json.dumps(value)[1:-1].replace("'", "\\'").replace("<", "\\u003c") + "'"
+
+
+def js_value(value: Any) -> str:
+    """A JavaScript literal for an action option (strings, numbers, booleans, None, lists, dicts)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"action options take finite numbers, not {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        return js_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(js_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{k if _IDENTIFIER.fullmatch(k) else js_string(k)}: {js_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    raise TypeError(f"action options take str, numbers, bools, None, lists and dicts, not {type(value).__name__}")
+
+
+@cache
+def sequence_names(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that take a list."""
+    return frozenset(
+        field.alias or name for name, field in model.model_fields.items() if _is_sequence(field.annotation)
+    )
 
 
 def _is_sequence(annotation: Any) -> bool:

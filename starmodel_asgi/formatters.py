@@ -51,14 +51,23 @@ class DatastarFormatter:
             for el in update.elements:
                 mode = ElementPatchMode(el.mode) if el.mode else None
                 events.append(SSE.patch_elements(el.html, el.selector, mode, el.use_view_transition))
+            if update.cleared:
+                events.append(SSE.patch_signals({update.entity: update.cleared}))
+            if update.redirect is not None:
+                events.append(SSE.redirect(script_string(update.redirect)))
         return "".join(events)
 
     def format_error(self, error: EventError) -> str:
         """Errors land in the entity's namespace as ``_error`` (a sentence) and ``_errors``
         (per parameter); leading underscores keep Datastar from sending them back."""
         namespace = error.entity or ERROR_NAMESPACE
-        body: dict[str, Any] = {"_error": error.message, "_errors": error.errors}
+        body: dict[str, Any] = {"_error": error.message, "_errors": {**error.blank, **error.errors}}
         return SSE.patch_signals({namespace: body})
+
+
+def script_string(text: str) -> str:
+    """``text`` made safe inside a single-quoted string of an inline ``<script>``."""
+    return json.dumps(text)[1:-1].replace("'", "\\u0027").replace("<", "\\u003c")
 
 
 class JSONFormatter:

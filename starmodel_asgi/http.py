@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -18,8 +19,9 @@ class Signals(dict[str, Any]):
 class EventRequest:
     """One call as the core sees it, whatever host framework delivered it.
 
-    ``query`` maps each name to all its values; ``raw`` is the host's own request object (for the
-    ASGI layer, a ``starlette.requests.Request``) for events that need more.
+    ``query`` and ``form`` map each name to all its values (a form's files are Starlette
+    ``UploadFile``s); ``raw`` is the host's own request object (for the ASGI layer, a
+    ``starlette.requests.Request``) for events that need more.
     """
 
     method: str
@@ -27,10 +29,13 @@ class EventRequest:
     headers: Mapping[str, str]
     query: Mapping[str, list[str]] = field(default_factory=dict)
     path_params: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, list[Any]] = field(default_factory=dict)
     signals: Signals = field(default_factory=Signals)
     session_id: str | None = None
     user_id: str | None = None
     raw: Any = None
+    #: the page may still show an earlier failure's ``_error``/``_errors``: a success clears them
+    errors_shown: bool = False
 
     @property
     def is_datastar(self) -> bool:
@@ -55,6 +60,25 @@ class Update:
     changed: dict[str, Any]
     state: dict[str, Any]
     elements: list[Element] = field(default_factory=list)
+    #: where the page should go next (an event returned or yielded a ``Redirect``)
+    redirect: str | None = None
+    #: the first update of a successful event: the ``_error``/``_errors`` signals that clear what
+    #: an earlier failure showed
+    cleared: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Return (or yield) ``Redirect("/products/p1")`` from an event to send the page there: a
+    Datastar page navigates, a JSON client gets ``303`` with ``Location``. Only paths and http(s)
+    URLs are accepted, so a redirect built from input cannot run script."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme.lower()
+        if scheme not in ("", "http", "https") or any(ord(c) < 32 for c in self.url):
+            raise ValueError(f"Redirect takes a path or an http(s) URL, not {self.url!r}")
 
 
 @dataclass
@@ -68,6 +92,8 @@ class EventError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
     #: the saved public state, when the caller was already sent steps that the failure undid
     reset: dict[str, Any] | None = None
+    #: every name the entity's errors may use, blank: a page's older messages are cleared
+    blank: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}"

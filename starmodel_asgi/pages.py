@@ -13,6 +13,15 @@ def datastar_url(url: str | None = None) -> str:
     return url or os.environ.get("STARMODEL_DATASTAR_URL") or DATASTAR_CDN
 
 
-def datastar_script(url: str | None = None) -> str:
+class SafeHTML(str):
+    """HTML that page builders insert as is (it has ``__html__``, as FastHTML and Jinja expect)."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+def datastar_script(url: str | None = None) -> SafeHTML:
     """``<script type="module" src="...">`` loading the Datastar client."""
-    return f'<script type="module" src="{html.escape(datastar_url(url))}"></script>'
+    return SafeHTML(f'<script type="module" src="{html.escape(datastar_url(url))}"></script>')

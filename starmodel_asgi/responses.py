@@ -49,6 +49,8 @@ class UpdatesResponse(StreamResponse):
                 body = (fmt.format(undo) + fmt.format_error(error)).encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        if self.background is not None:
+            await self.background()
 
 
 class Answers:
@@ -66,8 +68,14 @@ class Answers:
         raise EventError(406, "No answer format for this request")
 
     def answer(self, call: EventRequest, updates: list[Update], status: int = 200) -> Response:
+        """One answer with every update. A ``Redirect`` is ``303`` with ``Location`` for formats
+        that cannot carry it (JSON); Datastar's carries it in the stream."""
         formatter = self.formatter(call)
-        return Response(formatter.format(updates), status, formatter.headers, formatter.media_type)
+        headers = formatter.headers
+        redirect = next((u.redirect for u in reversed(updates) if u.redirect is not None), None)
+        if redirect is not None and not formatter.streams:
+            status, headers = 303, {**headers, "Location": redirect}
+        return Response(formatter.format(updates), status, headers, formatter.media_type)
 
     def state(self, call: EventRequest, entity: str, state: dict[str, Any], status: int = 200) -> Response:
         """An instance's whole public state."""

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
+from starlette.types import Message
 
 from starmodel_asgi.http import EventError, Signals
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "text/json")
 FORM_TYPE = "application/x-www-form-urlencoded"
+MULTIPART_TYPE = "multipart/form-data"
 
 
 def content_type(headers: Mapping[str, str]) -> str:
@@ -50,18 +57,67 @@ async def read_body(request: Request, max_body_size: int) -> bytes:
     return bytes(body)
 
 
-async def read_signals(request: Request, max_body_size: int) -> Signals:
-    """Datastar's signals: the ``datastar`` query parameter of GET/HEAD/DELETE requests, else the
-    body (a JSON object, or urlencoded form fields)."""
+@dataclass
+class Body:
+    """What a request sent: Datastar's signals, or a form's fields (each name with all its
+    values; a multipart form's files are ``UploadFile``s, closed by ``aclose``)."""
+
+    signals: Signals = field(default_factory=Signals)
+    form: dict[str, list[Any]] = field(default_factory=dict)
+    uploads: FormData | None = None
+
+    async def aclose(self) -> None:
+        if self.uploads is not None:
+            await self.uploads.close()
+
+
+async def read_input(request: Request, max_body_size: int) -> Body:
+    """The signals in the ``datastar`` query parameter of GET/HEAD/DELETE requests, else the body:
+    a JSON object of signals, or a urlencoded or multipart form (what Datastar's
+    ``{contentType: 'form'}`` and plain HTML forms send)."""
     if request.method in ("GET", "HEAD", "DELETE"):
         raw = request.query_params.get("datastar")
-        return parse_json(raw.encode()) if raw else Signals()
+        return Body(parse_json(raw.encode())) if raw else Body()
+    kind = content_type(request.headers)
+    if kind == MULTIPART_TYPE:
+        return await read_multipart(request, max_body_size)
     body = await read_body(request, max_body_size)
-    if not body.strip():
-        return Signals()
-    if content_type(request.headers) == FORM_TYPE:
-        return Signals(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-    return parse_json(body)
+    if kind == FORM_TYPE:
+        return Body(form=multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
+    return Body(parse_json(body)) if body.strip() else Body()
+
+
+async def read_multipart(request: Request, max_body_size: int) -> Body:
+    """A ``multipart/form-data`` body, read as it arrives (files spooled to disk past 1 MB),
+    refused (413) once it passes ``max_body_size``."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body_size:
+        raise EventError(413, f"Request body over {max_body_size} bytes")
+    received = 0
+
+    async def receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > max_body_size:
+            raise EventError(413, f"Request body over {max_body_size} bytes")
+        return message
+
+    try:
+        form = await Request(request.scope, receive).form()
+    except (MultiPartException, HTTPException) as exc:
+        message = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise EventError(400, f"Malformed form: {message}") from None
+    # a file input left empty still sends a part, with no name and no bytes: that is no file
+    items = [(k, v) for k, v in form.multi_items() if not (isinstance(v, UploadFile) and not v.filename and not v.size)]
+    return Body(form=multi(items), uploads=form)
+
+
+def multi(items: Iterable[tuple[str, Any]]) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {}
+    for name, value in items:
+        values.setdefault(name, []).append(value)
+    return values
 
 
 def parse_json(body: bytes) -> Signals:

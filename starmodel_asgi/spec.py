@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 from urllib.parse import quote
@@ -55,7 +56,21 @@ class EntitySpec:
     public: frozenset[str]
     server_only: frozenset[str]
     writable: frozenset[str]
+    #: ``@computed_field``s: sent with the public state, never stored nor accepted
+    computed: frozenset[str] = frozenset()
+    #: the names an error can name (fields and event parameters), for clearing them
+    error_keys: frozenset[str] = frozenset()
     base_path: str = DEFAULT_BASE_PATH
+
+    @cached_property
+    def shown(self) -> frozenset[str]:
+        """What the page sees: public fields and computed fields."""
+        return self.public | self.computed
+
+    @cached_property
+    def no_errors(self) -> dict[str, Any]:
+        """The ``_error``/``_errors`` signals of a page with nothing to complain about."""
+        return {"_error": "", "_errors": dict.fromkeys(sorted(self.error_keys), "")}
 
     @property
     def is_record(self) -> bool:
@@ -109,6 +124,9 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> E
     if unknown := listed - fields:
         raise ValueError(f"{who}: client_writable names unknown fields {sorted(unknown)}")
     writable = (listed | _marked(entity, ClientWritable)) - server_only - {"id"}
+    computed = frozenset(entity.model_computed_fields)
+    params = {name for d in events.values() for name in d.params_model.model_fields if name not in d.form_models}
+    params |= {name for d in events.values() for model in d.form_models.values() for name in model.model_fields}
     return EntitySpec(
         entity=entity,
         name=name,
@@ -120,6 +138,8 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> E
         public=public,
         server_only=server_only,
         writable=frozenset(writable),
+        computed=computed,
+        error_keys=frozenset(params | (fields - server_only - {"id"})),
         base_path=base_path,
     )
 

@@ -190,11 +190,13 @@ async def test_query_values_are_coerced(client: httpx.AsyncClient) -> None:
     assert r.json()["count"] == 12
 
 
-async def test_binding_order_query_then_namespace_then_top_level(client: httpx.AsyncClient) -> None:
+async def test_binding_order_query_then_top_level_then_namespace(client: httpx.AsyncClient) -> None:
     body = {"counter": {"amount": 2}, "amount": 3}
     assert (await client.post("/counter/add?amount=1", headers=JSON, json=body)).json()["count"] == 1
-    assert (await client.post("/counter/add", headers=JSON, json=body)).json()["count"] == 3  # 1 + 2
-    assert (await client.post("/counter/add", headers=JSON, json={"amount": "4"})).json()["count"] == 7
+    assert (await client.post("/counter/add", headers=JSON, json=body)).json()["count"] == 4  # 1 + 3
+    ns_only = {"counter": {"amount": 2}}
+    assert (await client.post("/counter/add", headers=JSON, json=ns_only)).json()["count"] == 6  # + 2
+    assert (await client.post("/counter/add", headers=JSON, json={"amount": "4"})).json()["count"] == 10
 
 
 async def test_list_parameter_from_repeated_query_and_from_signals(client: httpx.AsyncClient) -> None:
@@ -260,6 +262,16 @@ async def test_invalid_parameter_for_datastar_gives_an_error_signal(client: http
     (ev,) = parse_sse(r.text)
     error = ev.signals["counter"]
     assert "amount" in error["_error"] and "amount" in error["_errors"]
+
+
+async def test_the_next_success_clears_the_error_signals(client: httpx.AsyncClient) -> None:
+    r = await client.post("/counter/increment?amount=lots", headers=DATASTAR)
+    assert parse_sse(r.text)[0].signals["counter"]["_errors"]["amount"] == "Amount must be a whole number."
+    r = await client.post("/counter/increment", headers=DATASTAR)
+    signals = merged_signals(parse_sse(r.text))["counter"]
+    assert signals["count"] == 1 and signals["_error"] == "" and signals["_errors"]["amount"] == ""
+    r = await client.post("/counter/increment", headers=DATASTAR)
+    assert [e.signals for e in parse_sse(r.text)] == [{"counter": {"count": 2}}]
 
 
 async def test_datastar_errors_can_be_answered_200_so_the_page_applies_them() -> None:

@@ -1,0 +1,98 @@
+"""From a request to an event's arguments and an instance's client-writable fields, validated,
+with readable messages."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from starmodel_asgi.events import EventDescriptor, sequence_names
+from starmodel_asgi.http import EventRequest, invalid
+from starmodel_asgi.messages import readable_errors
+from starmodel_asgi.spec import EntitySpec
+
+
+def client_values(spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
+    """The entity's namespace in the request's signals (``{"counter": {...}}``)."""
+    namespace = request.signals.get(spec.name)
+    return namespace if isinstance(namespace, dict) else {}
+
+
+def one_or_all(values: Mapping[str, list[Any]], sequences: Collection[str]) -> dict[str, Any]:
+    """A query string's or form's values: every value for a list parameter, else the only one."""
+    return {k: v if k in sequences or len(v) > 1 else v[0] for k, v in values.items()}
+
+
+def sources(spec: EntitySpec, request: EventRequest, lists: Collection[str]) -> list[Mapping[str, Any]]:
+    """Where arguments come from, first match wins: path, query string, form fields, top-level
+    signals, then the entity's namespace, but only for names that are not server fields (the
+    page's copy of a field mirrors saved state; it is never input) or are client-writable.
+    ``lists`` names the parameters that take every value of a query or form name."""
+    namespace = {k: v for k, v in client_values(spec, request).items() if k not in spec.fields or k in spec.writable}
+    return [
+        request.path_params,
+        one_or_all(request.query, lists) if request.query else {},
+        one_or_all(request.form, lists) if request.form else {},
+        request.signals,
+        namespace,
+    ]
+
+
+def pick(names: Collection[str], found: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each name's value from the first source that has it."""
+    data: dict[str, Any] = {}
+    for name in names:
+        for source in found:
+            if name in source:
+                data[name] = source[name]
+                break
+    return data
+
+
+def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
+    """The event's arguments, validated; a bad one is a 422 naming it in a sentence. A parameter
+    typed as a Pydantic model that no value names is built from the values named like the
+    model's fields (a whole form in one parameter); its errors are keyed by those names."""
+    model = descriptor.params_model
+    data = pick(model.model_fields, sources(spec, request, descriptor.sequence_params))
+    for name, form in descriptor.form_models.items():
+        if name not in data:
+            names = [field.alias or key for key, field in form.model_fields.items()]
+            data[name] = pick(names, sources(spec, request, sequence_names(form)))
+    try:
+        kwargs = dict(model.model_validate(data))
+    except ValidationError as exc:
+        raise invalid(spec.name, readable_errors(exc, model, descriptor.form_models)) from None
+    for name in descriptor.injected.request:
+        kwargs[name] = request
+    for name in descriptor.injected.host_request:
+        kwargs[name] = request.raw
+    for name in descriptor.injected.signals:
+        kwargs[name] = request.signals
+    return kwargs
+
+
+def apply_client_writes(spec: EntitySpec, instance: BaseModel, request: EventRequest) -> None:
+    """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
+    values = client_values(spec, request)
+    errors: dict[str, str] = {}
+    for name in spec.writable & values.keys():
+        try:
+            setattr(instance, name, values[name])
+        except ValidationError as exc:
+            errors.update(readable_errors(exc, type(instance)))
+    if errors:
+        raise invalid(spec.name, errors)
+
+
+def client_instance(spec: EntitySpec, request: EventRequest | None) -> BaseModel:
+    """A ``store="client"`` instance: the state the page sent, validated like any input."""
+    values = client_values(spec, request) if request is not None else {}
+    public = spec.public - {"id"}
+    model = spec.entity
+    try:
+        return model.model_validate({k: v for k, v in values.items() if k in public})
+    except ValidationError as exc:
+        raise invalid(spec.name, readable_errors(exc, model)) from None
