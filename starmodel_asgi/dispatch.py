@@ -108,6 +108,7 @@ class Steps:
         self.baseline = {**self.original, **sent}
         self.count = 0
         self.cleared = not request.errors_shown
+        self.redirect: str | None = None
 
     def step(self, result: Any) -> Update:
         """The first step also carries the blank errors that clear an earlier failure's."""
@@ -118,6 +119,12 @@ class Steps:
         cleared = None if self.cleared else self.spec.no_errors
         self.cleared = True
         return Update(self.spec.name, changed, public, to_elements(result, self.info), redirect, cleared)
+
+    def held_back(self, update: Update) -> Update:
+        """The step without its redirect, which waits for the save (the last update carries it)."""
+        if update.redirect is not None:
+            self.redirect, update.redirect = update.redirect, None
+        return update
 
     def last(self) -> Update | None:
         """The changes made after the last yield (or by an event that never yielded)."""
@@ -176,7 +183,7 @@ class Dispatcher:
             try:
                 async for result in invoke(held.instance, descriptor, kwargs):
                     steps.count += 1
-                    yield steps.step(result)
+                    yield steps.held_back(steps.step(result))
                 last = steps.last()
                 await self._save(spec, held)
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
@@ -186,6 +193,9 @@ class Dispatcher:
                 if error is exc:
                     raise
                 raise error from exc
+        if steps.redirect is not None:  # the page leaves only once the state is saved
+            last = last or Update(spec.name, {}, steps.baseline)
+            last.redirect = steps.redirect
         if last is not None:
             yield last
 

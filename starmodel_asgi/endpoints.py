@@ -102,7 +102,7 @@ class Endpoints:
             if action.changes_state or request.method not in SAFE_METHODS:
                 check_origin(request.headers, self.trusted_origins)
             body = await read_input(request, self.max_body_size)
-            call, set_cookie = await self.call(request, route.spec, params, body)
+            call, set_cookie = await self.call(request, route.spec, params, body, shown)
             await self.check(call, route.spec, action.event)
             response = await action.handler(call)
         except Exception as exc:
@@ -119,7 +119,12 @@ class Endpoints:
         return self.answers.error(EventRequest(request.method, request.scope["path"], request.headers), error)
 
     async def call(
-        self, request: Request, spec: EntitySpec, params: Mapping[str, str], body: Body
+        self,
+        request: Request,
+        spec: EntitySpec,
+        params: Mapping[str, str],
+        body: Body,
+        shown: frozenset[str] = frozenset(),
     ) -> tuple[EventRequest, str | None]:
         """The request as the core sees it, and the ``Set-Cookie`` to send (a session's only)."""
         if "id" in params and (len(params["id"]) > 200 or not params["id"].isprintable()):
@@ -130,7 +135,7 @@ class Endpoints:
             headers=request.headers,
             query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
             path_params=params,
-            errors_shown=spec.name in errors_shown(request),
+            errors_shown=spec.name in shown,
             form=body.form,
             signals=body.signals,
             raw=request,
