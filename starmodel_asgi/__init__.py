@@ -3,6 +3,7 @@
 from starlette.datastructures import UploadFile
 
 from starmodel_asgi.app import SessionCookieMiddleware, StarModel
+from starmodel_asgi.changes import Change
 from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
 from starmodel_asgi.events import Action, event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
@@ -12,6 +13,7 @@ from starmodel_asgi.pages import SafeHTML
 
 __all__ = [
     "Action",
+    "Change",
     "ClientWritable",
     "DatastarFormatter",
     "Element",

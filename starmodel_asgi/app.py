@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
+from starmodel_asgi.changes import Subscriber
 from starmodel_asgi.dispatch import Dispatcher, entity_class
 from starmodel_asgi.endpoints import Authorize, Endpoints, UserGetter
 from starmodel_asgi.entity import Entity
@@ -204,14 +205,70 @@ class StarModel:
         assert isinstance(instance, entity)
         return instance
 
+    # -- the server side: the same locks, stores, validation, live pushes and subscribers as events
+
+    @asynccontextmanager
+    async def edit(self, entity: type[E], key: str | None = None) -> AsyncIterator[E]:
+        """``async with sm.edit(Counter) as counter: counter.count += 1``: the instance under the
+        lock its events use; saved and pushed live on a clean exit, untouched if the block raises.
+        ``key`` is the session id, user id or record id (``None`` for a global entity); a missing
+        record raises ``LookupError``."""
+        spec = self.spec(entity)
+        async with self.dispatcher.edit(spec, self._key(spec, key, "edit")) as instance:
+            assert isinstance(instance, entity)
+            yield instance
+
+    async def get(self, entity: type[E], key: str | None = None) -> E:
+        """The instance as saved (defaults for a session or user that has none yet)."""
+        spec = self.spec(entity)
+        instance = await self.dispatcher.read(spec, self._key(spec, key, "get"), must_exist=spec.is_record)
+        assert isinstance(instance, entity)
+        return instance
+
     async def create(self, entity: type[E], **fields: Any) -> E:
         """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``."""
-        spec = self.spec(entity)
-        if not spec.is_record:
-            raise TypeError(f'{entity.__name__} is not a record entity: sm.create needs model_config scope="record"')
+        spec = self._records(entity, "create")
         instance = await self.dispatcher.create(spec, **fields)
         assert isinstance(instance, entity)
         return instance
+
+    async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
+        """Records in their store's order (SQL: by id; memory: by creation)."""
+        spec = self._records(entity, "list")
+        return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
+
+    async def delete(self, entity: type[E], key: str) -> None:
+        """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
+        await self.dispatcher.delete(self._records(entity, "delete"), key)
+
+    def on(self, entity: type[Entity], event: str | None = None) -> Callable[[Subscriber], Subscriber]:
+        """``@sm.on(Task)`` or ``@sm.on(Task, "toggle")``: ``fn(change)``, sync or async, is called
+        once per committed change of ``entity`` (of that event only, if named), after the commit,
+        in the process that made it. At most once: a change whose process dies before the call is
+        not told. Its exceptions are logged and change nothing already saved or answered."""
+        spec = self.spec(entity)
+        if event is not None and event not in {d.info.name for d in spec.events.values()}:
+            raise ValueError(f"sm.on: {entity.__name__} has no event {event!r}")
+
+        def register(subscriber: Subscriber) -> Subscriber:
+            self.dispatcher.subscribers.add(entity, event, subscriber)
+            return subscriber
+
+        return register
+
+    def _key(self, spec: EntitySpec, key: str | None, doing: str) -> str:
+        if spec.scope == "global":
+            return GLOBAL_KEY if key is None else key
+        if key is None:
+            what = {"record": "record id", "user": "user id", "session": "session id"}[spec.scope]
+            raise TypeError(f"sm.{doing}({spec.entity.__name__}, key=...) needs the {what}")
+        return key
+
+    def _records(self, entity: type[Entity], doing: str) -> EntitySpec:
+        spec = self.spec(entity)
+        if not spec.is_record:
+            raise TypeError(f'sm.{doing} needs a record entity: {entity.__name__} is scope="{spec.scope}"')
+        return spec
 
     def known_session(self, request: Request) -> str | None:
         """The caller's session id, if it has one already."""

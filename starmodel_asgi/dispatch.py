@@ -15,9 +15,10 @@ import anyio.to_thread
 
 from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
 from starmodel_asgi.broadcast import Broadcast
+from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import Element, EventError, EventRequest, Redirect, Update, internal_error
+from starmodel_asgi.http import Element, EventError, EventRequest, NotFound, Redirect, Update, internal_error
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Slot, State, Store
 
@@ -146,9 +147,12 @@ class Held:
 class Dispatcher:
     """Runs events against stored instances; every change is saved, then published."""
 
-    def __init__(self, store_for: Callable[[EntitySpec], Store], broadcast: Broadcast) -> None:
+    def __init__(
+        self, store_for: Callable[[EntitySpec], Store], broadcast: Broadcast, subscribers: Subscribers | None = None
+    ) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
+        self.subscribers = subscribers or Subscribers()
 
     async def read(
         self, spec: EntitySpec, key: str, *, must_exist: bool = False, request: EventRequest | None = None
@@ -185,7 +189,7 @@ class Dispatcher:
                     steps.count += 1
                     yield steps.held_back(steps.step(result))
                 last = steps.last()
-                await self._save(spec, held)
+                committed = await self._save(spec, held)
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
                 error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
                 if steps.count:
@@ -193,6 +197,8 @@ class Dispatcher:
                 if error is exc:
                     raise
                 raise error from exc
+        if committed:
+            await self.notify(spec, key, descriptor.info.name, steps.original, held.instance.public_state())
         if steps.redirect is not None:  # the page leaves only once the state is saved
             last = last or Update(spec.name, {}, steps.baseline)
             last.redirect = steps.redirect
@@ -200,7 +206,9 @@ class Dispatcher:
             yield last
 
     @asynccontextmanager
-    async def _hold(self, spec: EntitySpec, key: str, request: EventRequest, must_exist: bool) -> AsyncIterator[Held]:
+    async def _hold(
+        self, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool
+    ) -> AsyncIterator[Held]:
         if spec.in_browser:
             yield Held(self.from_client(spec, request))
             return
@@ -208,20 +216,42 @@ class Dispatcher:
             saved = await slot.load()
             yield Held(self._instance(spec, key, saved, must_exist), slot, saved)
 
+    @asynccontextmanager
+    async def edit(self, spec: EntitySpec, key: str) -> AsyncIterator[Entity]:
+        """The instance under its lock; saved, published and told to subscribers on a clean exit,
+        left as it was when the block raises."""
+        if spec.in_browser:
+            raise TypeError(f'{spec.entity.__name__} is store="client": its state lives in the page, not here')
+        async with self._hold(spec, key, None, spec.is_record) as held:
+            before = held.instance.public_state()
+            yield held.instance
+            committed = await self._save(spec, held)
+        if committed:
+            await self.notify(spec, key, None, before, held.instance.public_state())
+
+    async def notify(
+        self, spec: EntitySpec, key: str, event: str | None, before: State | None, after: State | None
+    ) -> None:
+        if self.subscribers.wanted(spec.entity):
+            await self.subscribers.notify(Change(spec.entity, key, event, before, after))
+
     def _instance(self, spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
         if state is None and must_exist:
-            raise EventError(404, f"{spec.name} {key!r} not found", spec.name)
+            raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
         model = entity_class(spec)
         return model(id=key) if state is None else model.model_validate(state)
 
-    async def _save(self, spec: EntitySpec, held: Held) -> None:
+    async def _save(self, spec: EntitySpec, held: Held) -> bool:
+        """Saves and publishes the instance if it changed; ``True`` when it did."""
         if held.slot is None:
-            return
+            return False
         stored = held.instance.stored_state()
-        if stored == held.saved:
-            return
+        saved = held.saved if held.saved is not None else entity_class(spec)(id=held.instance.id).stored_state()
+        if stored == saved:  # unchanged, or still the defaults a read gives anyway
+            return False
         await held.slot.save(stored)
         await self.publish(spec, held.instance.id, stored)
+        return True
 
     def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
         """A ``store="client"`` instance: the state the page sent, validated like any input."""
@@ -246,14 +276,16 @@ class Dispatcher:
             apply_client_writes(spec, instance, request)
         async with self.store_for(spec).hold(spec, key) as slot:
             await slot.save(instance.stored_state())
+        await self.notify(spec, key, None, None, instance.public_state())
         return instance
 
     async def delete(self, spec: EntitySpec, key: str) -> None:
         async with self.store_for(spec).hold(spec, key) as slot:
-            if await slot.load() is None:
-                raise EventError(404, f"{spec.name} {key!r} not found", spec.name)
+            saved = await slot.load()
+            before = self._instance(spec, key, saved, True).public_state()
             await slot.delete()
             await self._send(spec, key, DELETED)
+        await self.notify(spec, key, None, before, None)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[Entity]:
         states = await self.store_for(spec).list(spec, limit, offset)

@@ -99,6 +99,10 @@ class EventError(Exception):
         return f"{self.status} {self.message}"
 
 
+class NotFound(EventError, LookupError):
+    """A missing record: ``404`` over HTTP, a ``LookupError`` to Python callers."""
+
+
 def invalid(entity: str, errors: dict[str, str]) -> EventError:
     """A 422 naming each bad value."""
     summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
