@@ -6,7 +6,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -144,6 +144,27 @@ class Held:
     saved: State | None = None
 
 
+class Blocks:
+    """``async with self:`` inside a background event: each block holds the instance through
+    ``Dispatcher.edit`` (the lock events and ``sm.edit`` use)."""
+
+    def __init__(self, dispatcher: Dispatcher, spec: EntitySpec, key: str, event: str) -> None:
+        self.dispatcher, self.spec, self.key, self.event = dispatcher, spec, key, event
+        self.open: AsyncExitStack | None = None
+
+    async def enter(self, instance: Entity) -> None:
+        if self.open is not None:
+            raise RuntimeError(f"{self.spec.entity.__name__}: async with self: blocks cannot nest")
+        stack = AsyncExitStack()
+        await stack.enter_async_context(self.dispatcher.edit(self.spec, self.key, into=instance, event=self.event))
+        self.open = stack
+
+    async def exit(self, exc_info: tuple[Any, ...]) -> None:
+        stack, self.open = self.open, None
+        assert stack is not None
+        await stack.__aexit__(*exc_info)
+
+
 class Dispatcher:
     """Runs events against stored instances; every change is saved, then published."""
 
@@ -217,17 +238,60 @@ class Dispatcher:
             yield Held(self._instance(spec, key, saved, must_exist), slot, saved)
 
     @asynccontextmanager
-    async def edit(self, spec: EntitySpec, key: str) -> AsyncIterator[Entity]:
-        """The instance under its lock; saved, published and told to subscribers on a clean exit,
-        left as it was when the block raises."""
+    async def edit(
+        self, spec: EntitySpec, key: str, into: Entity | None = None, event: str | None = None
+    ) -> AsyncIterator[Entity]:
+        """The instance under its lock (re-read ``into`` an existing instance, if given); saved,
+        published and told to subscribers on a clean exit, left as it was when the block raises."""
         if spec.in_browser:
             raise TypeError(f'{spec.entity.__name__} is store="client": its state lives in the page, not here')
         async with self._hold(spec, key, None, spec.is_record) as held:
+            if into is not None:
+                into.__dict__.update(held.instance.__dict__)  # validated fresh state
+                held.instance = into
             before = held.instance.public_state()
             yield held.instance
             committed = await self._save(spec, held)
         if committed:
-            await self.notify(spec, key, None, before, held.instance.public_state())
+            await self.notify(spec, key, event, before, held.instance.public_state())
+
+    async def run_background(
+        self, spec: EntitySpec, key: str, descriptor: EventDescriptor, request: EventRequest
+    ) -> AsyncGenerator[Update, None]:
+        """An ``@event(background=True)``: bound and read now (bad input and a missing record
+        fail before any answer), then run without the lock; its ``async with self:`` blocks each
+        hold, save and publish the instance. Each yield is a step for the caller."""
+        kwargs = bind_params(descriptor, spec, request)
+        instance = await self.read(spec, key, must_exist=spec.is_record)
+        return self._background(spec, instance, descriptor, request, kwargs)
+
+    async def _background(
+        self,
+        spec: EntitySpec,
+        instance: Entity,
+        descriptor: EventDescriptor,
+        request: EventRequest,
+        kwargs: dict[str, Any],
+    ) -> AsyncGenerator[Update, None]:
+        steps = Steps(spec, instance, request, descriptor.info)
+        instance._editor = Blocks(self, spec, instance.id, descriptor.info.name)
+        try:
+            async for result in invoke(instance, descriptor, kwargs):
+                steps.count += 1
+                yield steps.held_back(steps.step(result))
+            last = steps.last()
+        except Exception as exc:
+            error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            instance._editor = None
+        if steps.redirect is not None:
+            last = last or Update(spec.name, {}, steps.baseline)
+            last.redirect = steps.redirect
+        if last is not None:
+            yield last
 
     async def notify(
         self, spec: EntitySpec, key: str, event: str | None, before: State | None, after: State | None

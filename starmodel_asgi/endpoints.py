@@ -187,6 +187,9 @@ class Endpoints:
         return self.answers.state(call, spec.name, instance.public_state())
 
     async def run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
+        if descriptor.info.background:
+            updates = await self.dispatcher.run_background(spec, self.key(spec, call), descriptor, call)
+            return await self.answers.background(call, updates)
         updates = self.dispatcher.run(spec, self.key(spec, call), descriptor, call, must_exist=spec.is_record)
         return await self.answers.updates(call, updates, streams=descriptor.is_async_gen or descriptor.is_sync_gen)
 

@@ -31,6 +31,8 @@ class EventInfo:
     selector: str | None = None
     mode: str | None = None
     use_view_transition: bool | None = None
+    #: runs without holding the instance; ``async with self:`` blocks take it (see ``event``)
+    background: bool = False
 
     @property
     def segment(self) -> str:
@@ -274,6 +276,7 @@ def event(
     selector: str | None = None,
     mode: str | None = None,
     use_view_transition: bool | None = None,
+    background: bool = False,
 ) -> Callable[[Callable[..., Any]], EventDescriptor]: ...
 def event(
     func: Callable[..., Any] | None = None,
@@ -284,19 +287,28 @@ def event(
     selector: str | None = None,
     mode: str | None = None,
     use_view_transition: bool | None = None,
+    background: bool = False,
 ) -> Any:
     """Mark an entity method as an event: ``@event`` or ``@event(method="GET", selector="#out")``.
 
     ``selector``/``mode`` say where returned or yielded HTML lands (Datastar's element patch
     modes: ``outer``, ``inner``, ``replace``, ``prepend``, ``append``, ``before``, ``after``,
     ``remove``).
+
+    ``background=True`` (async functions and async generators): the event runs without holding the
+    instance, so other events on it go through meanwhile. ``self`` is the state when it started;
+    each ``async with self:`` block re-reads it under the lock, and leaving the block saves it and
+    pushes it live. Changes outside such blocks are not saved. Yields still stream to the caller;
+    the event is cancelled when the caller goes away.
     """
     method = method.upper()
     if method not in METHODS:
         raise ValueError(f"@event method must be one of {METHODS}, not {method!r}")
 
     def wrap(f: Callable[..., Any]) -> EventDescriptor:
-        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition)
+        if background and not (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
+            raise TypeError(f"@event(background=True) {f.__name__}: needs an async def (function or generator)")
+        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition, background)
         return EventDescriptor(f, info)
 
     return wrap(func) if func is not None else wrap

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
+import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -28,11 +29,34 @@ class UpdatesResponse(StreamResponse):
     """Streams updates as the dispatcher produces them, in the request's own task (so the
     instance lock is taken and released by one task)."""
 
-    def __init__(self, formatter: Formatter, first: list[Update], rest: AsyncGenerator[Update, None]) -> None:
+    def __init__(
+        self,
+        formatter: Formatter,
+        first: list[Update],
+        rest: AsyncGenerator[Update, None],
+        *,
+        until_disconnect: bool = False,
+    ) -> None:
         super().__init__(formatter)
         self.formatter, self.first, self.rest = formatter, first, rest
+        self.until_disconnect = until_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.until_disconnect:
+            await self._send_all(send)
+            return
+        async with anyio.create_task_group() as tg:  # the caller went away: the event is cancelled
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await self._send_all(send)
+            tg.cancel_scope.cancel()
+
+    async def _send_all(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         fmt = self.formatter
         async with aclosing(self.rest) as rest:
@@ -95,6 +119,15 @@ class Answers:
             await updates.aclose()
             raise
         return self.answer(call, [first, *rest])
+
+    async def background(self, call: EventRequest, updates: AsyncGenerator[Update, None]) -> Response:
+        """A background event's updates: streamed from the start, and cancelled when the caller
+        goes away, if the format streams; else collected into one answer."""
+        formatter = self.formatter(call)
+        if formatter.streams:
+            return UpdatesResponse(formatter, [], updates, until_disconnect=True)
+        async with aclosing(updates):
+            return self.answer(call, [update async for update in updates])
 
     def error(self, call: EventRequest, error: EventError) -> Response:
         try:

@@ -1,0 +1,127 @@
+"""``@event(background=True)`` over a real uvicorn: the event holds no lock while it sleeps, so other
+clients' events go through; each ``async with self:`` block saves and pushes live; yields stream
+to the caller; a caller that goes away cancels it."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import httpx
+import pytest
+
+from starmodel_asgi import Change, Entity, StarModel, event
+from tests.support.headers import DATASTAR, JSON
+from tests.support.servers import LiveStream, run_server
+from tests.support.sse import merged_signals, parse_sse
+
+pytestmark = pytest.mark.anyio
+
+
+class Job(Entity):
+    model_config = {"scope": "global", "name": "job"}
+    progress: int = 0
+    clicks: int = 0
+
+    @event
+    def click(self) -> None:
+        self.clicks += 1
+
+    @event(background=True)
+    async def run(self, steps: int = 5, pause: float = 0.2):  # type: ignore[no-untyped-def]
+        for _ in range(steps):
+            await anyio.sleep(pause)  # slow work, holding nothing
+            async with self:  # fresh state under the lock; saved and pushed on leaving
+                self.progress += 1
+            yield None
+
+    @event(background=True)
+    async def broken(self) -> None:
+        async with self:
+            self.progress = 99
+            raise RuntimeError("half way")
+
+    @event(background=True)
+    async def quick(self) -> str:
+        async with self:
+            self.progress = 1
+        return '<p id="done">done</p>'
+
+
+@pytest.fixture
+def sm() -> StarModel:
+    return StarModel([Job], secret_key="background")
+
+
+async def state(c: httpx.AsyncClient) -> dict[str, int]:
+    return dict((await c.get("/job", headers=JSON)).json())
+
+
+async def test_other_events_go_through_while_a_background_event_runs(sm: StarModel) -> None:
+    changes: list[Change] = []
+    sm.on(Job, "run")(changes.append)
+    with run_server(sm) as url:
+        async with (
+            httpx.AsyncClient(base_url=url) as runner,
+            httpx.AsyncClient(base_url=url) as other,
+            httpx.AsyncClient(base_url=url) as watcher,
+            LiveStream(watcher, "/job/live") as live,
+        ):
+            await live.until(lambda s: s.signals.get("job", {}).get("progress") == 0)
+            answers: list[str] = []
+
+            async def run() -> None:
+                r = await runner.post("/job/run", headers=DATASTAR, json={"steps": 5})
+                answers.append(r.text)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                await live.until(lambda s: s.signals["job"]["progress"] >= 1)  # it has started
+                started = time.monotonic()
+                for _ in range(3):
+                    assert (await other.post("/job/click", headers=JSON)).status_code == 200
+                waited = time.monotonic() - started
+                assert waited < 0.5, f"three clicks took {waited:.2f} s behind the background event"
+                await live.until(lambda s: s.signals["job"]["progress"] == 5)  # every block pushed live
+
+            assert await state(other) == {"progress": 5, "clicks": 3}  # no block lost a click
+            steps = [e.signals["job"]["progress"] for e in parse_sse(answers[0]) if e.event == "datastar-patch-signals"]
+            assert steps == [1, 2, 3, 4, 5]  # each yield streamed to the caller
+    assert [(c.event, c.after["progress"] if c.after else None) for c in changes] == [("run", n) for n in range(1, 6)]
+
+
+async def test_a_caller_that_goes_away_cancels_the_event(sm: StarModel) -> None:
+    with run_server(sm) as url:
+        async with httpx.AsyncClient(base_url=url) as c:
+            async with c.stream("POST", "/job/run", headers=DATASTAR, json={"steps": 50, "pause": 0.05}) as r:
+                async for chunk in r.aiter_raw():
+                    if b"progress" in chunk:
+                        break  # the caller leaves after the first step
+            await anyio.sleep(0.5)
+            progress = (await state(c))["progress"]
+            await anyio.sleep(0.5)
+            assert (await state(c))["progress"] == progress < 50  # stopped, not running on
+
+
+async def test_a_block_that_raises_saves_nothing_and_answers_500(sm: StarModel) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        r = await c.post("/job/broken", headers=JSON)
+        assert r.status_code == 500 and "half way" not in r.text
+        assert await state(c) == {"progress": 0, "clicks": 0}
+        r = await c.post("/job/quick", headers=DATASTAR)
+        events = parse_sse(r.text)
+        assert merged_signals(events)["job"]["progress"] == 1
+        assert [e.elements for e in events if e.event == "datastar-patch-elements"] == ['<p id="done">done</p>']
+        r = await c.post("/job/quick", headers=JSON)
+        assert r.json() == {"progress": 1, "clicks": 0}
+
+
+async def test_misuse_is_named() -> None:
+    with pytest.raises(TypeError, match="needs an async def"):
+
+        @event(background=True)
+        def sync_one(self: object) -> None: ...
+
+    with pytest.raises(RuntimeError, match=r"sm\.edit"):
+        async with Job():
+            pass
