@@ -16,7 +16,7 @@ import anyio.to_thread
 from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.changes import Change, Subscribers
-from starmodel_asgi.entity import Entity
+from starmodel_asgi.entity import EDITOR_KEY, Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
 from starmodel_asgi.http import Element, EventError, EventRequest, NotFound, Redirect, Update, internal_error
 from starmodel_asgi.spec import EntitySpec
@@ -247,7 +247,7 @@ class Dispatcher:
             raise TypeError(f'{spec.entity.__name__} is store="client": its state lives in the page, not here')
         async with self._hold(spec, key, None, spec.is_record) as held:
             if into is not None:
-                into.__dict__.update(held.instance.__dict__)  # validated fresh state
+                into.__dict__.update(held.instance.__dict__)  # validated fresh state (keeps EDITOR_KEY)
                 held.instance = into
             before = held.instance.public_state()
             yield held.instance
@@ -274,7 +274,7 @@ class Dispatcher:
         kwargs: dict[str, Any],
     ) -> AsyncGenerator[Update, None]:
         steps = Steps(spec, instance, request, descriptor.info)
-        instance._editor = Blocks(self, spec, instance.id, descriptor.info.name)
+        instance.__dict__[EDITOR_KEY] = Blocks(self, spec, instance.id, descriptor.info.name)
         try:
             async for result in invoke(instance, descriptor, kwargs):
                 steps.count += 1
@@ -286,7 +286,7 @@ class Dispatcher:
                 raise
             raise error from exc
         finally:
-            instance._editor = None
+            instance.__dict__.pop(EDITOR_KEY, None)
         if steps.redirect is not None:
             last = last or Update(spec.name, {}, steps.baseline)
             last.redirect = steps.redirect

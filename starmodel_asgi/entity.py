@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Literal, Protocol, Self, cast
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.pages import SafeHTML
@@ -47,6 +47,9 @@ class _BoundSignals:
         return self.__getattr__(field)
 
 
+EDITOR_KEY = "__starmodel_editor__"
+
+
 class Editor(Protocol):
     async def enter(self, instance: Entity) -> None: ...
     async def exit(self, exc_info: tuple[Any, ...]) -> None: ...
@@ -80,22 +83,25 @@ class Entity(BaseModel):
     id: str = ""
 
     signal: ClassVar[_Signals] = _Signals()
-    #: set while an ``@event(background=True)`` runs: what ``async with self:`` takes the lock through
-    _editor: Editor | None = PrivateAttr(default=None)
 
     async def __aenter__(self) -> Self:
         """Inside an ``@event(background=True)``: take the instance under its lock, re-read fresh."""
-        if self._editor is None:
-            raise RuntimeError(
-                f"async with {type(self).__name__}: only inside an @event(background=True); elsewhere use sm.edit(...)"
-            )
-        await self._editor.enter(self)
+        await self._editor().enter(self)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         """Save and push live (nothing is saved when the block raised), then release the lock."""
-        assert self._editor is not None
-        await self._editor.exit(exc_info)
+        await self._editor().exit(exc_info)
+
+    def _editor(self) -> Editor:
+        # set in the instance's __dict__ only while a background event runs (a Pydantic private
+        # attribute would slow the creation of every instance)
+        editor = self.__dict__.get(EDITOR_KEY)
+        if editor is None:
+            raise RuntimeError(
+                f"async with {type(self).__name__}: only inside an @event(background=True); elsewhere use sm.edit(...)"
+            )
+        return cast(Editor, editor)
 
     @classmethod
     def __starmodel_target__(cls) -> EntitySpec:
