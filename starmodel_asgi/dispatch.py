@@ -128,10 +128,15 @@ class Steps:
         return update
 
     def last(self) -> Update | None:
-        """The changes made after the last yield (or by an event that never yielded)."""
+        """The changes made after the last yield (or by an event that never yielded), carrying a
+        held-back redirect: the caller sends it only once the state is saved."""
+        update = None
         if not self.count or self.instance.public_state() != self.baseline:
-            return self.step(None)
-        return None
+            update = self.step(None)
+        if self.redirect is not None:
+            update = update or Update(self.spec.name, {}, self.baseline)
+            update.redirect = self.redirect
+        return update
 
 
 @dataclass
@@ -220,9 +225,6 @@ class Dispatcher:
                 raise error from exc
         if committed:
             await self.notify(spec, key, descriptor.info.name, steps.original, held.instance.public_state())
-        if steps.redirect is not None:  # the page leaves only once the state is saved
-            last = last or Update(spec.name, {}, steps.baseline)
-            last.redirect = steps.redirect
         if last is not None:
             yield last
 
@@ -287,9 +289,6 @@ class Dispatcher:
             raise error from exc
         finally:
             instance.__dict__.pop(EDITOR_KEY, None)
-        if steps.redirect is not None:
-            last = last or Update(spec.name, {}, steps.baseline)
-            last.redirect = steps.redirect
         if last is not None:
             yield last
 

@@ -44,16 +44,25 @@ def check_origin(headers: Mapping[str, str], trusted_origins: Collection[str]) -
     raise EventError(403, "Cross-site request refused")
 
 
-async def read_body(request: Request, max_body_size: int) -> bytes:
-    """The whole body, refused (413) as soon as it is known to pass ``max_body_size``."""
+def too_big(max_body_size: int) -> EventError:
+    return EventError(413, f"Request body over {max_body_size} bytes")
+
+
+def refuse_declared_oversize(request: Request, max_body_size: int) -> None:
+    """413 before reading, when ``Content-Length`` already says the body is too big."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_size:
-        raise EventError(413, f"Request body over {max_body_size} bytes")
+        raise too_big(max_body_size)
+
+
+async def read_body(request: Request, max_body_size: int) -> bytes:
+    """The whole body, refused (413) as soon as it is known to pass ``max_body_size``."""
+    refuse_declared_oversize(request, max_body_size)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_body_size:
-            raise EventError(413, f"Request body over {max_body_size} bytes")
+            raise too_big(max_body_size)
     return bytes(body)
 
 
@@ -90,9 +99,7 @@ async def read_input(request: Request, max_body_size: int) -> Body:
 async def read_multipart(request: Request, max_body_size: int) -> Body:
     """A ``multipart/form-data`` body, read as it arrives (files spooled to disk past 1 MB),
     refused (413) once it passes ``max_body_size``."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_body_size:
-        raise EventError(413, f"Request body over {max_body_size} bytes")
+    refuse_declared_oversize(request, max_body_size)
     received = 0
 
     async def receive() -> Message:
@@ -100,7 +107,7 @@ async def read_multipart(request: Request, max_body_size: int) -> Body:
         message = await request.receive()
         received += len(message.get("body", b""))
         if received > max_body_size:
-            raise EventError(413, f"Request body over {max_body_size} bytes")
+            raise too_big(max_body_size)
         return message
 
     try:

@@ -42,6 +42,11 @@ class Job(Entity):
             raise RuntimeError("half way")
 
     @event(background=True)
+    async def nested(self) -> None:
+        async with self, self:
+            pass
+
+    @event(background=True)
     async def quick(self) -> str:
         async with self:
             self.progress = 1
@@ -114,6 +119,8 @@ async def test_a_block_that_raises_saves_nothing_and_answers_500(sm: StarModel) 
         assert [e.elements for e in events if e.event == "datastar-patch-elements"] == ['<p id="done">done</p>']
         r = await c.post("/job/quick", headers=JSON)
         assert r.json() == {"progress": 1, "clicks": 0}
+        r = await c.post("/job/nested", headers=JSON)  # nesting would deadlock on the lock: refused
+        assert r.status_code == 500 and (await state(c))["progress"] == 1
 
 
 async def test_misuse_is_named() -> None:
