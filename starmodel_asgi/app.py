@@ -21,6 +21,7 @@ from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.http import EventError
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
 from starmodel_asgi.live import Live
+from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import route_path
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec
@@ -42,6 +43,8 @@ class StarModel:
     ``store="redis"``, ``broadcast_url`` picks the live-update backend by scheme.
     ``datastar_error_status=200`` answers Datastar requests' errors with that status instead of
     4xx/5xx, so the browser applies the ``_error``/``_errors`` signals (it ignores non-200 bodies).
+    ``presence_interval``: how often each worker repeats its viewer counts; a dead worker's
+    viewers drop out within four intervals (8 s by default).
     Every setting is checked here: a bad entity or a missing extra fails now, not on a request.
     """
 
@@ -65,6 +68,7 @@ class StarModel:
         authorize: Authorize | None = None,
         trusted_origins: Iterable[str] = (),
         keepalive: float = 15.0,
+        presence_interval: float = 2.0,
         list_limit: int = 100,
         datastar_error_status: int | None = None,
     ) -> None:
@@ -82,9 +86,10 @@ class StarModel:
         self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
         self.sessions = Sessions(_signer(secret_key), cookie_name, session_ttl, cookie_secure)
         self.dispatcher = Dispatcher(self.store_for, self.broadcast)
+        self.presence = Presence(self.broadcast, presence_interval)
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
-            live=Live(self.dispatcher, self.broadcast, keepalive),
+            live=Live(self.dispatcher, self.broadcast, keepalive, presence=self.presence),
             answers=Answers(formatters if formatters is not None else default_formatters(), datastar_error_status),
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
@@ -164,7 +169,11 @@ class StarModel:
 
     async def aclose(self) -> None:
         """Close what the app opened: store connections and the broadcast backend."""
-        backends: list[tuple[str, Store | Broadcast]] = [*self._stores.items(), ("broadcast", self.broadcast)]
+        backends: list[tuple[str, Store | Broadcast | Presence]] = [
+            ("presence", self.presence),  # tells the other workers first, through the broadcast
+            *self._stores.items(),
+            ("broadcast", self.broadcast),
+        ]
         for name, closable in backends:
             try:
                 await closable.aclose()

@@ -15,9 +15,15 @@ from starmodel_asgi.spec import EntitySpec
 
 
 def client_values(spec: EntitySpec, request: EventRequest) -> dict[str, Any]:
-    """The entity's namespace in the request's signals (``{"counter": {...}}``)."""
+    """The entity's namespace in the request's signals (``{"counter": {...}}``). For a record's
+    event, nothing when the namespace holds another record (its ``id`` differs): on a page
+    listing many records, one record's events must not take another's values."""
     namespace = request.signals.get(spec.name)
-    return namespace if isinstance(namespace, dict) else {}
+    if not isinstance(namespace, dict):
+        return {}
+    if spec.is_record and "id" in namespace and "id" in request.path_params:
+        return namespace if namespace["id"] == request.path_params["id"] else {}
+    return namespace
 
 
 def one_or_all(values: Mapping[str, list[Any]], sequences: Collection[str]) -> dict[str, Any]:
@@ -74,9 +80,13 @@ def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventReq
     return kwargs
 
 
-def apply_client_writes(spec: EntitySpec, instance: BaseModel, request: EventRequest) -> None:
-    """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
-    values = client_values(spec, request)
+def apply_client_writes(
+    spec: EntitySpec, instance: BaseModel, request: EventRequest, *, creating: bool = False
+) -> None:
+    """Sets the client-writable fields the page sent in the entity's namespace (for a new
+    record, also as form fields or top-level JSON, like an event's arguments); each bad value
+    is a 422 naming it."""
+    values = pick(spec.writable, sources(spec, request, ())) if creating else client_values(spec, request)
     errors: dict[str, str] = {}
     for name in spec.writable & values.keys():
         try:

@@ -12,13 +12,24 @@ from functools import partial
 from typing import Any, cast
 
 import anyio.to_thread
+from pydantic import ValidationError
 
 from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import EDITOR_KEY, Entity
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import Element, EventError, EventRequest, NotFound, Redirect, Update, internal_error
+from starmodel_asgi.http import (
+    Element,
+    EventError,
+    EventRequest,
+    NotFound,
+    Redirect,
+    Update,
+    internal_error,
+    invalid,
+)
+from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Slot, State, Store
 
@@ -36,6 +47,12 @@ def entity_class(spec: EntitySpec) -> type[Entity]:
 
 def channel_name(spec: EntitySpec, key: str) -> str:
     return f"sm:{spec.name}:{key}"
+
+
+def list_channel(spec: EntitySpec) -> str:
+    """Where a record entity's live lists hear that one of its records was created, changed or
+    deleted (each message is a fresh token: the lists re-read their window)."""
+    return f"sm:{spec.name}"
 
 
 def attributed(error: EventError, spec: EntitySpec) -> EventError:
@@ -314,6 +331,7 @@ class Dispatcher:
             return False
         await held.slot.save(stored)
         await self.publish(spec, held.instance.id, stored)
+        await self.touch_list(spec)
         return True
 
     def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
@@ -325,20 +343,31 @@ class Dispatcher:
         state is saved, and streams re-send the current state when they reconnect."""
         await self._send(spec, key, json.dumps(state))
 
-    async def _send(self, spec: EntitySpec, key: str, message: str) -> None:
+    async def touch_list(self, spec: EntitySpec) -> None:
+        """Tell the record entity's live lists to re-read."""
+        if spec.is_record:
+            await self._send(spec, None, uuid.uuid4().hex)
+
+    async def _send(self, spec: EntitySpec, key: str | None, message: str) -> None:
+        channel = list_channel(spec) if key is None else channel_name(spec, key)
         try:
-            await self.broadcast.publish(channel_name(spec, key), message)
+            await self.broadcast.publish(channel, message)
         except Exception:
-            logger.exception("could not publish %s %s", spec.name, key)
+            logger.exception("could not publish %s %s", spec.name, key or "list")
 
     async def create(self, spec: EntitySpec, request: EventRequest | None = None, **fields: Any) -> Entity:
         """A new record with a fresh id: ``fields`` (validated), then what the page may write."""
         key = uuid.uuid4().hex
-        instance = entity_class(spec)(**{**fields, "id": key})
+        model = entity_class(spec)
+        try:
+            instance = model(**{**fields, "id": key})
+        except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
+            raise invalid(spec.name, readable_errors(exc, model)) from None
         if request is not None:
-            apply_client_writes(spec, instance, request)
+            apply_client_writes(spec, instance, request, creating=True)
         async with self.store_for(spec).hold(spec, key) as slot:
             await slot.save(instance.stored_state())
+        await self.touch_list(spec)
         await self.notify(spec, key, None, None, instance.public_state())
         return instance
 
@@ -348,8 +377,9 @@ class Dispatcher:
             before = self._instance(spec, key, saved, True).public_state()
             await slot.delete()
             await self._send(spec, key, DELETED)
+        await self.touch_list(spec)
         await self.notify(spec, key, None, before, None)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[Entity]:
-        states = await self.store_for(spec).list(spec, limit, offset)
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:
+        states = await self.store_for(spec).list(spec, limit, offset, newest)
         return [self._instance(spec, s["id"], s, False) for s in states]

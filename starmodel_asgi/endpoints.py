@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from starlette.background import BackgroundTask
@@ -19,6 +19,7 @@ from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 from starmodel_asgi.identity import Sessions
+from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Action, Route, RouteTable
@@ -69,6 +70,7 @@ class Endpoints:
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
+    windows: Windows = field(default_factory=Windows)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
         """Every URL shape of every entity, each with its one handler."""
@@ -80,6 +82,7 @@ class Endpoints:
                 table.add(spec, "", "GET", Action(partial(self.read_record, spec)), with_id=True)
                 table.add(spec, "", "DELETE", Action(partial(self.delete, spec), True, "delete"), with_id=True)
                 table.add(spec, "live", "GET", Action(partial(self.live_record, spec)), with_id=True)
+                table.add(spec, "live", "GET", Action(partial(self.live_list, spec)))
             else:
                 table.add(spec, "", "GET", Action(partial(self.read, spec)))
                 table.add(spec, "live", "GET", Action(partial(self.stream, spec)))
@@ -153,15 +156,18 @@ class Endpoints:
 
     async def check(self, call: EventRequest, spec: EntitySpec, event: str | None) -> None:
         """Asks ``authorize``; 403 unless it says ``True``."""
+        if not await self.allows(call, spec, event):
+            raise EventError(403, "Forbidden", spec.name)
+
+    async def allows(self, call: EventRequest, spec: EntitySpec, event: str | None) -> bool:
         if self.authorize is None:
-            return
+            return True
         allowed = self.authorize(call, entity_class(spec), event)
         if inspect.isawaitable(allowed):
             allowed = await allowed
-        if allowed is not True:
-            if not isinstance(allowed, bool):
-                raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
-            raise EventError(403, "Forbidden", spec.name)
+        if not isinstance(allowed, bool):
+            raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
+        return allowed
 
     def key(self, spec: EntitySpec, call: EventRequest) -> str:
         """Which instance the caller means."""
@@ -219,6 +225,25 @@ class Endpoints:
         return Response(status_code=204)
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
+        limit, offset = self._page(spec, call)
+        items = await self.dispatcher.list(spec, limit, offset)
+        return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
+
+    async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
+        if entity_class(spec).render is Entity.render:
+            raise EventError(
+                404, f"{spec.entity.__name__} has no render(): a live list sends each record's HTML", spec.name
+            )
+        limit, _ = self._page(spec, call)
+
+        async def allowed(record: Entity) -> bool:
+            return await self.allows(replace(call, path_params={"id": record.id}), spec, None)
+
+        checks = allowed if self.authorize is not None else None
+        return ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+
+    def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:
+        """``?limit=&offset=``, checked."""
         try:
             limit = int(call.query.get("limit", [self.list_limit])[0])
             offset = int(call.query.get("offset", [0])[0])
@@ -226,5 +251,4 @@ class Endpoints:
             raise EventError(422, "limit and offset must be integers", spec.name) from None
         if not 0 < limit <= self.list_limit or offset < 0:
             raise EventError(422, f"limit must be 1..{self.list_limit}, offset >= 0", spec.name)
-        items = await self.dispatcher.list(spec, limit, offset)
-        return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
+        return limit, offset

@@ -63,6 +63,7 @@ class EntityConfig(ConfigDict, total=False):
     name: str
     ttl: float
     client_writable: Iterable[str]
+    presence: bool
 
 
 class Entity(BaseModel):
@@ -71,7 +72,8 @@ class Entity(BaseModel):
     Settings are plain keys of ``model_config``: ``scope`` (``"session"``, ``"user"``,
     ``"global"``, ``"record"``), ``store`` (``"memory"``, ``"sql"``, ``"redis"``, ``"client"``),
     ``name`` (URL segment and signal namespace), ``ttl`` (seconds an idle session or user
-    instance is kept), ``client_writable`` (field names the browser may set).
+    instance is kept), ``client_writable`` (field names the browser may set), ``presence``
+    (live streams carry ``_viewers``, how many pages watch the instance).
     """
 
     model_config: ClassVar[EntityConfig] = EntityConfig(
@@ -125,6 +127,12 @@ class Entity(BaseModel):
         hidden = spec_of(type(self)).server_only
         return ((name, value) for name, value in super().__repr_args__() if name not in hidden)
 
+    @property
+    def dom_id(self) -> str:
+        """``message-<id>``: the id of the record's element in a live list (give it to the
+        outer element ``render()`` returns)."""
+        return f"{spec_of(type(self)).name}-{self.id}"
+
     def render(self) -> Any:
         """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
         return None
@@ -146,7 +154,7 @@ class Entity(BaseModel):
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         # blank errors, declared once, so $name._errors.field reads "" until something fails
-        errors = json.dumps({spec.name: spec.no_errors}, separators=(",", ":"))
+        errors = json.dumps({spec.name: _local_signals(spec)}, separators=(",", ":"))
         attrs += f" data-signals__ifmissing='{html.escape(errors, quote=True)}'"
         if sync is not None:
             if spec.is_record and instance is None:
@@ -155,3 +163,29 @@ class Entity(BaseModel):
             url = base if sync == "get" else f"{base}/live"
             attrs += f" data-init=\"@get('{url}')\""
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
+
+    @classmethod
+    def live_list(cls, limit: int | None = None, tag: str = "div", **attrs: str) -> SafeHTML:
+        """The element a record entity's live list fills: ``<div id="message-list">`` opening
+        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first), with a
+        ``_viewers`` signal for ``presence`` entities. ``attrs`` become HTML attributes."""
+        spec = cls.__starmodel_target__()
+        if not spec.is_record:
+            raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
+        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
+        if limit is not None:
+            url += f"?limit={int(limit)}"
+        extra = "".join(
+            f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
+        )
+        local = json.dumps({spec.name: _local_signals(spec)}, separators=(",", ":"))
+        return SafeHTML(
+            f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
+            f" data-init=\"@get('{url}')\"{extra}></{tag}>"
+        )
+
+
+def _local_signals(spec: EntitySpec) -> dict[str, Any]:
+    """The signals the server sets and the page never sends back: blank errors, and the number
+    of viewers of a ``presence`` entity."""
+    return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors

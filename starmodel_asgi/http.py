@@ -103,10 +103,14 @@ class NotFound(EventError, LookupError):
     """A missing record: ``404`` over HTTP, a ``LookupError`` to Python callers."""
 
 
-def invalid(entity: str, errors: dict[str, str]) -> EventError:
+class Invalid(EventError, ValueError):
+    """Bad values: ``422`` over HTTP with a sentence per value, a ``ValueError`` to Python callers."""
+
+
+def invalid(entity: str, errors: dict[str, str]) -> Invalid:
     """A 422 naming each bad value."""
     summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
-    return EventError(422, f"Invalid input: {summary}", entity, errors)
+    return Invalid(422, f"Invalid input: {summary}", entity, errors)
 
 
 def internal_error(exc: BaseException, doing: str, entity: str | None = None) -> EventError:

@@ -1,4 +1,5 @@
-"""``GET /{entity}/live``: a long-lived stream of one instance's state."""
+"""Live streams: ``GET /{entity}/live``, a long-lived stream of one instance's state, and what
+every live stream shares."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from starmodel_asgi.dispatch import DELETED, Dispatcher, channel_name, entity_cl
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import Element, EventError, Update
+from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import StreamResponse
 from starmodel_asgi.spec import EntitySpec
 
@@ -32,62 +35,71 @@ KEEPALIVE = b": keepalive\n\n"
 @dataclass
 class Live:
     """What every live stream of an app shares: where states come from, the broadcast, the
-    keep-alive period and the recent views."""
+    viewer counts, the keep-alive period and the recent views."""
 
     dispatcher: Dispatcher
     broadcast: Broadcast
     keepalive: float = 15.0
     views: Views = field(default_factory=lambda: Views())
+    presence: Presence | None = None
 
     def response(self, formatter: Formatter, spec: EntitySpec, key: str) -> LiveResponse:
         """``formatter`` must stream (``formatter.streams``)."""
         return LiveResponse(self, formatter, spec, key)
 
+    def viewers(self, spec: EntitySpec) -> Presence | None:
+        return self.presence if spec.presence else None
 
-class LiveResponse(StreamResponse):
-    """Sends the current state at once, then each change published for the instance, and a
-    keep-alive comment whenever nothing happened for ``keepalive`` seconds.
 
-    A reader that falls behind skips to the newest state (the broadcast keeps one pending message
-    per subscriber). When the broadcast says messages may have been missed, the state is re-read
-    from the store. Ends when the client goes away, releasing its subscription; a reconnecting
-    client starts again from the current state.
-    """
+class LiveStream(StreamResponse):
+    """What every live stream does: subscribes before the first read (so no change between the
+    read and the first message is lost), sends the first view, then follows the channel, with a
+    keep-alive comment whenever nothing was sent for ``keepalive`` seconds and, for ``presence``
+    entities, the number of viewers. Ends when the client goes away, releasing its subscription;
+    a reconnecting client starts again from the current state."""
 
-    def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, key: str) -> None:
+    def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, channel: str) -> None:
         super().__init__(formatter)
-        self.live, self.formatter, self.spec, self.key = live, formatter, spec, key
-        self._state: dict[str, Any] = {}
-        self._elements: list[Element] | None = None
+        self.live, self.formatter, self.spec, self.channel = live, formatter, spec, channel
         self._sending = anyio.Lock(fast_acquire=True)
         self._last_sent = anyio.current_time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        live, spec = self.live, self.spec
-        channel = channel_name(spec, self.key)
-        async with live.broadcast.subscribe(channel) as messages:
-            # subscribed before reading, so no change between the read and the first message is lost
+        async with AsyncExitStack() as stack:
+            messages = await stack.enter_async_context(self.live.broadcast.subscribe(self.channel))
             try:
-                instance = await live.dispatcher.read(spec, self.key)
+                await self.start()
             except Exception:
-                logger.exception("live stream of %s %s could not read the state", spec.name, self.key)
-                error = EventError(503, "The state is unavailable; try again", spec.name)
+                logger.exception("live stream of %s could not read the state", self.channel)
+                error = EventError(503, "The state is unavailable; try again", self.spec.name)
                 await Response(self.formatter.format_error(error), 503, media_type=self.media_type)(
                     scope, receive, send
                 )
                 return
+            presence = self.live.viewers(self.spec)
+            viewers = await stack.enter_async_context(presence.join(self.channel)) if presence else None
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self._push(send, view_of(instance))
+            await self.first(send)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
                 tg.start_soon(self._keepalive, send)
-                await self._follow(send, channel, messages)
+                if viewers is not None:
+                    tg.start_soon(self._viewers, send, viewers)
+                await self.follow(send, messages)
                 # the broadcast closed (shutdown) or the record was deleted: finish the response
                 await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
 
+    async def start(self) -> None:
+        """Read what the first view shows; raising answers 503."""
+
+    async def first(self, send: Send) -> None:
+        """Send the first view."""
+
+    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+        """Send what each message changes; return to end the stream."""
+
     async def _keepalive(self, send: Send) -> None:
-        """A comment whenever nothing was sent for ``keepalive`` seconds."""
         while True:
             idle = anyio.current_time() - self._last_sent
             if idle < self.live.keepalive:
@@ -95,7 +107,43 @@ class LiveResponse(StreamResponse):
                 continue
             await self._send(send, KEEPALIVE)
 
-    async def _follow(self, send: Send, channel: str, messages: AsyncIterator[Message]) -> None:
+    async def _viewers(self, send: Send, counts: AsyncIterator[Message]) -> None:
+        async for count in counts:
+            update = Update(self.spec.name, {"_viewers": int(count or 0)}, {})
+            await self._send(send, self.formatter.format([update]).encode())
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        async with self._sending:  # the keep-alive and viewers tasks send too
+            await _body(send, body)
+            self._last_sent = anyio.current_time()
+
+
+class LiveResponse(LiveStream):
+    """``GET /{entity}/live``: the current state at once, then each change published for the
+    instance.
+
+    A reader that falls behind skips to the newest state (the broadcast keeps one pending message
+    per subscriber). When the broadcast says messages may have been missed, the state is re-read
+    from the store.
+    """
+
+    def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, key: str) -> None:
+        super().__init__(live, formatter, spec, channel_name(spec, key))
+        self.key = key
+        self._state: dict[str, Any] = {}
+        self._elements: list[Element] | None = None
+        self._instance_read: Entity | None = None
+
+    async def start(self) -> None:
+        self._instance_read = await self.live.dispatcher.read(self.spec, self.key)
+
+    async def first(self, send: Send) -> None:
+        assert self._instance_read is not None
+        await self._push(send, view_of(self._instance_read))
+        self._instance_read = None
+
+    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+        channel = self.channel
         async for message in messages:
             if message == DELETED:  # tell the page, then end: Datastar does not retry a finished stream
                 deleted = Update(self.spec.name, {"_deleted": True}, {})
@@ -138,11 +186,6 @@ class LiveResponse(StreamResponse):
             return
         update = Update(self.spec.name, changed, state, new_elements)
         await self._send(send, self.formatter.format([update]).encode())
-
-    async def _send(self, send: Send, body: bytes) -> None:
-        async with self._sending:  # the keep-alive task sends too
-            await _body(send, body)
-            self._last_sent = anyio.current_time()
 
 
 def view_of(instance: Entity) -> View:

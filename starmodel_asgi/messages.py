@@ -28,6 +28,7 @@ TEMPLATES = {
     "missing": "{label} is required.",
     "string_type": "{label} must be text.",
     "string_too_short": "{label} must be at least {min_length} characters long.",
+    "string_too_short:1": "{label} cannot be empty.",
     "string_too_long": "{label} must be at most {max_length} characters long.",
     "string_pattern_mismatch": "{label} is not in the expected format.",
     "int_parsing": "{label} must be a whole number.",
@@ -106,7 +107,9 @@ def sentence(error: ErrorDetails, field: FieldInfo | None, name: str) -> str:
     context = {str(k): v for k, v in (error.get("ctx") or {}).items()}
     if "error" in context:
         context["error"] = str(context["error"])
-    template = TEMPLATES.get(f"{error['type']}:{context.get('class')}") or TEMPLATES.get(error["type"])
+    # a specific sentence first: by the expected class (files), or for an empty string
+    detail = context.get("class", context.get("min_length"))
+    template = TEMPLATES.get(f"{error['type']}:{detail}") or TEMPLATES.get(error["type"])
     if template is not None:
         try:
             return template.format(label=label, **context)

@@ -61,6 +61,8 @@ class EntitySpec:
     #: the names an error can name (fields and event parameters), for clearing them
     error_keys: frozenset[str] = frozenset()
     base_path: str = DEFAULT_BASE_PATH
+    #: live streams carry ``_viewers``, the number of open streams on the instance (or list)
+    presence: bool = False
 
     @cached_property
     def shown(self) -> frozenset[str]:
@@ -113,6 +115,11 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> E
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"{who}: name {name!r} must be lower case letters, digits and _ (it is a URL segment)")
     ttl = config.get("ttl")
+    presence = config.get("presence", False)
+    if not isinstance(presence, bool):
+        raise ValueError(f'{who}: model_config "presence" must be True or False, not {presence!r}')
+    if presence and store == "client":
+        raise ValueError(f'{who}: presence counts live streams, and a store="client" entity has none')
     events = event_table(entity)
     for segment in events:
         if not segment or "/" in segment or segment == "live":
@@ -141,6 +148,7 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> E
         computed=computed,
         error_keys=frozenset(params | (fields - server_only - {"id"})),
         base_path=base_path,
+        presence=presence,
     )
 
 

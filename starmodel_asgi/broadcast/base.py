@@ -1,7 +1,8 @@
 """The ``Broadcast`` protocol: live-update fan-out, whatever carries it.
 
 A subscription yields each message published on its channel; a subscriber that falls behind only
-keeps the newest one (messages are whole states, so skipping old ones loses nothing). It yields
+keeps the newest one (messages are whole states, so skipping old ones loses nothing), unless it
+asked for ``every`` message. It yields
 ``None`` when messages may have been missed (the backend lost its connection and got it back, or
 has just started listening): the reader should then re-read the state from the store.
 """
@@ -20,9 +21,10 @@ Message = str | None
 class Broadcast(Protocol):
     async def publish(self, channel: str, message: str) -> None: ...
 
-    def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
-        """Messages published on ``channel`` from now on, until the block exits. Iteration stops
-        when the backend is closed."""
+    def subscribe(self, channel: str, *, every: bool = False) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """Messages published on ``channel`` from now on, until the block exits: the newest
+        only, or with ``every=True`` each of them (up to a bounded backlog). Iteration stops when
+        the backend is closed."""
         ...
 
     async def aclose(self) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import anyio
 
 from starmodel_asgi.broadcast.base import Message
@@ -41,6 +43,28 @@ class Subscriber:
         return message
 
 
+class Queue(Subscriber):
+    """Keeps every message, up to ``size`` (then the oldest go): for notes that do not replace
+    each other, such as each worker's count of viewers."""
+
+    def __init__(self, size: int = 1000) -> None:
+        super().__init__()
+        self._queue: deque[Message] = deque(maxlen=size)
+
+    def put(self, message: Message) -> None:
+        self._queue.append(message)
+        self._ready.set()
+
+    async def __anext__(self) -> Message:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            await self._ready.wait()
+            if not self._closed:
+                self._ready = anyio.Event()
+        return self._queue.popleft()
+
+
 class Channels:
     """Local subscribers by channel name; backends deliver to them without ever blocking."""
 
@@ -58,9 +82,10 @@ class Channels:
             return len(self._channels.get(channel, ()))
         return sum(len(s) for s in self._channels.values())
 
-    def add(self, channel: str) -> tuple[Subscriber, bool]:
-        """A new subscriber, and whether it is the channel's first."""
-        subscriber = Subscriber()
+    def add(self, channel: str, every: bool = False) -> tuple[Subscriber, bool]:
+        """A new subscriber (one that keeps ``every`` message, or the newest only), and whether
+        it is the channel's first."""
+        subscriber = Queue() if every else Subscriber()
         subscribers = self._channels.setdefault(channel, set())
         subscribers.add(subscriber)
         return subscriber, len(subscribers) == 1

@@ -44,8 +44,8 @@ class Listener:
         return self._listening
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber, first = self._channels.add(channel)
+    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Subscriber]:
+        subscriber, first = self._channels.add(channel, every)
         try:
             if self._task is None or self._task.done():
                 self._task = asyncio.get_running_loop().create_task(self._run(), name=f"starmodel-{self.kind}")

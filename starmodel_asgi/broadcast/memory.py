@@ -21,8 +21,8 @@ class MemoryBroadcast:
         self._channels.deliver(channel, message)
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        subscriber, _ = self._channels.add(channel)
+    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Subscriber]:
+        subscriber, _ = self._channels.add(channel, every)
         try:
             yield subscriber
         finally:

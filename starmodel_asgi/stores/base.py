@@ -38,8 +38,9 @@ class Store(Protocol):
         """Read without holding the instance (a consistent, possibly stale, snapshot)."""
         ...
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
-        """Stored instances of a record entity, oldest first."""
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
+        """Stored instances of a record entity, oldest first: skipping the ``offset`` oldest, or
+        with ``newest`` the ``offset`` newest."""
         ...
 
     async def aclose(self) -> None: ...

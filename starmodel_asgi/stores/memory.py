@@ -64,10 +64,13 @@ class MemoryStore:
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         return self._read(spec, (spec.name, key))
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         self._sweep()
         name, now = spec.name, self._clock()
         states = [e.state for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
+        if newest:
+            end = max(len(states) - offset, 0)
+            return states[max(end - limit, 0) : end]
         return states[offset : offset + limit]
 
     async def aclose(self) -> None:

@@ -170,9 +170,11 @@ class RedisStore:
         raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
         return None if raw is None else _loads(raw)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         index = self._index_key(spec)
-        members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1)]
+        members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1, desc=newest)]
+        if newest:
+            members.reverse()
         if not members:
             return []
         raws = await self.client.mget([self._state_key(spec, m) for m in members])

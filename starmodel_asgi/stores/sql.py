@@ -237,19 +237,21 @@ class SQLStore:
             row = await self._row(conn, table, key, lock=False)
         return None if row is None else self._state(spec, row, self._clock())
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int) -> list[State]:
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         table = await self.table(spec)
         now = self._clock()
+        order = (table.c[CREATED].desc(), table.c[KEY].desc()) if newest else (table.c[CREATED], table.c[KEY])
         query = (
             select(table)
             .where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
-            .order_by(table.c[CREATED], table.c[KEY])
+            .order_by(*order)
             .limit(limit)
             .offset(offset)
         )
         async with self._transaction(write=False) as conn:
             rows = (await conn.execute(query)).all()
-        return [s for row in rows if (s := self._state(spec, row, now)) is not None]
+        states = [s for row in rows if (s := self._state(spec, row, now)) is not None]
+        return states[::-1] if newest else states
 
     async def aclose(self) -> None:
         await self.engine.dispose()

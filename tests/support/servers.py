@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +50,12 @@ class ServerURL(str):
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    async def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        """Awaits ``coroutine`` on the server's event loop (``sm.create(...)`` as a task of the
+        server would), without blocking this one."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
 
 
 @contextmanager
@@ -97,8 +103,14 @@ def run_server(app: Any, port: int = 0, **config: Any) -> Iterator[ServerURL]:
             raise RuntimeError("uvicorn failed") from failures[0]
 
 
+class WorkerURL(str):
+    """A worker's base URL; ``process`` is its uvicorn process (for ``kill -9``)."""
+
+    process: subprocess.Popen[bytes]
+
+
 @contextmanager
-def run_worker(app: str, env: Mapping[str, str] | None = None, *, factory: bool = False) -> Iterator[str]:
+def run_worker(app: str, env: Mapping[str, str] | None = None, *, factory: bool = False) -> Iterator[WorkerURL]:
     """Runs ``uvicorn app`` (``"module:attr"``, importable from the repo root) in a subprocess with
     ``env`` added to this environment; yields its base URL once it answers."""
     port = free_port()
@@ -110,7 +122,9 @@ def run_worker(app: str, env: Mapping[str, str] | None = None, *, factory: bool 
         process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
         try:
             _wait_for_port(port, process, log)
-            yield f"http://127.0.0.1:{port}"
+            url = WorkerURL(f"http://127.0.0.1:{port}")
+            url.process = process
+            yield url
         finally:
             _stop(process)
 
@@ -182,6 +196,7 @@ class LiveStream:
         self.headers = {"Datastar-Request": "true", **(headers or {})}
         self.raw = bytearray()
         self.ended = False
+        self.cut = False
         self.response: httpx.Response | None = None
         self._changed = anyio.Event()
         self._stack = AsyncExitStack()
@@ -199,10 +214,13 @@ class LiveStream:
 
     async def _read(self) -> None:
         assert self.response is not None
-        async for chunk in self.response.aiter_raw():
-            self.raw += chunk
-            self._changed.set()
-            self._changed = anyio.Event()
+        try:
+            async for chunk in self.response.aiter_raw():
+                self.raw += chunk
+                self._changed.set()
+                self._changed = anyio.Event()
+        except httpx.TransportError:  # the server went away mid-stream (a killed worker)
+            self.cut = True
         self.ended = True
         self._changed.set()
 

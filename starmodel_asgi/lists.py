@@ -1,0 +1,151 @@
+"""``GET /{entity}/live`` on a record entity: the newest records, kept up to date from any worker.
+
+The list's channel only says "something changed" (a fresh token per create, change or delete);
+each stream re-reads its window of records and sends the difference from what the page holds:
+new records appended to ``#{entity}-list`` (or prepended, when a delete brings an older one back
+into the window), changed ones morphed by their element id ``{entity}-{id}``, gone ones removed.
+A burst of changes costs one read, since a stream that falls behind only keeps the newest token;
+streams of one process share each read and its rendering.
+"""
+
+from __future__ import annotations
+
+import html as html_escape
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from starlette.types import Send
+
+from starmodel_asgi.broadcast import Message
+from starmodel_asgi.dispatch import list_channel, rendered
+from starmodel_asgi.entity import Entity
+from starmodel_asgi.formatters import Formatter
+from starmodel_asgi.http import Element, Update
+from starmodel_asgi.live import Live, LiveStream
+from starmodel_asgi.spec import EntitySpec
+
+logger = logging.getLogger("starmodel_asgi")
+
+#: Asked for each record a stream would send: ``False`` leaves it out.
+Allowed = Callable[[Entity], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record as a list shows it: its id and its element's HTML."""
+
+    id: str
+    record: Entity
+    html: str
+
+
+def row_of(spec: EntitySpec, record: Entity) -> Row | None:
+    """The record's ``render()``, given the element id ``{entity}-{id}`` if it has none (wrapped in
+    a ``<div>``). ``None`` when rendering fails (logged): the list goes on without it."""
+    try:
+        html = "".join(e.html for e in rendered(record))
+    except Exception:
+        logger.exception("%s.render() failed for %s; leaving it out of the live list", spec.entity.__name__, record.id)
+        return None
+    dom_id = record.dom_id
+    if f'id="{dom_id}"' not in html and f"id='{dom_id}'" not in html:
+        html = f'<div id="{html_escape.escape(dom_id, quote=True)}">{html}</div>'
+    return Row(record.id, record, html)
+
+
+class Windows:
+    """The rows each recent list message gives, read and rendered once per process however many
+    streams watch: concurrent askers wait for the first one's read. Bounded by count."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._done: OrderedDict[tuple[str, int, str], list[Row]] = OrderedDict()
+        self._pending: dict[tuple[str, int, str], anyio.Event] = {}
+
+    async def get(self, key: tuple[str, int, str], read: Callable[[], Awaitable[list[Row]]]) -> list[Row]:
+        while (rows := self._done.get(key)) is None and (pending := self._pending.get(key)) is not None:
+            await pending.wait()  # another stream is reading it; if its read failed, read again here
+        if rows is not None:
+            return rows
+        done = self._pending[key] = anyio.Event()
+        try:
+            rows = await read()
+            self._done[key] = rows
+            if len(self._done) > self._size:
+                self._done.popitem(last=False)
+            return rows
+        finally:
+            del self._pending[key]
+            done.set()
+
+
+class ListStream(LiveStream):
+    """The newest ``limit`` records (oldest first), then what each change does to them."""
+
+    def __init__(
+        self, live: Live, windows: Windows, formatter: Formatter, spec: EntitySpec, limit: int, allowed: Allowed | None
+    ) -> None:
+        super().__init__(live, formatter, spec, list_channel(spec))
+        self.windows, self.limit, self.allowed = windows, limit, allowed
+        self.target = f"#{spec.name}-list"
+        self._sent: dict[str, str] = {}  # id -> HTML, in page order
+        self._rows: list[Row] = []
+
+    async def start(self) -> None:
+        self._rows = await self._window(None)
+
+    async def first(self, send: Send) -> None:
+        rows, self._rows = self._rows, []
+        self._sent = {row.id: row.html for row in rows}
+        await self._patch(send, [Element("".join(self._sent.values()), self.target, "inner")])
+
+    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+        async for message in messages:
+            try:
+                rows = await self._window(message)
+            except Exception:
+                logger.exception("live list of %s could not re-read its records", self.spec.name)
+                continue  # the next change or a reconnection brings them
+            await self._patch(send, self._changes(rows))
+
+    async def _window(self, message: Message) -> list[Row]:
+        """The rows this stream may show: read once per message and process, then asked of
+        ``authorize`` one by one."""
+        if message is None:  # messages may have been missed: this stream reads on its own
+            rows = await self._read()
+        else:
+            rows = await self.windows.get((self.spec.name, self.limit, message), self._read)
+        if self.allowed is None:
+            return rows
+        return [row for row in rows if await self.allowed(row.record)]
+
+    async def _read(self) -> list[Row]:
+        records = await self.live.dispatcher.list(self.spec, self.limit, 0, newest=True)
+        return [row for record in records if (row := row_of(self.spec, record)) is not None]
+
+    def _changes(self, rows: list[Row]) -> list[Element]:
+        """The patches from what the page holds to ``rows``: removals, morphs, and new records
+        prepended (an older one back in the window) or appended; the whole list again when
+        records moved (the page's order would no longer match)."""
+        new = {row.id: row.html for row in rows}
+        old, self._sent = self._sent, new
+        kept = [i for i in old if i in new]
+        order = list(new)
+        start = order.index(kept[0]) if kept else len(order)
+        if order[start : start + len(kept)] != kept:
+            return [Element("".join(new.values()), self.target, "inner")]
+        name = self.spec.name
+        elements = [Element("", f"#{name}-{i}", "remove") for i in old if i not in new]
+        elements += [Element(new[i], f"#{name}-{i}", "outer") for i in kept if new[i] != old[i]]
+        for mode, ids in (("prepend", order[:start]), ("append", order[start + len(kept) :])):
+            if ids:
+                elements.append(Element("".join(new[i] for i in ids), self.target, mode))
+        return elements
+
+    async def _patch(self, send: Send, elements: list[Element]) -> None:
+        if elements:
+            update = Update(self.spec.name, {}, {}, elements)
+            await self._send(send, self.formatter.format([update]).encode())
