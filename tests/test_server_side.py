@@ -75,28 +75,35 @@ async def test_edit_saves_and_a_live_page_sees_it(sm: StarModel) -> None:
                 async with sm.edit(Board) as board:
                     board.count += 5
 
-            await _on_server_loop(url, edit)
+            await url.run(edit())
             await live.until(lambda s: s.signals["board"]["count"] == 5)
             assert (await c.get("/board", headers=JSON)).json() == {"count": 5}
-
-
-async def _on_server_loop(url: object, fn: object) -> None:
-    """Runs the coroutine function ``fn`` on the server's event loop, as a lifespan task would."""
-    import asyncio
-
-    loop = url.loop  # type: ignore[attr-defined]
-    future = asyncio.run_coroutine_threadsafe(fn(), loop)  # type: ignore[operator]
-    await anyio.to_thread.run_sync(future.result, 10)
 
 
 async def test_an_edit_that_raises_saves_nothing_pushes_nothing_tells_no_one(sm: StarModel) -> None:
     told: list[Change] = []
     sm.on(Board)(told.append)
-    with pytest.raises(ZeroDivisionError):
+
+    async def failing() -> None:
         async with sm.edit(Board) as board:
             board.count = 7
             1 / 0  # noqa: B018
-    assert (await sm.get(Board)).count == 0 and told == []
+
+    async def adding_one() -> None:
+        async with sm.edit(Board) as board:
+            board.count += 1
+
+    with run_server(sm) as url:
+        async with httpx.AsyncClient(base_url=url) as c, LiveStream(c, "/board/live") as live:
+            await live.until(lambda s: s.signals.get("board", {}).get("count") == 0)
+            with pytest.raises(ZeroDivisionError):
+                await url.run(failing())
+            await url.run(adding_one())
+            await live.until(lambda s: s.signals["board"]["count"] == 1)
+            counts = [e.signals["board"]["count"] for e in live.events if "count" in e.signals.get("board", {})]
+            assert counts == [0, 1]  # the failed block's 7 never reached the page
+            assert (await url.run(sm.get(Board))).count == 1
+    assert [c.after for c in told] == [{"count": 1}]
     with pytest.raises(ValidationError):  # assignments are validated
         async with sm.edit(Board) as board:
             board.count = "many"  # type: ignore[assignment]
