@@ -20,6 +20,7 @@ from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.http import EventError
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
+from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
@@ -137,13 +138,13 @@ class StarModel:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            request = Request(scope, receive)
+            incoming = Incoming(scope, receive)
             path = route_path(scope)
             found = self.routes.resolve(path)
             if found is None:
-                response = self.endpoints.error(request, self._not_found(path))
+                response = self.endpoints.error(incoming, self._not_found(path))
             else:
-                response = await self.endpoints.serve(request, *found)
+                response = await self.endpoints.serve(incoming, *found)
             await response(scope, receive, send)
         else:  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1000})

@@ -19,6 +19,7 @@ from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 from starmodel_asgi.identity import Sessions
+from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
 from starmodel_asgi.responses import Answers
@@ -33,26 +34,30 @@ UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
 Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[bool]]
 
 
+#: No body: nothing to close.
+NO_BODY = Body()
+
 #: Names the entities whose errors the browser was last sent, so their next success clears them
 #: (Datastar never sends ``_``-signals back, so the page cannot say it shows an error).
 ERRORS_COOKIE = "sm_errors"
 
 
-def errors_shown(request: Request) -> frozenset[str]:
-    value = request.cookies.get(ERRORS_COOKIE)
+def errors_shown(incoming: Incoming) -> frozenset[str]:
+    if "cookie" not in incoming.headers:
+        return frozenset()
+    value = incoming.cookies.get(ERRORS_COOKIE)
     return frozenset(value.split(".")) if value else frozenset()
 
 
 def remember_errors(
-    request: Request, response: Response, spec: EntitySpec, shown: frozenset[str], failed: EventError | None
+    incoming: Incoming, response: Response, spec: EntitySpec, shown: frozenset[str], failed: EventError | None
 ) -> None:
     """Adds the entity to the errors cookie when a page was sent its error, drops it on success."""
-    datastar = request.headers.get("datastar-request", "").lower() == "true"
-    named = failed is not None and failed.entity == spec.name and datastar
+    named = failed is not None and failed.entity == spec.name and incoming.is_datastar
     if named == (spec.name in shown):
         return
     names = shown | {spec.name} if named else shown - {spec.name}
-    path = request.scope.get("root_path") or "/"  # where the app is mounted
+    path = incoming.scope.get("root_path") or "/"  # where the app is mounted
     if names:
         response.set_cookie(ERRORS_COOKIE, ".".join(sorted(names)), path=path, httponly=True, samesite="lax")
     else:
@@ -91,39 +96,41 @@ class Endpoints:
                 table.add(spec, segment, descriptor.info.method, action, with_id=spec.is_record)
         return table
 
-    async def serve(self, request: Request, route: Route, params: Mapping[str, str]) -> Response:
+    async def serve(self, incoming: Incoming, route: Route, params: Mapping[str, str]) -> Response:
         """Runs the route's handler for the request's method; any failure becomes an answer, and
         the session cookie goes on whatever the answer is."""
         set_cookie: str | None = None
-        body = Body()
-        shown = errors_shown(request)
+        body = NO_BODY
+        shown = errors_shown(incoming)
         failed: EventError | None = None
+        method = incoming.method
         try:
-            action = route.action(request.method)
+            action = route.action(method)
             if action is None:
-                raise EventError(405, f"{request.method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
-            if action.changes_state or request.method not in SAFE_METHODS:
-                check_origin(request.headers, self.trusted_origins)
-            body = await read_input(request, self.max_body_size)
-            call, set_cookie = await self.call(request, route.spec, params, body, shown)
+                raise EventError(405, f"{method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
+            if action.changes_state or method not in SAFE_METHODS:
+                check_origin(incoming.headers, self.trusted_origins)
+            body = await read_input(incoming, self.max_body_size)
+            call, set_cookie = await self.call(incoming, route.spec, params, body, shown)
             await self.check(call, route.spec, action.event)
             response = await action.handler(call)
         except Exception as exc:
-            failed = attributed(internal_error(exc, f"{request.method} {request.scope['path']}"), route.spec)
-            response = self.error(request, failed)
+            failed = attributed(internal_error(exc, f"{method} {incoming.path}"), route.spec)
+            response = self.error(incoming, failed)
         if set_cookie is not None:
             response.raw_headers.append((b"set-cookie", set_cookie.encode("latin-1")))
-        remember_errors(request, response, route.spec, shown, failed)
+        if shown or failed is not None:
+            remember_errors(incoming, response, route.spec, shown, failed)
         if body.uploads is not None:  # uploaded files live until the answer is sent
             response.background = BackgroundTask(body.aclose)
         return response
 
-    def error(self, request: Request, error: EventError) -> Response:
-        return self.answers.error(EventRequest(request.method, request.scope["path"], request.headers), error)
+    def error(self, incoming: Incoming, error: EventError) -> Response:
+        return self.answers.error(EventRequest(incoming.method, incoming.path, incoming.headers), error)
 
     async def call(
         self,
-        request: Request,
+        incoming: Incoming,
         spec: EntitySpec,
         params: Mapping[str, str],
         body: Body,
@@ -132,22 +139,25 @@ class Endpoints:
         """The request as the core sees it, and the ``Set-Cookie`` to send (a session's only)."""
         if "id" in params and (len(params["id"]) > 200 or not params["id"].isprintable()):
             raise EventError(404, f"No {spec.name} with that id", spec.name)
+        query = incoming.query
+        if "datastar" in query:
+            query = {k: v for k, v in query.items() if k != "datastar"}
         call = EventRequest(
-            method=request.method,
-            path=request.scope["path"],
-            headers=request.headers,
-            query={k: request.query_params.getlist(k) for k in request.query_params if k != "datastar"},
+            method=incoming.method,
+            path=incoming.path,
+            headers=incoming.headers,
+            query=query,
             path_params=params,
             errors_shown=spec.name in shown,
             form=body.form,
             signals=body.signals,
-            raw=request,
+            raw=incoming.request,
         )
         set_cookie = None
         if spec.scope == "user":
-            call.user_id = await self.user_id(request)
+            call.user_id = await self.user_id(incoming.request)
         elif spec.scope == "session":
-            call.session_id, set_cookie = self.sessions.resolve(request)
+            call.session_id, set_cookie = self.sessions.resolve(incoming)
         return call, set_cookie
 
     async def user_id(self, request: Request) -> str | None:

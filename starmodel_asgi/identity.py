@@ -75,6 +75,16 @@ def default_user(scope: Mapping[str, Any]) -> str | None:
     )
 
 
+class Connection(Protocol):
+    """What sessions read of a request (Starlette's ``HTTPConnection`` has both)."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
+
+
 class Sessions:
     """The caller's session id: kept in the host's session when the host has one
     (``scope["session"]``, e.g. Starlette's ``SessionMiddleware``), else in our signed cookie."""
@@ -82,7 +92,7 @@ class Sessions:
     def __init__(self, signer: SessionSigner, cookie_name: str, ttl: float | None, secure: bool | None) -> None:
         self.signer, self.cookie_name, self.ttl, self.secure = signer, cookie_name, ttl, secure
 
-    def known(self, conn: HTTPConnection) -> str | None:
+    def known(self, conn: Connection) -> str | None:
         """The caller's session id, if it has one already."""
         host_session = conn.scope.get("session")
         if isinstance(host_session, dict):
@@ -90,7 +100,7 @@ class Sessions:
             return sid if isinstance(sid, str) else None
         return self.signer.unsign(conn.cookies.get(self.cookie_name))
 
-    def resolve(self, conn: HTTPConnection) -> tuple[str, str | None]:
+    def resolve(self, conn: Connection) -> tuple[str, str | None]:
         """The caller's session id, made up if it has none, and the ``Set-Cookie`` value to send
         (every use renews the cookie, so its lifetime slides; ``None`` under a host session)."""
         host_session = conn.scope.get("session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -11,10 +11,11 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from starmodel_asgi.http import EventError, Signals
+from starmodel_asgi.incoming import Incoming, multi
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "text/json")
@@ -48,22 +49,32 @@ def too_big(max_body_size: int) -> EventError:
     return EventError(413, f"Request body over {max_body_size} bytes")
 
 
-def refuse_declared_oversize(request: Request, max_body_size: int) -> None:
+def refuse_declared_oversize(incoming: Incoming, max_body_size: int) -> None:
     """413 before reading, when ``Content-Length`` already says the body is too big."""
-    length = request.headers.get("content-length")
+    length = incoming.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_size:
         raise too_big(max_body_size)
 
 
-async def read_body(request: Request, max_body_size: int) -> bytes:
+async def read_body(incoming: Incoming, max_body_size: int) -> bytes:
     """The whole body, refused (413) as soon as it is known to pass ``max_body_size``."""
-    refuse_declared_oversize(request, max_body_size)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    refuse_declared_oversize(incoming, max_body_size)
+    message = await incoming.receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")  # the usual case: all of it at once
         if len(body) > max_body_size:
             raise too_big(max_body_size)
-    return bytes(body)
+        return bytes(body)
+    chunks = bytearray()
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks += message.get("body", b"")
+        if len(chunks) > max_body_size:
+            raise too_big(max_body_size)
+        if not message.get("more_body", False):
+            return bytes(chunks)
+        message = await incoming.receive()
 
 
 @dataclass
@@ -80,51 +91,44 @@ class Body:
             await self.uploads.close()
 
 
-async def read_input(request: Request, max_body_size: int) -> Body:
+async def read_input(incoming: Incoming, max_body_size: int) -> Body:
     """The signals in the ``datastar`` query parameter of GET/HEAD/DELETE requests, else the body:
     a JSON object of signals, or a urlencoded or multipart form (what Datastar's
     ``{contentType: 'form'}`` and plain HTML forms send)."""
-    if request.method in ("GET", "HEAD", "DELETE"):
-        raw = request.query_params.get("datastar")
-        return Body(parse_json(raw.encode())) if raw else Body()
-    kind = content_type(request.headers)
+    if incoming.method in ("GET", "HEAD", "DELETE"):
+        raw = incoming.query.get("datastar") if incoming.scope.get("query_string") else None
+        return Body(parse_json(raw[-1].encode())) if raw and raw[-1] else Body()
+    kind = content_type(incoming.headers)
     if kind == MULTIPART_TYPE:
-        return await read_multipart(request, max_body_size)
-    body = await read_body(request, max_body_size)
+        return await read_multipart(incoming, max_body_size)
+    body = await read_body(incoming, max_body_size)
     if kind == FORM_TYPE:
         return Body(form=multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return Body(parse_json(body)) if body.strip() else Body()
 
 
-async def read_multipart(request: Request, max_body_size: int) -> Body:
+async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
     """A ``multipart/form-data`` body, read as it arrives (files spooled to disk past 1 MB),
     refused (413) once it passes ``max_body_size``."""
-    refuse_declared_oversize(request, max_body_size)
+    refuse_declared_oversize(incoming, max_body_size)
     received = 0
 
     async def receive() -> Message:
         nonlocal received
-        message = await request.receive()
+        message = await incoming.receive()
         received += len(message.get("body", b""))
         if received > max_body_size:
             raise too_big(max_body_size)
         return message
 
     try:
-        form = await Request(request.scope, receive).form()
+        form = await Request(incoming.scope, receive).form()
     except (MultiPartException, HTTPException) as exc:
         message = exc.message if isinstance(exc, MultiPartException) else exc.detail
         raise EventError(400, f"Malformed form: {message}") from None
     # a file input left empty still sends a part, with no name and no bytes: that is no file
     items = [(k, v) for k, v in form.multi_items() if not (isinstance(v, UploadFile) and not v.filename and not v.size)]
     return Body(form=multi(items), uploads=form)
-
-
-def multi(items: Iterable[tuple[str, Any]]) -> dict[str, list[Any]]:
-    values: dict[str, list[Any]] = {}
-    for name, value in items:
-        values.setdefault(name, []).append(value)
-    return values
 
 
 def parse_json(body: bytes) -> Signals:
