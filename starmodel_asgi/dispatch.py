@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -187,6 +188,36 @@ class Blocks:
         await stack.__aexit__(*exc_info)
 
 
+class Holding:
+    """``async with dispatcher._hold(...) as held``: the instance loaded under its lock (a class,
+    not a generator: this runs on every event)."""
+
+    __slots__ = ("_slot_cm", "dispatcher", "key", "must_exist", "request", "spec")
+
+    def __init__(
+        self, dispatcher: Dispatcher, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool
+    ) -> None:
+        self.dispatcher, self.spec, self.key, self.request, self.must_exist = dispatcher, spec, key, request, must_exist
+        self._slot_cm: AbstractAsyncContextManager[Slot] | None = None
+
+    async def __aenter__(self) -> Held:
+        spec = self.spec
+        if spec.in_browser:
+            return Held(self.dispatcher.from_client(spec, self.request))
+        self._slot_cm = self.dispatcher.store_for(spec).hold(spec, self.key)
+        slot = await self._slot_cm.__aenter__()
+        try:
+            saved = await slot.load()
+            return Held(self.dispatcher._instance(spec, self.key, saved, self.must_exist), slot, saved)
+        except BaseException:
+            await self._slot_cm.__aexit__(*sys.exc_info())
+            raise
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._slot_cm is not None:
+            await self._slot_cm.__aexit__(*exc_info)
+
+
 class Dispatcher:
     """Runs events against stored instances; every change is saved, then published."""
 
@@ -240,21 +271,46 @@ class Dispatcher:
                 if error is exc:
                     raise
                 raise error from exc
-        if committed:
+        if committed and self.subscribers.wanted(spec.entity):
             await self.notify(spec, key, descriptor.info.name, steps.original, held.instance.public_state())
         if last is not None:
             yield last
 
-    @asynccontextmanager
-    async def _hold(
-        self, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool
-    ) -> AsyncIterator[Held]:
-        if spec.in_browser:
-            yield Held(self.from_client(spec, request))
-            return
-        async with self.store_for(spec).hold(spec, key) as slot:
-            saved = await slot.load()
-            yield Held(self._instance(spec, key, saved, must_exist), slot, saved)
+    async def apply(
+        self,
+        spec: EntitySpec,
+        key: str,
+        descriptor: EventDescriptor,
+        request: EventRequest,
+        *,
+        must_exist: bool = False,
+    ) -> Update:
+        """``run`` for an event that is not a generator, without an async generator's overhead:
+        its one update, returned once the change is saved and published."""
+        kwargs = bind_params(descriptor, spec, request)
+        async with self._hold(spec, key, request, must_exist) as held:
+            instance = held.instance
+            steps = Steps(spec, instance, request, descriptor.info)
+            apply_client_writes(spec, instance, request)
+            try:
+                bound = descriptor.func.__get__(instance)
+                if descriptor.is_coroutine:
+                    result = await bound(**kwargs)
+                else:
+                    result = await anyio.to_thread.run_sync(partial(bound, **kwargs))
+                update = steps.step(result)
+                committed = await self._save(spec, held)
+            except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+                error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
+                if error is exc:
+                    raise
+                raise error from exc
+        if committed and self.subscribers.wanted(spec.entity):
+            await self.notify(spec, key, descriptor.info.name, steps.original, update.state)
+        return update
+
+    def _hold(self, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool) -> Holding:
+        return Holding(self, spec, key, request, must_exist)
 
     @asynccontextmanager
     async def edit(

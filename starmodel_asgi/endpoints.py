@@ -206,8 +206,12 @@ class Endpoints:
         if descriptor.info.background:
             updates = await self.dispatcher.run_background(spec, self.key(spec, call), descriptor, call)
             return await self.answers.background(call, updates)
-        updates = self.dispatcher.run(spec, self.key(spec, call), descriptor, call, must_exist=spec.is_record)
-        return await self.answers.updates(call, updates, streams=descriptor.is_async_gen or descriptor.is_sync_gen)
+        key = self.key(spec, call)
+        if descriptor.is_async_gen or descriptor.is_sync_gen:
+            updates = self.dispatcher.run(spec, key, descriptor, call, must_exist=spec.is_record)
+            return await self.answers.updates(call, updates, streams=True)
+        update = await self.dispatcher.apply(spec, key, descriptor, call, must_exist=spec.is_record)
+        return self.answers.answer(call, [update])
 
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
         if spec.in_browser:

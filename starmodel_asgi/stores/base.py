@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Hashable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -64,16 +64,35 @@ class KeyedLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
-        self._locks[key] = (lock, users + 1)
+    def hold(self, key: Hashable) -> KeyHold:
+        """``async with locks.hold(key):`` (a class, not a generator: this runs on every event)."""
+        return KeyHold(self._locks, key)
+
+
+class KeyHold:
+    __slots__ = ("_key", "_lock", "_locks")
+
+    def __init__(self, locks: dict[Hashable, tuple[anyio.Lock, int]], key: Hashable) -> None:
+        self._locks, self._key = locks, key
+
+    async def __aenter__(self) -> None:
+        key, locks = self._key, self._locks
+        lock, users = locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
+        locks[key] = (lock, users + 1)
         try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            await lock.acquire()
+        except BaseException:
+            self._forget()
+            raise
+        self._lock = lock
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._forget()
+
+    def _forget(self) -> None:
+        lock, users = self._locks[self._key]
+        if users == 1:
+            del self._locks[self._key]
+        else:
+            self._locks[self._key] = (lock, users - 1)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,23 @@ class MemorySlot:
         self._store._data.pop(self._key, None)
 
 
+class MemoryHold:
+    """``async with store.hold(spec, key) as slot`` (a class: this runs on every event)."""
+
+    __slots__ = ("_hold", "_slot")
+
+    def __init__(self, store: MemoryStore, spec: EntitySpec, key: Key) -> None:
+        self._slot = MemorySlot(store, spec, key)
+        self._hold = store._locks.hold(key)
+
+    async def __aenter__(self) -> MemorySlot:
+        await self._hold.__aenter__()
+        return self._slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._hold.__aexit__(*exc_info)
+
+
 class MemoryStore:
     """State kept in this process. Instances idle past their TTL are dropped on a later access."""
 
@@ -55,11 +71,8 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    @asynccontextmanager
-    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[MemorySlot]:
-        k = (spec.name, key)
-        async with self._locks.hold(k):
-            yield MemorySlot(self, spec, k)
+    def hold(self, spec: EntitySpec, key: str) -> MemoryHold:
+        return MemoryHold(self, spec, (spec.name, key))
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         return self._read(spec, (spec.name, key))
