@@ -62,15 +62,17 @@ def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventReq
     typed as a Pydantic model that no value names is built from the values named like the
     model's fields (a whole form in one parameter); its errors are keyed by those names."""
     model = descriptor.params_model
-    data = pick(model.model_fields, sources(spec, request, descriptor.sequence_params))
-    for name, form in descriptor.form_models.items():
-        if name not in data:
-            names = [field.alias or key for key, field in form.model_fields.items()]
-            data[name] = pick(names, sources(spec, request, sequence_names(form)))
-    try:
-        kwargs = dict(model.model_validate(data))
-    except ValidationError as exc:
-        raise invalid(spec.name, readable_errors(exc, model, descriptor.form_models)) from None
+    kwargs: dict[str, Any] = {}
+    if descriptor.param_names:
+        data = pick(descriptor.param_names, sources(spec, request, descriptor.sequence_params))
+        for name, form in descriptor.form_models.items():
+            if name not in data:
+                names = [field.alias or key for key, field in form.model_fields.items()]
+                data[name] = pick(names, sources(spec, request, sequence_names(form)))
+        try:
+            kwargs = dict(model.__pydantic_validator__.validate_python(data).__dict__)
+        except ValidationError as exc:
+            raise invalid(spec.name, readable_errors(exc, model, descriptor.form_models)) from None
     for name in descriptor.injected.request:
         kwargs[name] = request
     for name in descriptor.injected.host_request:

@@ -226,6 +226,7 @@ class Dispatcher:
     ) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
+        self._wants: Callable[[str], bool] | None = getattr(broadcast, "wants", None)
         self.subscribers = subscribers or Subscribers()
 
     async def read(
@@ -271,8 +272,8 @@ class Dispatcher:
                 if error is exc:
                     raise
                 raise error from exc
-        if committed and self.subscribers.wanted(spec.entity):
-            await self.notify(spec, key, descriptor.info.name, steps.original, held.instance.public_state())
+        if committed:
+            await self.after_commit(spec, key, descriptor.info.name, steps.original, held.instance.public_state)
         if last is not None:
             yield last
 
@@ -305,8 +306,8 @@ class Dispatcher:
                 if error is exc:
                     raise
                 raise error from exc
-        if committed and self.subscribers.wanted(spec.entity):
-            await self.notify(spec, key, descriptor.info.name, steps.original, update.state)
+        if committed:
+            await self.after_commit(spec, key, descriptor.info.name, steps.original, lambda: update.state)
         return update
 
     def _hold(self, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool) -> Holding:
@@ -328,7 +329,7 @@ class Dispatcher:
             yield held.instance
             committed = await self._save(spec, held)
         if committed:
-            await self.notify(spec, key, event, before, held.instance.public_state())
+            await self.after_commit(spec, key, event, before, held.instance.public_state)
 
     async def run_background(
         self, spec: EntitySpec, key: str, descriptor: EventDescriptor, request: EventRequest
@@ -365,6 +366,15 @@ class Dispatcher:
         if last is not None:
             yield last
 
+    async def after_commit(
+        self, spec: EntitySpec, key: str, event: str | None, before: State, after: Callable[[], State]
+    ) -> None:
+        """After the commit (the lock released): live lists re-read (they read the store, so
+        not before), and subscribers hear of it."""
+        await self.touch_list(spec)
+        if self.subscribers.wanted(spec.entity):
+            await self.notify(spec, key, event, before, after())
+
     async def notify(
         self, spec: EntitySpec, key: str, event: str | None, before: State | None, after: State | None
     ) -> None:
@@ -387,7 +397,6 @@ class Dispatcher:
             return False
         await held.slot.save(stored)
         await self.publish(spec, held.instance.id, stored)
-        await self.touch_list(spec)
         return True
 
     def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
@@ -397,19 +406,25 @@ class Dispatcher:
     async def publish(self, spec: EntitySpec, key: str, state: State) -> None:
         """Tell live pages about a new state. A broadcast failure is logged, never fatal: the
         state is saved, and streams re-send the current state when they reconnect."""
-        await self._send(spec, key, json.dumps(state))
+        channel = channel_name(spec, key)
+        if self._wanted(channel):
+            await self._send(channel, json.dumps(state))
 
     async def touch_list(self, spec: EntitySpec) -> None:
         """Tell the record entity's live lists to re-read."""
-        if spec.is_record:
-            await self._send(spec, None, uuid.uuid4().hex)
+        channel = list_channel(spec)
+        if spec.is_record and self._wanted(channel):
+            await self._send(channel, uuid.uuid4().hex)
 
-    async def _send(self, spec: EntitySpec, key: str | None, message: str) -> None:
-        channel = list_channel(spec) if key is None else channel_name(spec, key)
+    def _wanted(self, channel: str) -> bool:
+        """Whether anyone could hear ``channel`` (a broadcast that cannot tell says yes)."""
+        return self._wants is None or self._wants(channel)
+
+    async def _send(self, channel: str, message: str) -> None:
         try:
             await self.broadcast.publish(channel, message)
         except Exception:
-            logger.exception("could not publish %s %s", spec.name, key or "list")
+            logger.exception("could not publish on %s", channel)
 
     async def create(self, spec: EntitySpec, request: EventRequest | None = None, **fields: Any) -> Entity:
         """A new record with a fresh id: ``fields`` (validated), then what the page may write."""
@@ -432,7 +447,7 @@ class Dispatcher:
             saved = await slot.load()
             before = self._instance(spec, key, saved, True).public_state()
             await slot.delete()
-            await self._send(spec, key, DELETED)
+            await self._send(channel_name(spec, key), DELETED)
         await self.touch_list(spec)
         await self.notify(spec, key, None, before, None)
 

@@ -123,6 +123,11 @@ class EventDescriptor:
             raise TypeError(f"@event {self.info.name}: cannot resolve annotation {annotation!r}") from exc
 
     @cached_property
+    def param_names(self) -> tuple[str, ...]:
+        """The parameters the request binds (not the injected ones)."""
+        return tuple(self.params_model.model_fields)
+
+    @cached_property
     def sequence_params(self) -> frozenset[str]:
         """Parameters that take a list: a query string gives them every value of their name."""
         return sequence_names(self.params_model)

@@ -14,7 +14,7 @@ import html as html_escape
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from starlette.types import Send
@@ -63,23 +63,41 @@ class Windows:
     def __init__(self, size: int = 64) -> None:
         self._size = size
         self._done: OrderedDict[tuple[str, int, str], list[Row]] = OrderedDict()
-        self._pending: dict[tuple[str, int, str], anyio.Event] = {}
+        self._pending: dict[tuple[str, int, str], Reading] = {}
 
     async def get(self, key: tuple[str, int, str], read: Callable[[], Awaitable[list[Row]]]) -> list[Row]:
-        while (rows := self._done.get(key)) is None and (pending := self._pending.get(key)) is not None:
-            await pending.wait()  # another stream is reading it; if its read failed, read again here
+        rows = self._done.get(key)
         if rows is not None:
             return rows
-        done = self._pending[key] = anyio.Event()
+        reading = self._pending.get(key)
+        if reading is not None:  # another stream is reading it: its result (or failure) is ours
+            await reading.done.wait()
+            if reading.error is not None:
+                raise reading.error
+            assert reading.rows is not None
+            return reading.rows
+        reading = self._pending[key] = Reading()
         try:
-            rows = await read()
-            self._done[key] = rows
-            if len(self._done) > self._size:
-                self._done.popitem(last=False)
-            return rows
+            reading.rows = rows = await read()
+        except Exception as exc:
+            reading.error = exc
+            raise
         finally:
             del self._pending[key]
-            done.set()
+            reading.done.set()
+        self._done[key] = rows
+        if len(self._done) > self._size:
+            self._done.popitem(last=False)
+        return rows
+
+
+@dataclass
+class Reading:
+    """A read in progress, shared by the streams that asked for it meanwhile."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    rows: list[Row] | None = None
+    error: Exception | None = None
 
 
 class ListStream(LiveStream):
@@ -120,7 +138,17 @@ class ListStream(LiveStream):
             rows = await self.windows.get((self.spec.name, self.limit, message), self._read)
         if self.allowed is None:
             return rows
-        return [row for row in rows if await self.allowed(row.record)]
+        return [row for row in rows if await self._allowed(row)]
+
+    async def _allowed(self, row: Row) -> bool:
+        """``authorize``'s answer for one record; one that fails is refused (and logged), so one
+        bad record cannot stop the list."""
+        assert self.allowed is not None
+        try:
+            return await self.allowed(row.record)
+        except Exception:
+            logger.exception("authorize failed for %s %s; leaving it out of the live list", self.spec.name, row.id)
+            return False
 
     async def _read(self) -> list[Row]:
         records = await self.live.dispatcher.list(self.spec, self.limit, 0, newest=True)
@@ -134,7 +162,7 @@ class ListStream(LiveStream):
         old, self._sent = self._sent, new
         kept = [i for i in old if i in new]
         order = list(new)
-        start = order.index(kept[0]) if kept else len(order)
+        start = order.index(kept[0]) if kept else 0  # nothing kept: every record is appended
         if order[start : start + len(kept)] != kept:
             return [Element("".join(new.values()), self.target, "inner")]
         name = self.spec.name

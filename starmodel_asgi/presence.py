@@ -39,6 +39,8 @@ class Presence:
         self.worker = uuid.uuid4().hex
         self._local: dict[str, int] = {}  # channel -> streams open here
         self._heard: dict[str, dict[str, tuple[int, float]]] = {}  # channel -> worker -> (count, expires)
+        self._said = 0  # numbers this worker's notes: a note overtaken by a newer one is ignored
+        self._last: dict[str, dict[str, int]] = {}  # channel -> worker -> number of its newest note
         self._totals: dict[str, int] = {}
         self._watchers = Channels()  # each stream's view of its channel's total
         self._readers: dict[str, asyncio.Task[None]] = {}
@@ -67,6 +69,8 @@ class Presence:
                 await self._leave(channel)
 
     async def _leave(self, channel: str) -> None:
+        if channel not in self._local:  # the app was closed meanwhile
+            return
         left = self._local[channel] - 1
         if left:
             self._local[channel] = left
@@ -74,8 +78,7 @@ class Presence:
             await self._say(channel)
             return
         del self._local[channel]
-        self._heard.pop(channel, None)
-        self._totals.pop(channel, None)
+        self._forget(channel)
         reader = self._readers.pop(channel, None)
         if reader is not None:
             reader.cancel()
@@ -94,9 +97,12 @@ class Presence:
 
     async def _read(self, channel: str, ready: anyio.Event) -> None:
         try:
+            me = asyncio.current_task()
             async with self.broadcast.subscribe(viewers_channel(channel), every=True) as notes:
                 ready.set()
                 async for note in notes:
+                    if self._readers.get(channel) is not me:  # replaced: the channel was left, then joined again
+                        return
                     await self._heard_note(channel, note)
         except Exception:
             logger.exception("presence of %s stopped listening", channel)
@@ -109,12 +115,17 @@ class Presence:
             return
         try:
             data = json.loads(note)
-            worker, count, hello = str(data["w"]), int(data["n"]), bool(data.get("hello"))
+            worker, count, number = str(data["w"]), int(data["n"]), int(data["s"])
+            hello = bool(data.get("hello"))
         except (ValueError, KeyError, TypeError):
             logger.warning("unreadable presence note on %s: %.80r", channel, note)
             return
         if worker == self.worker or channel not in self._local:
             return
+        last = self._last.setdefault(channel, {})
+        if number <= last.get(worker, -1):  # notes may arrive out of order (a pool of connections)
+            return
+        last[worker] = number
         heard = self._heard.setdefault(channel, {})
         if count > 0:
             heard[worker] = (count, self._clock() + 3 * self.interval)
@@ -142,7 +153,9 @@ class Presence:
             self._watchers.deliver(channel, str(total))
 
     async def _say(self, channel: str, *, hello: bool = False, count: int | None = None) -> None:
-        note: dict[str, object] = {"w": self.worker, "n": self._local.get(channel, 0) if count is None else count}
+        self._said += 1
+        count = self._local.get(channel, 0) if count is None else count
+        note: dict[str, object] = {"w": self.worker, "n": count, "s": self._said}
         if hello:
             note["hello"] = True
         try:
@@ -159,6 +172,13 @@ class Presence:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in list(self._local):
+            self._forget(channel)
         self._readers.clear()
         self._local.clear()
+        self._watchers.close()
         self._beat = None
+
+    def _forget(self, channel: str) -> None:
+        for table in (self._heard, self._last, self._totals):
+            table.pop(channel, None)

@@ -25,6 +25,15 @@ class StreamResponse(Response):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
 
 
+class Answer(Response):
+    """A whole answer, its body and headers ready (Starlette's ``Response`` rebuilds its header
+    list on every call)."""
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.body, self.status_code, self.background = body, status, None
+        self.raw_headers = [*headers, (b"content-length", str(len(body)).encode("latin-1"))]
+
+
 class UpdatesResponse(StreamResponse):
     """Streams updates as the dispatcher produces them, in the request's own task (so the
     instance lock is taken and released by one task)."""
@@ -84,6 +93,7 @@ class Answers:
         self.formatters = list(formatters)
         self.datastar_error_status = datastar_error_status
         self.streaming = next((f for f in self.formatters if f.streams), DatastarFormatter())
+        self._encoded: dict[int, list[tuple[bytes, bytes]]] = {}
 
     def formatter(self, call: EventRequest) -> Formatter:
         for formatter in self.formatters:
@@ -95,11 +105,19 @@ class Answers:
         """One answer with every update. A ``Redirect`` is ``303`` with ``Location`` for formats
         that cannot carry it (JSON); Datastar's carries it in the stream."""
         formatter = self.formatter(call)
-        headers = formatter.headers
+        headers = self._headers(formatter)
         redirect = next((u.redirect for u in reversed(updates) if u.redirect is not None), None)
         if redirect is not None and not formatter.streams:
-            status, headers = 303, {**headers, "Location": redirect}
-        return Response(formatter.format(updates), status, headers, formatter.media_type)
+            status, headers = 303, [*headers, (b"location", redirect.encode("latin-1", "replace"))]
+        return Answer(formatter.format(updates).encode(), status, headers)
+
+    def _headers(self, formatter: Formatter) -> list[tuple[bytes, bytes]]:
+        """The formatter's headers, encoded once."""
+        headers = self._encoded.get(id(formatter))
+        if headers is None:
+            headers = Response(b"", headers=formatter.headers, media_type=formatter.media_type).raw_headers
+            headers = self._encoded[id(formatter)] = [(k, v) for k, v in headers if k != b"content-length"]
+        return headers
 
     def state(self, call: EventRequest, entity: str, state: dict[str, Any], status: int = 200) -> Response:
         """An instance's whole public state."""

@@ -13,6 +13,7 @@ import pytest
 from pydantic import Field
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
+from starmodel_asgi.lists import Row, Windows
 from tests.support.headers import DATASTAR
 from tests.support.servers import LiveStream, ServerURL, run_server
 from tests.support.sse import ListPage
@@ -269,3 +270,60 @@ async def test_a_records_event_ignores_the_namespace_when_it_holds_another_recor
         assert await bump(first, {"id": second, "text": "second"}) == "first"
         assert await bump(second, {"id": second, "text": "typed"}) == "typed"  # its own: written
         assert await bump(first, {"text": "no id"}) == "no id"  # no id: taken as the page's
+
+
+async def test_a_record_whose_authorize_fails_is_left_out_and_the_list_goes_on() -> None:
+    failing: set[str] = set()
+
+    def authorize(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
+        if request.path_params.get("id") in failing:
+            raise RuntimeError("the permission service is down")
+        return True
+
+    sm = build(authorize=authorize)
+    async with serving(sm) as (url, client):
+        bad = await url.run(sm.create(Message, text="bad"))
+        failing.add(bad.id)
+        await url.run(sm.create(Message, text="good"))
+        async with LiveStream(client, "/message/live") as live:
+            await live.until(showing("good"))
+            await url.run(sm.create(Message, text="later"))
+            await live.until(showing("good", "later"))
+
+
+async def test_a_create_into_an_empty_list_is_appended() -> None:
+    sm = build()
+    async with serving(sm) as (url, client), LiveStream(client, "/message/live") as live:
+        await live.until(showing())
+        await url.run(sm.create(Message, text="first"))
+        await live.until(showing("first"))
+        assert live.events[-1].get("mode") == "append"
+
+
+async def test_streams_waiting_for_one_failed_read_share_its_failure() -> None:
+    windows, reads = Windows(), []
+
+    async def failing_read() -> list[Row]:
+        reads.append(1)
+        await anyio.sleep(0.05)
+        raise OSError("the store is down")
+
+    async def ask() -> None:
+        with pytest.raises(OSError):
+            await windows.get(("message", 10, "token"), failing_read)
+
+    with anyio.fail_after(1):
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(ask)
+    assert reads == [1]  # one read for all twenty, not twenty in a row
+
+
+async def test_closing_the_app_with_viewers_open_then_using_it_again_counts_from_scratch() -> None:
+    sm = build()
+    async with serving(sm) as (url, client):
+        async with LiveStream(client, "/room/live") as live:
+            await live.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
+            await url.run(sm.presence.aclose())  # e.g. a host's shutdown while pages are open
+        async with LiveStream(client, "/room/live") as again:
+            await again.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)

@@ -182,3 +182,13 @@ async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(
                     gone_after = time.monotonic() - killed
             # within four intervals of 0.3 s (three to expire, one to notice), with room for a busy machine
             assert gone_after < 2.5, gone_after
+
+
+async def test_a_live_list_shows_every_edit_once_committed_on_postgresql() -> None:
+    """The list re-reads the store when told of a change: told before the commit, it could read
+    the old row and keep showing it."""
+    async with two_workers("lists_app", backends("postgresql"), "/post/live") as (on_a, _, watching_a, _):
+        record = (await on_a.post("/post", json={"text": "v0"})).json()["id"]
+        for n in range(1, 16):
+            await on_a.post(f"/post/{record}/edit", json={"text": f"v{n}"}, headers=DATASTAR)
+            await watching_a.until(posts(f"v{n}"), timeout=5)

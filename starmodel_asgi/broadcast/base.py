@@ -30,6 +30,10 @@ class Broadcast(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: A backend may also define ``wants(channel) -> bool``, false when no subscriber anywhere could
+#: hear the channel (the memory broadcast knows); publishers then skip formatting the message.
+
+
 def split_prefix(url: str) -> tuple[str, str]:
     """``redis://h/0?prefix=app1:`` -> ``("redis://h/0", "app1:")``."""
     parts = urlsplit(url)

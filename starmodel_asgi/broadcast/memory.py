@@ -17,6 +17,11 @@ class MemoryBroadcast:
     def subscriber_count(self, channel: str | None = None) -> int:
         return self._channels.count(channel)
 
+    def wants(self, channel: str) -> bool:
+        """Whether a message on ``channel`` would reach anyone (so a publisher may skip
+        formatting it)."""
+        return channel in self._channels
+
     async def publish(self, channel: str, message: str) -> None:
         self._channels.deliver(channel, message)
 
