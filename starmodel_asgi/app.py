@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber
+from starmodel_asgi.compression import Compression
 from starmodel_asgi.dispatch import Dispatcher, entity_class
 from starmodel_asgi.endpoints import Authorize, Endpoints, UserGetter
 from starmodel_asgi.entity import Entity
@@ -24,7 +25,7 @@ from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
-from starmodel_asgi.routing import route_path
+from starmodel_asgi.routing import not_found, route_path
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -45,7 +46,9 @@ class StarModel:
     ``datastar_error_status=200`` answers Datastar requests' errors with that status instead of
     4xx/5xx, so the browser applies the ``_error``/``_errors`` signals (it ignores non-200 bodies).
     ``presence_interval``: how often each worker repeats its viewer counts; a dead worker's
-    viewers drop out within four intervals (8 s by default).
+    viewers drop out within four intervals (8 s by default). ``compress``: answers and live
+    streams are compressed (zstd or brotli, by ``Accept-Encoding``) when the ``compress`` extra is
+    installed (``None``), required (``True``) or never (``False``).
     Every setting is checked here: a bad entity or a missing extra fails now, not on a request.
     """
 
@@ -70,6 +73,7 @@ class StarModel:
         trusted_origins: Iterable[str] = (),
         keepalive: float = 15.0,
         presence_interval: float = 2.0,
+        compress: bool | None = None,
         list_limit: int = 100,
         datastar_error_status: int | None = None,
     ) -> None:
@@ -91,7 +95,11 @@ class StarModel:
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
             live=Live(self.dispatcher, self.broadcast, keepalive, presence=self.presence),
-            answers=Answers(formatters if formatters is not None else default_formatters(), datastar_error_status),
+            answers=Answers(
+                formatters if formatters is not None else default_formatters(),
+                datastar_error_status,
+                Compression(compress),
+            ),
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
             authorize=authorize,
@@ -142,7 +150,7 @@ class StarModel:
             path = route_path(scope)
             found = self.routes.resolve(path)
             if found is None:
-                response = self.endpoints.error(incoming, self._not_found(path))
+                response = self.endpoints.error(incoming, not_found(self.specs, path))
             else:
                 response = await self.endpoints.serve(incoming, *found)
             await response(scope, receive, send)
@@ -180,15 +188,6 @@ class StarModel:
                 await closable.aclose()
             except Exception:
                 logger.exception("closing the %s backend failed", name)
-
-    def _not_found(self, path: str) -> EventError:
-        name, _, rest = path.strip("/").partition("/")
-        spec = self.specs.get(name)
-        if spec is None:
-            return EventError(404, f"No entity {name!r}")
-        if spec.is_record and rest.count("/") < 2:
-            return EventError(404, f"{name} has no event {rest.partition('/')[2]!r}", name)
-        return EventError(404, f"{name} has no event {rest!r}" if "/" not in rest else "Not found", name)
 
     # -- host pages ---------------------------------------------------------------------
 

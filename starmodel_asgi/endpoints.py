@@ -216,12 +216,12 @@ class Endpoints:
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
         if spec.in_browser:
             raise EventError(404, f"{spec.name} lives in the browser: there is nothing to stream", spec.name)
-        return self.live.response(self._streaming(call), spec, self.key(spec, call))
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, self.key(spec, call)))
 
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
-        return self.live.response(self._streaming(call), spec, key)
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key))
 
     def _streaming(self, call: EventRequest) -> Formatter:
         formatter = self.answers.formatter(call)
@@ -254,7 +254,9 @@ class Endpoints:
             return await self.allows(replace(call, path_params={"id": record.id}), spec, None)
 
         checks = allowed if self.authorize is not None else None
-        return ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+        return self.answers.streamed(
+            call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+        )
 
     def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:
         """``?limit=&offset=``, checked."""

@@ -3,6 +3,8 @@ every live stream shares."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
 from collections import OrderedDict
@@ -27,7 +29,21 @@ from starmodel_asgi.spec import EntitySpec
 
 logger = logging.getLogger("starmodel_asgi")
 
-View = tuple[dict[str, Any], list[Element]]
+_serials = itertools.count(1)
+
+
+class View:
+    """What a page sees of an instance at one moment: its public state and rendered HTML. Streams
+    that were at the same earlier view send the same bytes: ``sent`` keeps them, by the earlier
+    view's serial and the formatter, so a thousand streams format a change once."""
+
+    __slots__ = ("elements", "sent", "serial", "state")
+
+    def __init__(self, state: dict[str, Any], elements: list[Element]) -> None:
+        self.state, self.elements = state, elements
+        self.serial = next(_serials)
+        self.sent: dict[tuple[int, int], bytes] = {}
+
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -61,10 +77,11 @@ class LiveStream(StreamResponse):
     def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, channel: str) -> None:
         super().__init__(formatter)
         self.live, self.formatter, self.spec, self.channel = live, formatter, spec, channel
-        self._sending = anyio.Lock(fast_acquire=True)
+        self._sending = asyncio.Lock()  # asyncio's: no cancellation checkpoint when free
         self._last_sent = anyio.current_time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send = self.compressed(send)
         async with AsyncExitStack() as stack:
             messages = await stack.enter_async_context(self.live.broadcast.subscribe(self.channel))
             try:
@@ -132,6 +149,7 @@ class LiveResponse(LiveStream):
         self.key = key
         self._state: dict[str, Any] = {}
         self._elements: list[Element] | None = None
+        self._view_serial = 0  # the view last pushed (0: none yet)
         self._instance_read: Entity | None = None
 
     async def start(self) -> None:
@@ -178,14 +196,22 @@ class LiveResponse(LiveStream):
     async def _push(self, send: Send, view: View) -> None:
         """Sends what changed since the last push: the changed fields and, when it differs,
         the re-rendered HTML. Nothing at all when nothing the page sees changed."""
-        state, elements = view
-        changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
-        new_elements = elements if elements != self._elements else []
-        self._state, self._elements = state, elements
-        if not changed and not new_elements:
-            return
-        update = Update(self.spec.name, changed, state, new_elements)
-        await self._send(send, self.formatter.format([update]).encode())
+        key = (self._view_serial, id(self.formatter))
+        body = view.sent.get(key)
+        if body is None:
+            state, elements = view.state, view.elements
+            changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
+            new_elements = elements if elements != self._elements else []
+            body = (
+                self.formatter.format([Update(self.spec.name, changed, state, new_elements)]).encode()
+                if (changed or new_elements)
+                else b""
+            )
+            if self._view_serial:  # streams at the same earlier view send the same
+                view.sent[key] = body
+        self._state, self._elements, self._view_serial = view.state, view.elements, view.serial
+        if body:
+            await self._send(send, body)
 
 
 def view_of(instance: Entity) -> View:
@@ -195,7 +221,7 @@ def view_of(instance: Entity) -> View:
     except Exception:
         logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
         elements = []
-    return instance.public_state(), elements
+    return View(instance.public_state(), elements)
 
 
 class Views:

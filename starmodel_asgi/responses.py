@@ -5,24 +5,33 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from starmodel_asgi.compression import MIN_SIZE, Compression, compressing
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
 from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 
 logger = logging.getLogger("starmodel_asgi")
 
+StreamResponseT = TypeVar("StreamResponseT", bound="StreamResponse")
+
 
 class StreamResponse(Response):
-    """A response whose body is sent by ``__call__`` piece by piece (no Content-Length)."""
+    """A response whose body is sent by ``__call__`` piece by piece (no Content-Length),
+    compressed and flushed piece by piece when ``encoding`` is set."""
+
+    encoding: str | None = None
 
     def __init__(self, formatter: Formatter) -> None:
         super().__init__(None, 200, formatter.headers, formatter.media_type)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    def compressed(self, send: Send) -> Send:
+        return compressing(send, self.encoding) if self.encoding else send
 
 
 class Answer(Response):
@@ -51,6 +60,7 @@ class UpdatesResponse(StreamResponse):
         self.until_disconnect = until_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send = self.compressed(send)
         if not self.until_disconnect:
             await self._send_all(send)
             return
@@ -89,9 +99,15 @@ class UpdatesResponse(StreamResponse):
 class Answers:
     """Picks the answer format for a request and renders updates and errors in it."""
 
-    def __init__(self, formatters: Sequence[Formatter], datastar_error_status: int | None = None) -> None:
+    def __init__(
+        self,
+        formatters: Sequence[Formatter],
+        datastar_error_status: int | None = None,
+        compression: Compression | None = None,
+    ) -> None:
         self.formatters = list(formatters)
         self.datastar_error_status = datastar_error_status
+        self.compression = compression or Compression(False)
         self.streaming = next((f for f in self.formatters if f.streams), DatastarFormatter())
         self._encoded: dict[int, list[tuple[bytes, bytes]]] = {}
 
@@ -109,7 +125,17 @@ class Answers:
         redirect = next((u.redirect for u in reversed(updates) if u.redirect is not None), None)
         if redirect is not None and not formatter.streams:
             status, headers = 303, [*headers, (b"location", redirect.encode("latin-1", "replace"))]
-        return Answer(formatter.format(updates).encode(), status, headers)
+        body = formatter.format(updates).encode()
+        encoding = self.compression.choose(call.headers) if len(body) >= MIN_SIZE else None
+        if encoding is not None:
+            body = self.compression.whole(encoding, body)
+            headers = [*headers, (b"content-encoding", encoding.encode()), (b"vary", b"accept-encoding")]
+        return Answer(body, status, headers)
+
+    def streamed(self, call: EventRequest, response: StreamResponseT) -> StreamResponseT:
+        """``response``, compressed if the caller accepts an encoding this app offers."""
+        response.encoding = self.compression.choose(call.headers)
+        return response
 
     def _headers(self, formatter: Formatter) -> list[tuple[bytes, bytes]]:
         """The formatter's headers, encoded once."""
@@ -131,7 +157,7 @@ class Answers:
         try:
             first = await updates.__anext__()
             if formatter.streams and streams:
-                return UpdatesResponse(formatter, [first], updates)
+                return self.streamed(call, UpdatesResponse(formatter, [first], updates))
             rest = [update async for update in updates]
         except BaseException:
             await updates.aclose()
@@ -143,7 +169,7 @@ class Answers:
         goes away, if the format streams; else collected into one answer."""
         formatter = self.formatter(call)
         if formatter.streams:
-            return UpdatesResponse(formatter, [], updates, until_disconnect=True)
+            return self.streamed(call, UpdatesResponse(formatter, [], updates, until_disconnect=True))
         async with aclosing(updates):
             return self.answer(call, [update async for update in updates])
 

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from starmodel_asgi.http import EventError
 from starmodel_asgi.spec import EntitySpec
 
 if TYPE_CHECKING:
@@ -82,3 +83,14 @@ def route_path(scope: Mapping[str, object]) -> str:
     if len(path) > 1 and path.endswith("/"):
         path = path[:-1]
     return path
+
+
+def not_found(specs: Mapping[str, EntitySpec], path: str) -> EventError:
+    """A 404 naming what the path lacks: the entity, or its event."""
+    name, _, rest = path.strip("/").partition("/")
+    spec = specs.get(name)
+    if spec is None:
+        return EventError(404, f"No entity {name!r}")
+    if spec.is_record and rest.count("/") < 2:
+        return EventError(404, f"{name} has no event {rest.partition('/')[2]!r}", name)
+    return EventError(404, f"{name} has no event {rest!r}" if "/" not in rest else "Not found", name)

@@ -99,7 +99,7 @@ async def test_a_caller_that_goes_away_cancels_the_event(sm: StarModel) -> None:
     with run_server(sm) as url:
         async with httpx.AsyncClient(base_url=url) as c:
             async with c.stream("POST", "/job/run", headers=DATASTAR, json={"steps": 50, "pause": 0.05}) as r:
-                async for chunk in r.aiter_raw():
+                async for chunk in r.aiter_bytes():
                     if b"progress" in chunk:
                         break  # the caller leaves after the first step
             await anyio.sleep(0.5)

@@ -337,7 +337,7 @@ async def _open_and_drop(c: httpx.AsyncClient, n: int) -> None:
         nonlocal ready
         async with (
             c.stream("GET", "/shared/live", headers=DATASTAR) as response,
-            aclosing(response.aiter_raw()) as chunks,
+            aclosing(response.aiter_bytes()) as chunks,
         ):
             assert b"datastar-patch-signals" in await anext(chunks)
             ready += 1
@@ -404,7 +404,7 @@ async def test_a_stuck_client_does_not_block_others_and_gets_only_the_latest_sta
                 async def follow(c: httpx.AsyncClient, seen: list[int]) -> None:
                     tail = b""
                     async with c.stream("GET", "/shared/live", headers=DATASTAR) as response:
-                        async for chunk in response.aiter_raw():
+                        async for chunk in response.aiter_bytes():
                             tail = tail[-200:] + chunk
                             seen += [int(m) for m in SIGNAL_COUNT.findall(tail[-len(chunk) - 200 :])]
                             if seen and seen[-1] == pushes:

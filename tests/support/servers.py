@@ -215,7 +215,7 @@ class LiveStream:
     async def _read(self) -> None:
         assert self.response is not None
         try:
-            async for chunk in self.response.aiter_raw():
+            async for chunk in self.response.aiter_bytes():
                 self.raw += chunk
                 self._changed.set()
                 self._changed = anyio.Event()
