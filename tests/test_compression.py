@@ -48,21 +48,23 @@ async def test_a_live_stream_is_compressed_and_each_change_decodes_as_it_arrives
     sm = StarModel([Feed], base_path="", secret_key="compress")
     with run_server(sm) as url:
         headers = {"Datastar-Request": "true", "Accept-Encoding": encoding}
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            async with client.stream("GET", "/feed/live", headers=headers) as response:
-                assert response.headers["content-encoding"] == encoding
-                assert "content-length" not in response.headers
-                chunks = response.aiter_raw()
-                dec = decoder(encoding)
-                text = decode(dec, await anext(chunks)).decode()
-                assert "item 19" in text  # the first state, whole, from the first chunk
-                for n in range(1, 4):
-                    await client.post("/feed/post", json={"text": f"change {n}"}, headers={"Accept": "application/json"})
-                    seen = ""
-                    with anyio.fail_after(5):  # flushed per event: no waiting for more data
-                        while f"change {n}" not in seen:
-                            seen += decode(dec, await anext(chunks)).decode()
-                    assert '"count":' in seen
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=10) as client,
+            client.stream("GET", "/feed/live", headers=headers) as response,
+        ):
+            assert response.headers["content-encoding"] == encoding
+            assert "content-length" not in response.headers
+            chunks = response.aiter_raw()
+            dec = decoder(encoding)
+            text = decode(dec, await anext(chunks)).decode()
+            assert "item 19" in text  # the first state, whole, from the first chunk
+            for n in range(1, 4):
+                await client.post("/feed/post", json={"text": f"change {n}"}, headers={"Accept": "application/json"})
+                seen = ""
+                with anyio.fail_after(5):  # flushed per event: no waiting for more data
+                    while f"change {n}" not in seen:
+                        seen += decode(dec, await anext(chunks)).decode()
+                assert '"count":' in seen
 
 
 async def test_bytes_on_the_wire_for_100_html_patches_shrink() -> None:
@@ -71,15 +73,16 @@ async def test_bytes_on_the_wire_for_100_html_patches_shrink() -> None:
     with run_server(sm) as url:
         for encoding in ("identity", "zstd", "br"):
             headers = {"Datastar-Request": "true", "Accept-Encoding": encoding}
-            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-                async with client.stream("GET", "/feed/live", headers=headers) as response:
-                    wire = 0
-                    chunks = response.aiter_raw()
+            async with (
+                httpx.AsyncClient(base_url=url, timeout=10) as client,
+                client.stream("GET", "/feed/live", headers=headers) as response,
+            ):
+                chunks = response.aiter_raw()
+                wire = len(await anext(chunks))
+                for n in range(100):
+                    await client.post("/feed/post", json={"text": f"{encoding} {n}"})
                     wire += len(await anext(chunks))
-                    for n in range(100):
-                        await client.post("/feed/post", json={"text": f"{encoding} {n}"})
-                        wire += len(await anext(chunks))
-                    sizes[encoding] = wire
+                sizes[encoding] = wire
     assert sizes["zstd"] < sizes["identity"] / 3 and sizes["br"] < sizes["identity"] / 3, sizes
 
 
