@@ -79,6 +79,10 @@ def baseline_app() -> Starlette:
     return Starlette(routes=[Route("/counter/increment", increment, methods=["POST"]), Route("/counter", read)])
 
 
+def starmodel_app() -> StarModel:
+    return StarModel(entities=[Counter], secret_key="bench")
+
+
 async def post_event(d: Driver) -> int:
     headers = [(b"datastar-request", b"true"), (b"content-type", b"application/json")]
     return await d("POST", "/counter/increment", b"amount=1", b'{"counter":{"count":0}}', headers)
@@ -99,13 +103,13 @@ async def timed(driver: Driver, scenario, n: int) -> float:  # type: ignore[no-u
     return n / (time.perf_counter() - start)
 
 
-async def main(requests: int, rounds: int) -> None:
+async def measure(requests: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Median requests/s of the baseline and of StarModel, per scenario."""
     drivers = {
-        "starmodel": Driver(StarModel(entities=[Counter], secret_key="bench")),
+        "starmodel": Driver(starmodel_app()),
         "baseline": Driver(baseline_app()),
     }
-    print(f"{requests} requests x {rounds} rounds, median requests/s, one process, direct ASGI calls")
-    print(f"{'scenario':36} {'baseline':>9} {'starmodel':>9} {'ratio':>6}")
+    figures = {}
     for label, scenario in SCENARIOS.items():
         results: dict[str, list[float]] = {name: [] for name in drivers}
         for driver in drivers.values():  # warm-up: first session, imports, caches
@@ -113,7 +117,14 @@ async def main(requests: int, rounds: int) -> None:
         for _ in range(rounds):  # interleaved so drift hits both alike
             for name, driver in drivers.items():
                 results[name].append(await timed(driver, scenario, requests))
-        base, ours = statistics.median(results["baseline"]), statistics.median(results["starmodel"])
+        figures[label] = statistics.median(results["baseline"]), statistics.median(results["starmodel"])
+    return figures
+
+
+async def main(requests: int, rounds: int) -> None:
+    print(f"{requests} requests x {rounds} rounds, median requests/s, one process, direct ASGI calls")
+    print(f"{'scenario':36} {'baseline':>9} {'starmodel':>9} {'ratio':>6}")
+    for label, (base, ours) in (await measure(requests, rounds)).items():
         print(f"{label:36} {base:9.0f} {ours:9.0f} {ours / base:6.2f}")
 
 

@@ -189,28 +189,33 @@ async def run(driver: LiveDriver, n: int, m: int) -> float:
     return elapsed
 
 
-async def main(sizes: list[int], changes: int, rounds: int) -> None:
+async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tuple[float, float]]:
+    """Median changes/s of the baseline and of StarModel, per number of streams."""
     starmodel = StarModel(entities=[Counter], secret_key="bench")
     baseline, subscribers = baseline_app()
     drivers = {"baseline": LiveDriver(baseline), "starmodel": LiveDriver(starmodel)}
     for driver in drivers.values():  # warm-up: imports, caches, the session cookie
         await run(driver, 10, 50)
-
-    print(f"{changes} changes x {rounds} rounds, each change to every stream, median changes/s,")
-    print("one process, direct ASGI calls")
-    print(f"{'scenario':22} {'baseline':>9} {'starmodel':>9} {'ratio':>6} {'us/event b':>11} {'us/event s':>11}")
+    figures = {}
     for n in sizes:
         rates: dict[str, list[float]] = {name: [] for name in drivers}
         for _ in range(rounds):  # interleaved so drift hits both alike
             for name, driver in drivers.items():
                 rates[name].append(changes / await run(driver, n, changes))
-        base, ours = statistics.median(rates["baseline"]), statistics.median(rates["starmodel"])
+        figures[n] = statistics.median(rates["baseline"]), statistics.median(rates["starmodel"])
+    # every stream ended with its client: no subscription or task is left behind
+    assert not subscribers and starmodel.broadcast.subscriber_count() == 0  # type: ignore[attr-defined]
+    await starmodel.aclose()
+    return figures
+
+
+async def main(sizes: list[int], changes: int, rounds: int) -> None:
+    print(f"{changes} changes x {rounds} rounds, each change to every stream, median changes/s,")
+    print("one process, direct ASGI calls")
+    print(f"{'scenario':22} {'baseline':>9} {'starmodel':>9} {'ratio':>6} {'us/event b':>11} {'us/event s':>11}")
+    for n, (base, ours) in (await measure(sizes, changes, rounds)).items():
         per_event = f"{1e6 / (base * n):11.1f} {1e6 / (ours * n):11.1f}"
         print(f"{f'{n} streams':22} {base:9.0f} {ours:9.0f} {ours / base:6.2f} {per_event}")
-
-    # every stream ended with its client: no subscription or task is left behind
-    assert not subscribers and starmodel.broadcast.subscriber_count() == 0
-    await starmodel.aclose()
 
 
 if __name__ == "__main__":

@@ -56,28 +56,32 @@ def ttl_for(spec: EntitySpec, default: float | None) -> float | None:
 
 class KeyedLocks:
     """In-process locks by key, forgotten when nobody holds or waits for them. Stores take one
-    before a cross-process lock so a process sends one waiter per instance, not hundreds."""
+    before a cross-process lock so a process sends ``width`` waiters per instance, not hundreds
+    (``width=2`` keeps the next one queued in the database, ready the moment the row is free)."""
 
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+    def __init__(self, width: int = 1) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock | anyio.Semaphore, int]] = {}
+        self._width = width
 
     def __len__(self) -> int:
         return len(self._locks)
 
     def hold(self, key: Hashable) -> KeyHold:
         """``async with locks.hold(key):`` (a class, not a generator: this runs on every event)."""
-        return KeyHold(self._locks, key)
+        return KeyHold(self._locks, key, self._width)
 
 
 class KeyHold:
-    __slots__ = ("_key", "_lock", "_locks")
+    __slots__ = ("_key", "_lock", "_locks", "_width")
 
-    def __init__(self, locks: dict[Hashable, tuple[anyio.Lock, int]], key: Hashable) -> None:
-        self._locks, self._key = locks, key
+    def __init__(
+        self, locks: dict[Hashable, tuple[anyio.Lock | anyio.Semaphore, int]], key: Hashable, width: int
+    ) -> None:
+        self._locks, self._key, self._width = locks, key, width
 
     async def __aenter__(self) -> None:
         key, locks = self._key, self._locks
-        lock, users = locks.get(key) or (anyio.Lock(fast_acquire=True), 0)
+        lock, users = locks.get(key) or (self._new(), 0)
         locks[key] = (lock, users + 1)
         try:
             await lock.acquire()
@@ -89,6 +93,11 @@ class KeyHold:
     async def __aexit__(self, *exc_info: object) -> None:
         self._lock.release()
         self._forget()
+
+    def _new(self) -> anyio.Lock | anyio.Semaphore:
+        if self._width == 1:
+            return anyio.Lock(fast_acquire=True)
+        return anyio.Semaphore(self._width, fast_acquire=True)
 
     def _forget(self) -> None:
         lock, users = self._locks[self._key]

@@ -199,6 +199,8 @@ class SQLStore:
             options.setdefault("connect_args", {"timeout": lock_timeout})
         elif self.dialect != "postgresql":
             raise ValueError(f"SQLStore supports SQLite and PostgreSQL, not {self.dialect!r}")
+        # every transaction here ends in a commit or a rollback: no reset round trip on check-in
+        options.setdefault("pool_reset_on_return", None)
         self.engine = create_async_engine(url, **options)
         if self._sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
@@ -208,7 +210,9 @@ class SQLStore:
         self._ready: set[str] = set()
         self._ddl = anyio.Lock()
         self._writer = anyio.Lock()  # SQLite: one writer per process queues for the file lock
-        self._locks = KeyedLocks()
+        # PostgreSQL's row lock is the real one: a few waiters per instance queue in the database, each
+        # with its connection and transaction ready (fewer would leave the row idle between holders)
+        self._locks = KeyedLocks(width=1 if self._sqlite else 4)
         self._last_sweep: dict[str, float] = {}
 
     # -- the Store protocol -------------------------------------------------------------------

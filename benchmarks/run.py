@@ -1,0 +1,220 @@
+"""Every benchmark row against its hand-written baseline, as one table (about 5 minutes).
+
+    python benchmarks/run.py [--quick]
+
+Ratios are StarModel over the baseline measured in the same run, interleaved, medians of
+several runs (higher is better, 1.0 is parity). The real-server row serves each app with uvicorn
+(one worker, pinned to core 0) and loads it with wrk (pinned to core 1, 32 connections), each
+client holding the session cookie its app gave it; wrk comes from Debian (installed here when
+missing, as root). PostgreSQL and Redis rows need ``STARMODEL_TEST_POSTGRES_URL`` and
+``STARMODEL_TEST_REDIS_URL``. ``--quick`` runs every row with tiny numbers (a smoke test, not
+figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import bench_delivery
+import bench_events
+import bench_live
+import bench_memory
+import bench_wire
+import httpx
+import stores_bench
+
+HERE = Path(__file__).resolve().parent
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"counter":{"count":0}}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Datastar-Request"] = "true"
+wrk.headers["Cookie"] = os.getenv("BENCH_COOKIE")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("wrk is missing: apt-get install -y wrk (as root), then run again")
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk did not install")
+
+
+def pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+def serve(factory: str, port: int) -> subprocess.Popen[bytes]:
+    command = [*pinned(0), sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port)]
+    command += ["--log-level", "warning", "--no-access-log", "--app-dir", str(HERE)]
+    process = subprocess.Popen(command, cwd=HERE)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"uvicorn {factory} did not start") from None
+            time.sleep(0.05)
+
+
+def session_cookie(base: str) -> str:
+    """The cookie the app gives a first request, as a browser would keep it."""
+    response = httpx.post(f"{base}/counter/increment?amount=1", json={}, headers={"Datastar-Request": "true"})
+    response.raise_for_status()
+    return "; ".join(f"{k}={v}" for k, v in response.cookies.items())
+
+
+def wrk_rate(wrk: str, base: str, cookie: str, seconds: int, script: Path) -> float:
+    command = [*pinned(1), wrk, "-t1", "-c32", f"-d{seconds}s", "-s", str(script), f"{base}/counter/increment?amount=1"]
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BENCH_COOKIE": cookie}).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        raise RuntimeError(f"{non_2xx.group(1)} failed requests under wrk:\n{out}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not found:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(found.group(1))
+
+
+def over_http(runs: int, seconds: int) -> tuple[float, float]:
+    """Median req/s of the baseline and of StarModel behind uvicorn, loaded by wrk."""
+    wrk = ensure_wrk()
+    factories = {"baseline": "bench_events:baseline_app", "starmodel": "bench_events:starmodel_app"}
+    rates: dict[str, list[float]] = {name: [] for name in factories}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        servers = {}
+        try:
+            for name, factory in factories.items():
+                port = free_port()
+                servers[name] = (serve(factory, port), f"http://127.0.0.1:{port}")
+            cookies = {name: session_cookie(base) for name, (_, base) in servers.items()}
+            for name, (_, base) in servers.items():  # warm-up
+                wrk_rate(wrk, base, cookies[name], 1, Path(script.name))
+            for _ in range(runs):  # interleaved so drift hits both alike
+                for name, (_, base) in servers.items():
+                    rates[name].append(wrk_rate(wrk, base, cookies[name], seconds, Path(script.name)))
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(10)
+    return statistics.median(rates["baseline"]), statistics.median(rates["starmodel"])
+
+
+def row(label: str, baseline: str, ours: str, ratio: str, goal: str) -> str:
+    return f"| {label} | {baseline} | {ours} | {ratio} | {goal} |"
+
+
+async def collect(quick: bool) -> list[str]:
+    n = lambda full, small: small if quick else full  # noqa: E731
+    rows = []
+    base, ours = over_http(n(5, 1), n(5, 1))
+    rows.append(
+        row(
+            "session counter event, uvicorn + wrk (req/s)",
+            f"{base:,.0f}",
+            f"{ours:,.0f}",
+            f"{ours / base:.2f}",
+            ">= 0.90",
+        )
+    )
+    events = await bench_events.measure(n(3000, 50), n(5, 1))
+    for label, goal in (("datastar event (POST, SSE answer)", ">= 0.70"), ("state read (GET, JSON)", ">= 0.80")):
+        base, ours = events[label]
+        rows.append(row(f"{label}, in-process (req/s)", f"{base:,.0f}", f"{ours:,.0f}", f"{ours / base:.2f}", goal))
+    for streams, changes in ((100, n(100, 3)), (1000, n(100, 3)), (5000, n(20, 2))):
+        streams = streams if not quick else streams // 50 + 2
+        ((base, ours),) = (await bench_live.measure([streams], changes, n(5, 1))).values()
+        label = f"live fan-out, {streams:,} streams (us per change per stream)"
+        rows.append(
+            row(
+                label, f"{1e6 / (base * streams):.1f}", f"{1e6 / (ours * streams):.1f}", f"{ours / base:.2f}", ">= 0.85"
+            )
+        )
+    bare, mine = await bench_memory.measure(n(2000, 20))
+    rows.append(
+        row(
+            "memory per idle live stream (heap bytes)",
+            f"{bare:,.0f}",
+            f"{mine:,.0f}",
+            f"{mine / bare:.2f} (lower is better)",
+            "<= 1.2",
+        )
+    )
+    redis = os.environ.get("STARMODEL_TEST_REDIS_URL")
+    if redis:
+        floor, p50, p90 = await bench_delivery.measure(redis, n(200, 5))
+        rows.append(
+            row(
+                "cross-worker live delivery over Redis, p50 (ms)",
+                f"{floor:.2f} (redis-py alone)",
+                f"{p50:.2f} (p90 {p90:.2f})",
+                "-",
+                "< 5 ms",
+            )
+        )
+    for store, (base, ours, lost_b, lost_s) in (await stores_bench.measure(n(16, 2), n(50, 3), n(3, 1))).items():
+        rows.append(
+            row(
+                f"global counter on {store}, 16 clients (req/s; lost)",
+                f"{base:,.0f}; {lost_b}",
+                f"{ours:,.0f}; {lost_s}",
+                f"{ours / base:.2f}",
+                ">= 0.80, 0 lost",
+            )
+        )
+    sizes = await bench_wire.measure(n(100, 5))
+    rows.append(
+        row(
+            "SSE bytes for 100 HTML patches (identity -> zstd / br)",
+            f"{sizes['identity']:,}",
+            f"{sizes['zstd']:,} / {sizes['br']:,}",
+            f"{sizes['zstd'] / sizes['identity']:.2f} / {sizes['br'] / sizes['identity']:.2f} (lower is better)",
+            "compressed when accepted",
+        )
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny numbers: checks every row runs")
+    quick = parser.parse_args().quick
+    started = time.monotonic()
+    rows = anyio.run(collect, quick)
+    print(
+        f"Measured {datetime.date.today()} with `python benchmarks/run.py` ({os.cpu_count()} cores), "
+        f"{time.monotonic() - started:.0f} s:\n"
+    )
+    print("| scenario | baseline | starmodel | ratio | goal |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
