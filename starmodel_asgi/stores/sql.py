@@ -30,6 +30,8 @@ from sqlalchemy import (
     Row,
     Table,
     Text,
+    Update,
+    bindparam,
     delete,
     event,
     func,
@@ -41,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.http import invalid
@@ -127,6 +130,37 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+#: The bound parameter naming the instance's key in the statements built once per table.
+KEY_PARAM = "starmodel_key"
+
+
+class Statements:
+    """The SELECT and UPDATE of each table, built once (SQLAlchemy then skips building and
+    caching a statement on every event)."""
+
+    def __init__(self) -> None:
+        self._selects: dict[tuple[str, bool], Select[Any]] = {}
+        self._updates: dict[tuple[str, frozenset[str]], Update] = {}
+
+    def select(self, table: Table, lock: bool) -> Select[Any]:
+        statement = self._selects.get((table.name, lock))
+        if statement is None:
+            statement = select(table).where(table.c[KEY] == bindparam(KEY_PARAM))
+            if lock:
+                statement = statement.with_for_update()
+            self._selects[(table.name, lock)] = statement
+        return statement
+
+    def update(self, table: Table, columns: Iterable[str]) -> Update:
+        names = frozenset(columns)
+        statement = self._updates.get((table.name, names))
+        if statement is None:
+            values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in names}  # a column's own name is reserved
+            statement = update(table).where(table.c[KEY] == bindparam(KEY_PARAM)).values(values)
+            self._updates[(table.name, names)] = statement
+        return statement
+
+
 class SQLSlot:
     def __init__(self, store: SQLStore, conn: AsyncConnection, table: Table, spec: EntitySpec, key: str) -> None:
         self._store, self._conn, self._table, self._spec, self._key = store, conn, table, spec, key
@@ -153,7 +187,8 @@ class SQLSlot:
             values[CREATED] = self._store._clock()
         table = self._table
         if self._exists:
-            await self._conn.execute(update(table).where(table.c[KEY] == self._key).values(values))
+            statement = self._store._statements.update(table, values.keys())
+            await self._conn.execute(statement, {**{f"v_{k}": v for k, v in values.items()}, KEY_PARAM: self._key})
         else:
             await self._conn.execute(insert(table).values({KEY: self._key, **values}))
         self._exists, self._state = True, state
@@ -202,6 +237,8 @@ class SQLStore:
         # every transaction here ends in a commit or a rollback: no reset round trip on check-in
         options.setdefault("pool_reset_on_return", None)
         self.engine = create_async_engine(url, **options)
+        # the same pool; its transactions start with BEGIN IMMEDIATE on SQLite (see _sqlite_begin)
+        self._write_engine = self.engine.execution_options(starmodel_write=True)
         if self._sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -213,6 +250,7 @@ class SQLStore:
         # PostgreSQL's row lock is the real one: a few waiters per instance queue in the database, each
         # with its connection and transaction ready (fewer would leave the row idle between holders)
         self._locks = KeyedLocks(width=1 if self._sqlite else 4)
+        self._statements = Statements()
         self._last_sweep: dict[str, float] = {}
 
     # -- the Store protocol -------------------------------------------------------------------
@@ -292,9 +330,8 @@ class SQLStore:
                 await stack.enter_async_context(self._locks.hold(lock_key))
             if write and self._sqlite:
                 await stack.enter_async_context(self._writer)
-            conn = await stack.enter_async_context(self.engine.connect())
-            if write and self._sqlite:
-                await conn.execution_options(starmodel_write=True)
+            engine = self._write_engine if write and self._sqlite else self.engine
+            conn = await stack.enter_async_context(engine.connect())
             transaction = await conn.begin()
             try:
                 yield conn
@@ -305,10 +342,8 @@ class SQLStore:
             await transaction.commit()
 
     async def _row(self, conn: AsyncConnection, table: Table, key: str, *, lock: bool) -> Row[Any] | None:
-        query = select(table).where(table.c[KEY] == key)
-        if lock:
-            query = query.with_for_update()
-        return (await conn.execute(query)).first()
+        row: Row[Any] | None = (await conn.execute(self._statements.select(table, lock), {KEY_PARAM: key})).first()
+        return row
 
     def _state(self, spec: EntitySpec, row: Row[Any], now: float) -> State | None:
         mapping = row._mapping
