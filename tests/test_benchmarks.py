@@ -1,0 +1,36 @@
+"""Every benchmark row runs (tiny numbers, no figures asserted): benchmarks are measured, not
+timed in tests, but they must not rot. Needs wrk (``.ci/run`` installs it), PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.servers import ROOT
+from tests.support.services import require
+
+
+def test_every_benchmark_row_runs() -> None:
+    env = {
+        **os.environ,
+        "STARMODEL_TEST_POSTGRES_URL": require("STARMODEL_TEST_POSTGRES_URL", "PostgreSQL"),
+        "STARMODEL_TEST_REDIS_URL": require("STARMODEL_TEST_REDIS_URL", "Redis"),
+    }
+    if shutil.which("wrk") is None:
+        if os.environ.get("STARMODEL_REQUIRE_SERVICES") == "1":
+            pytest.fail("the real-server benchmark needs wrk: apt-get install -y wrk")
+        pytest.skip("the real-server benchmark needs wrk")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 12, result.stdout  # the header and every row
+    counters = [row.split(" | ") for row in table if "global counter" in row]
+    assert len(counters) == 3
+    for cells in counters:  # "<req/s>; <lost>" for the baseline and for StarModel: no update lost
+        assert cells[1].endswith("; 0") and cells[2].endswith("; 0"), cells
