@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
 
 from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
@@ -47,6 +46,18 @@ redis.call('del', KEYS[2])
 redis.call('zrem', KEYS[3], ARGV[2])
 return 1
 """
+# KEYS: lock, state. ARGV: token, lock ms, state ttl ms (0: none). Takes the lock if free and
+# returns the state with it (one round trip): {1, state or false}, or {0} when the lock is taken.
+_ACQUIRE = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[2], ARGV[3]) end
+return {1, redis.call('get', KEYS[2])}
+"""
+# KEYS: lock. ARGV: token, lock ms. Pushes the lease back if the lock is still ours.
+_RENEW = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('pexpire', KEYS[1], ARGV[2])
+"""
 # KEYS: lock. ARGV: token. Deletes the lock only if it is still ours.
 _UNLOCK = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -59,12 +70,13 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    def __init__(self, store: RedisStore, spec: EntitySpec, key: str, token: str) -> None:
+    def __init__(self, store: RedisStore, spec: EntitySpec, key: str, token: str, state: State | None) -> None:
         self._store, self._spec, self._key, self._token = store, spec, key, token
         self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
+        self._state = state
 
     async def load(self) -> State | None:
-        return await self._store.get(self._spec, self._key)
+        return self._state  # read with the lock, in the same round trip
 
     async def save(self, state: State) -> None:
         ttl = ttl_for(self._spec, self._store.default_ttl)
@@ -105,7 +117,11 @@ class RedisStore:
         self._save = self.client.register_script(_SAVE)
         self._delete = self.client.register_script(_DELETE)
         self._unlock = self.client.register_script(_UNLOCK)
+        self._take = self.client.register_script(_ACQUIRE)
+        self._renew = self.client.register_script(_RENEW)
         self._locks = KeyedLocks()
+        self._held: dict[str, str] = {}  # lock name -> our token, while held
+        self._renewer: asyncio.Task[None] | None = None
 
     def _state_key(self, spec: EntitySpec, key: str) -> str:
         return f"{self.prefix}state:{spec.name}:{key}"
@@ -121,42 +137,55 @@ class RedisStore:
         async with self._locks.hold((spec.name, key)):
             token = uuid.uuid4().hex
             name = self._lock_key(spec, key)
-            lock = self.client.lock(name, timeout=self.lock_timeout, sleep=self.lock_poll, thread_local=False)
             try:
-                await lock.acquire(token=token)
+                state = await self._acquire(spec, key, name, token)
             except BaseException:
                 # cancelled (or failed) after SET NX may have run: do not leave our lock behind
                 with anyio.CancelScope(shield=True):
                     await self._forget_lock(name, token)
                 raise
-            # A plain asyncio task, not a task group: this block yields to the dispatcher's async
-            # generator, which may be finalised in another task (a cancel scope left open across
-            # that yield would be exited in the wrong task). The redis client is asyncio-only.
-            renewal = asyncio.create_task(self._renew(lock, name), name=f"renew {name}")
+            self._held[name] = token
+            self._start_renewing()
             try:
-                yield RedisSlot(self, spec, key, token)
+                yield RedisSlot(self, spec, key, token, state)
             finally:
+                self._held.pop(name, None)
                 with anyio.CancelScope(shield=True):
-                    renewal.cancel()
-                    await asyncio.wait({renewal})
-                    if not renewal.cancelled() and (exc := renewal.exception()) is not None:
-                        logger.error("renewing the lock on %s crashed", name, exc_info=exc)
-                    try:
-                        await lock.release()
-                    except LockNotOwnedError:
+                    if not await self._unlock(keys=[name], args=[token]):
                         logger.warning("the lock on %s %s expired while held", spec.name, key)
 
-    async def _renew(self, lock: Lock, name: str) -> None:
-        """Push the lock's lease back to ``lock_timeout`` every third of it, until cancelled."""
+    async def _acquire(self, spec: EntitySpec, key: str, name: str, token: str) -> State | None:
+        """Takes the lock (waiting, polling every ``lock_poll`` seconds, while another process
+        holds it) and returns the state read with it."""
+        ttl = ttl_for(spec, self.default_ttl)
+        args: list[str | int] = [token, _ms(self.lock_timeout), 0 if ttl is None else _ms(ttl)]
+        while True:
+            taken = await self._take(keys=[name, self._state_key(spec, key)], args=args)
+            if taken[0]:
+                return None if len(taken) < 2 or taken[1] is None else _loads(taken[1])
+            await asyncio.sleep(self.lock_poll)
+
+    def _start_renewing(self) -> None:
+        # One asyncio task per store renews every lock held (not a task per hold: most holds last
+        # milliseconds). The redis client is asyncio-only.
+        loop = asyncio.get_running_loop()
+        if self._renewer is None or self._renewer.done() or self._renewer.get_loop() is not loop:
+            self._renewer = loop.create_task(self._renew_all(), name="starmodel-redis-renew")
+
+    async def _renew_all(self) -> None:
+        """Every third of ``lock_timeout``, push back the lease of each lock held (for at least
+        that long) to ``lock_timeout``."""
         while True:
             await asyncio.sleep(self.lock_timeout / 3)
-            try:
-                await lock.reacquire()
-            except LockNotOwnedError:
-                logger.error("lost the lock on %s before renewing it; this holder's writes will be refused", name)
-                return
-            except Exception:
-                logger.warning("renewing the lock on %s failed; retrying", name, exc_info=True)
+            for name, token in list(self._held.items()):
+                try:
+                    if not await self._renew(keys=[name], args=[token, _ms(self.lock_timeout)]):
+                        logger.error(
+                            "lost the lock on %s before renewing it; this holder's writes will be refused", name
+                        )
+                        self._held.pop(name, None)
+                except Exception:
+                    logger.warning("renewing the lock on %s failed; retrying", name, exc_info=True)
 
     async def _forget_lock(self, name: str, token: str) -> None:
         try:
@@ -184,6 +213,10 @@ class RedisStore:
         return [_loads(raw) for raw in raws if raw is not None]
 
     async def aclose(self) -> None:
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None and renewer.get_loop() is asyncio.get_running_loop():
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
         await self.client.aclose()
 
 
