@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -56,7 +57,7 @@ class StarModel:
         self,
         entities: Iterable[type[Entity]],
         base_path: str = "/sm",
-        secret_key: str | bytes | None = None,
+        secret_key: str | bytes | Sequence[str | bytes] | None = None,
         database_url: str | None = None,
         redis_url: str | None = None,
         broadcast_url: str | None = None,
@@ -103,7 +104,7 @@ class StarModel:
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
             authorize=authorize,
-            trusted_origins=frozenset(o.rstrip("/") for o in trusted_origins),
+            trusted_origins=_origins(trusted_origins),
             max_body_size=max_body_size,
             list_limit=list_limit,
         )
@@ -284,10 +285,27 @@ class StarModel:
         return self.sessions.known(request)
 
 
-def _signer(secret_key: str | bytes | None) -> SessionSigner:
+def _origins(origins: Iterable[str]) -> frozenset[str]:
+    """``trusted_origins``, checked: each a scheme and a host (``https://app.example.com``)."""
+    checked = set()
+    for origin in origins:
+        parts = urlsplit(origin.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ValueError(f"trusted_origins: {origin!r} is not an origin like 'https://app.example.com'")
+        checked.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(checked)
+
+
+def _signer(secret_key: str | bytes | Sequence[str | bytes] | None) -> SessionSigner:
+    """The session signer; without a key, a random one (refused when ``STARMODEL_ENV=production``)."""
     if secret_key is None:
         secret_key = os.environ.get("STARMODEL_SECRET_KEY")
     if secret_key is None:
+        if os.environ.get("STARMODEL_ENV", "").lower() == "production":
+            raise RuntimeError(
+                "StarModel needs a secret_key in production (STARMODEL_ENV=production): pass "
+                "StarModel(secret_key=...) or set STARMODEL_SECRET_KEY, the same in every worker"
+            )
         logger.warning(
             "StarModel has no secret_key: sessions are signed with a random key and will not "
             "survive a restart nor be shared between workers"

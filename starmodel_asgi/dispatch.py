@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -426,8 +427,16 @@ class Dispatcher:
         except Exception:
             logger.exception("could not publish on %s", channel)
 
-    async def create(self, spec: EntitySpec, request: EventRequest | None = None, **fields: Any) -> Entity:
-        """A new record with a fresh id: ``fields`` (validated), then what the page may write."""
+    async def create(
+        self,
+        spec: EntitySpec,
+        request: EventRequest | None = None,
+        check: Callable[[Entity], Awaitable[None]] | None = None,
+        /,
+        **fields: Any,
+    ) -> Entity:
+        """A new record with a fresh id: ``fields`` (validated), then what the page may write,
+        then its ``on_create(request)`` hook; ``check`` (authorize) sees it before it is saved."""
         key = uuid.uuid4().hex
         model = entity_class(spec)
         try:
@@ -436,6 +445,13 @@ class Dispatcher:
             raise invalid(spec.name, readable_errors(exc, model)) from None
         if request is not None:
             apply_client_writes(spec, instance, request, creating=True)
+        hook = getattr(instance, "on_create", None)
+        if callable(hook):
+            result = hook(request)
+            if inspect.isawaitable(result):
+                await result
+        if check is not None:
+            await check(instance)
         async with self.store_for(spec).hold(spec, key) as slot:
             await slot.save(instance.stored_state())
         await self.touch_list(spec)

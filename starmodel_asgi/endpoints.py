@@ -29,9 +29,25 @@ from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
-#: ``authorize(request, entity, event)``: ``event`` is the event's name, ``"delete"``, or ``None`` for
-#: reads, lists, creates and live streams; may be async. ``False`` answers 403.
-Authorize = Callable[[EventRequest, type[Entity], str | None], bool | Awaitable[bool]]
+#: ``authorize(request, entity, event)`` or ``authorize(request, entity, event, record)``: ``event`` is
+#: the event's name, ``"delete"``, or ``None`` for reads, lists, creates and live streams; ``record``
+#: is the record concerned (read, changed, deleted, streamed, each one a list sends, the new one of a
+#: create) or ``None``. May be async. ``False`` answers 403 (or leaves the record out of a list).
+Authorize = Callable[..., bool | Awaitable[bool]]
+
+
+def takes_record(authorize: Authorize) -> bool:
+    """Whether ``authorize`` takes the fourth argument, the record."""
+    try:
+        parameters = list(inspect.signature(authorize).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) not in (3, 4):
+        raise TypeError(f"authorize takes (request, entity, event[, record]), not {len(positional)} arguments")
+    return len(positional) == 4
 
 
 #: No body: nothing to close.
@@ -77,13 +93,17 @@ class Endpoints:
     list_limit: int
     windows: Windows = field(default_factory=Windows)
 
+    def __post_init__(self) -> None:
+        self.with_record = self.authorize is not None and takes_record(self.authorize)
+
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
         """Every URL shape of every entity, each with its one handler."""
         table = RouteTable()
         for spec in specs:
             if spec.is_record:
                 table.add(spec, "", "GET", Action(partial(self.list, spec)))
-                table.add(spec, "", "POST", Action(partial(self.create, spec), changes_state=True))
+                create = Action(partial(self.create, spec), changes_state=True, checks_new_record=True)
+                table.add(spec, "", "POST", create)
                 table.add(spec, "", "GET", Action(partial(self.read_record, spec)), with_id=True)
                 table.add(spec, "", "DELETE", Action(partial(self.delete, spec), True, "delete"), with_id=True)
                 table.add(spec, "live", "GET", Action(partial(self.live_record, spec)), with_id=True)
@@ -109,10 +129,14 @@ class Endpoints:
             if action is None:
                 raise EventError(405, f"{method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
             if action.changes_state or method not in SAFE_METHODS:
-                check_origin(incoming.headers, self.trusted_origins)
+                check_origin(incoming.headers, self.trusted_origins, incoming.scope.get("scheme", "http"))
             body = await read_input(incoming, self.max_body_size)
             call, set_cookie = await self.call(incoming, route.spec, params, body, shown)
-            await self.check(call, route.spec, action.event)
+            if self.with_record and "id" in params:  # the record concerned, as saved
+                record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
+                await self.check(call, route.spec, action.event, record)
+            elif not (self.with_record and action.checks_new_record):
+                await self.check(call, route.spec, action.event)
             response = await action.handler(call)
         except Exception as exc:
             failed = attributed(internal_error(exc, f"{method} {incoming.path}"), route.spec)
@@ -154,9 +178,8 @@ class Endpoints:
             raw=incoming.request,
         )
         set_cookie = None
-        if spec.scope == "user":
-            call.user_id = await self.user_id(incoming.request)
-        elif spec.scope == "session":
+        call.user_id = await self.user_id(incoming.request)  # on every request, for authorize and events
+        if spec.scope == "session":
             call.session_id, set_cookie = self.sessions.resolve(incoming)
         return call, set_cookie
 
@@ -164,15 +187,22 @@ class Endpoints:
         user = self.get_user(request)
         return await user if inspect.isawaitable(user) else user
 
-    async def check(self, call: EventRequest, spec: EntitySpec, event: str | None) -> None:
+    async def check(
+        self, call: EventRequest, spec: EntitySpec, event: str | None, record: Entity | None = None
+    ) -> None:
         """Asks ``authorize``; 403 unless it says ``True``."""
-        if not await self.allows(call, spec, event):
+        if not await self.allows(call, spec, event, record):
             raise EventError(403, "Forbidden", spec.name)
 
-    async def allows(self, call: EventRequest, spec: EntitySpec, event: str | None) -> bool:
+    async def allows(
+        self, call: EventRequest, spec: EntitySpec, event: str | None, record: Entity | None = None
+    ) -> bool:
         if self.authorize is None:
             return True
-        allowed = self.authorize(call, entity_class(spec), event)
+        if self.with_record:
+            allowed = self.authorize(call, entity_class(spec), event, record)
+        else:
+            allowed = self.authorize(call, entity_class(spec), event)
         if inspect.isawaitable(allowed):
             allowed = await allowed
         if not isinstance(allowed, bool):
@@ -228,7 +258,10 @@ class Endpoints:
         return formatter if formatter.streams else self.answers.streaming
 
     async def create(self, spec: EntitySpec, call: EventRequest) -> Response:
-        instance = await self.dispatcher.create(spec, call)
+        async def check(record: Entity) -> None:
+            await self.check(replace(call, path_params={"id": record.id}), spec, None, record)
+
+        instance = await self.dispatcher.create(spec, call, check if self.with_record else None)
         state = instance.public_state()
         # Datastar applies only 200 answers (and clears the page's errors); JSON clients get the precise 201
         update = Update(spec.name, state, state, cleared=spec.no_errors if call.errors_shown else None)
@@ -241,6 +274,8 @@ class Endpoints:
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
         limit, offset = self._page(spec, call)
         items = await self.dispatcher.list(spec, limit, offset)
+        if self.with_record:
+            items = [i for i in items if await self.allows(replace(call, path_params={"id": i.id}), spec, None, i)]
         return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
 
     async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
@@ -251,7 +286,7 @@ class Endpoints:
         limit, _ = self._page(spec, call)
 
         async def allowed(record: Entity) -> bool:
-            return await self.allows(replace(call, path_params={"id": record.id}), spec, None)
+            return await self.allows(replace(call, path_params={"id": record.id}), spec, None, record)
 
         checks = allowed if self.authorize is not None else None
         return self.answers.streamed(

@@ -139,9 +139,11 @@ class Entity(BaseModel):
 
     @classmethod
     def signals_json(cls, instance: Entity | None = None) -> str:
-        """The page's first signals: the public state under the entity's namespace."""
+        """The page's first signals: the public state under the entity's namespace, as JSON that
+        Datastar's expression reader cannot mistake for code (``data-signals`` is evaluated, and
+        ``@post(`` or ``$name`` inside a string would be rewritten: they go as ``\\u0040``/``\\u0024``)."""
         state = (instance or cls()).public_state()
-        return json.dumps({spec_of(cls).name: state}, separators=(",", ":"))
+        return inert_json({spec_of(cls).name: state})
 
     @classmethod
     def holder(cls, instance: Entity | None = None, *, sync: Literal["get", "live", None] = "get") -> SafeHTML:
@@ -154,7 +156,7 @@ class Entity(BaseModel):
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         # blank errors, declared once, so $name._errors.field reads "" until something fails
-        errors = json.dumps({spec.name: _local_signals(spec)}, separators=(",", ":"))
+        errors = inert_json({spec.name: _local_signals(spec)})
         attrs += f" data-signals__ifmissing='{html.escape(errors, quote=True)}'"
         if sync is not None:
             if spec.is_record and instance is None:
@@ -178,7 +180,7 @@ class Entity(BaseModel):
         extra = "".join(
             f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
         )
-        local = json.dumps({spec.name: _local_signals(spec)}, separators=(",", ":"))
+        local = inert_json({spec.name: _local_signals(spec)})
         return SafeHTML(
             f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
             f" data-init=\"@get('{url}')\"{extra}></{tag}>"
@@ -189,3 +191,9 @@ def _local_signals(spec: EntitySpec) -> dict[str, Any]:
     """The signals the server sets and the page never sends back: blank errors, and the number
     of viewers of a ``presence`` entity."""
     return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
+
+
+def inert_json(value: Any) -> str:
+    """JSON for a Datastar attribute that is evaluated as an expression: ``@`` and ``$`` (action
+    and signal markers, rewritten even inside strings) are escaped, so stored text stays text."""
+    return json.dumps(value, separators=(",", ":")).replace("@", "\\u0040").replace("$", "\\u0024")

@@ -3,13 +3,12 @@ the default user hook for ``scope="user"``."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from itsdangerous import BadSignature, Signer
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,19 +17,22 @@ HOST_SESSION_KEY = "starmodel_sid"
 
 
 class SessionSigner:
-    """Signs session ids with HMAC-SHA256; a value that does not verify is no session at all."""
+    """Signs session ids with itsdangerous (HMAC-SHA256). ``secret_key`` may be a list, newest
+    first: new cookies are signed with the first key, cookies signed with any of them verify (key
+    rotation). A value that does not verify is no session at all."""
 
-    def __init__(self, secret_key: str | bytes, cache_size: int = 10_000) -> None:
-        self._key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    def __init__(self, secret_key: str | bytes | Sequence[str | bytes], cache_size: int = 10_000) -> None:
+        given = [secret_key] if isinstance(secret_key, (str, bytes)) else list(secret_key)
+        keys = [key.encode() if isinstance(key, str) else key for key in given]
+        if not keys or not all(keys):
+            raise ValueError("secret_key must be a non-empty key, or a list of them (newest first)")
+        # itsdangerous takes the keys oldest first and signs with the last
+        self._signer = Signer(list(reversed(keys)), salt="starmodel-session", digest_method=hashlib.sha256)
         self._verified: dict[str, str] = {}  # cookie value -> session id, already checked
         self._cache_size = cache_size
 
-    def _signature(self, session_id: str) -> str:
-        digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
     def sign(self, session_id: str) -> str:
-        return f"{session_id}.{self._signature(session_id)}"
+        return self._signer.sign(session_id).decode()
 
     def unsign(self, value: str | None) -> str | None:
         if not value or "." not in value:
@@ -38,8 +40,11 @@ class SessionSigner:
         known = self._verified.get(value)
         if known is not None:
             return known
-        session_id, _, signature = value.rpartition(".")
-        if not (session_id and hmac.compare_digest(signature, self._signature(session_id))):
+        try:
+            session_id = self._signer.unsign(value).decode()
+        except (BadSignature, UnicodeError):
+            return None
+        if not session_id:
             return None
         if len(self._verified) >= self._cache_size:
             self._verified.clear()

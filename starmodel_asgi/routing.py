@@ -26,6 +26,8 @@ class Action:
     handler: Handler
     changes_state: bool = False
     event: str | None = None  # the event's name, for authorize
+    #: a create: a four-argument ``authorize`` is asked about the new record, by the handler
+    checks_new_record: bool = False
 
 
 @dataclass

@@ -21,28 +21,49 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "text/json")
 FORM_TYPE = "application/x-www-form-urlencoded"
 MULTIPART_TYPE = "multipart/form-data"
+#: What a page of another site can send without a CORS preflight (an HTML form's encodings).
+SIMPLE_TYPES = (FORM_TYPE, MULTIPART_TYPE, "text/plain")
 
 
 def content_type(headers: Mapping[str, str]) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def check_origin(headers: Mapping[str, str], trusted_origins: Collection[str]) -> None:
-    """Refuses (403) a request that may change state and comes from another site. A cross-site
-    form or link can fire a simple POST or GET; it cannot send Datastar's header or JSON without a
-    CORS preflight, which this app never grants."""
+def check_origin(headers: Mapping[str, str], trusted_origins: Collection[str], scheme: str = "http") -> None:
+    """Refuses (403) a request that may change state and comes from another site, as Django's
+    CSRF check does without a token. Datastar's header or a JSON body cannot be sent cross-site
+    without a CORS preflight, which this app never grants: those pass. Otherwise (a plain form or
+    link) the ``Origin`` must be this site (scheme and host) or a trusted origin; without
+    ``Origin``, a ``Sec-Fetch-Site`` other than same-origin is refused, and the ``Referer`` must be
+    this site or trusted (required for a form over https, where browsers always send one)."""
     if headers.get("datastar-request", "").lower() == "true":
         return
     if content_type(headers) in JSON_TYPES:
         return
+    own = f"{scheme}://{headers.get('host', '')}"
     origin = headers.get("origin")
-    if origin is None:
-        if headers.get("sec-fetch-site") == "cross-site":
-            raise EventError(403, "Cross-site request refused")
+    if origin is not None:
+        if _same(origin, own, trusted_origins):
+            return
+        raise EventError(403, "Cross-site request refused (Origin)")
+    if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise EventError(403, "Cross-site request refused (Sec-Fetch-Site)")
+    referer = headers.get("referer")
+    if referer is None:
+        # a form a browser posts over https carries an Origin or a Referer; a client that sends
+        # neither and no form is not a browser, and no browser can be made to send it
+        if scheme == "https" and content_type(headers) in SIMPLE_TYPES:
+            raise EventError(403, "Cross-site request refused (no Referer over https)")
         return
-    if urlsplit(origin).netloc == headers.get("host", "") or origin.rstrip("/") in trusted_origins:
-        return
-    raise EventError(403, "Cross-site request refused")
+    if not _same(referer, own, trusted_origins):
+        raise EventError(403, "Cross-site request refused (Referer)")
+
+
+def _same(url: str, own: str, trusted_origins: Collection[str]) -> bool:
+    """Whether ``url`` (an Origin or a Referer) is of this site, scheme included, or trusted."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    return origin == own.lower() or origin in trusted_origins
 
 
 def too_big(max_body_size: int) -> EventError:

@@ -211,3 +211,43 @@ async def test_a_cut_stream_is_retried_by_the_browser_and_resumes_with_the_curre
             await api.post("/sm/clicks/click", headers=JSON)
         await expect(browser_page.locator("#count")).to_have_text("4")
     await context.close()
+
+
+PAYLOAD = "@post('/sm/boom') $clicks.count = 99 <b>\\u0040</b> ' \" `"
+
+
+class Quote(Entity):
+    """Stored text that looks like Datastar code."""
+
+    model_config = {"scope": "global"}
+    text: str = PAYLOAD
+
+
+async def test_stored_text_that_looks_like_an_action_stays_text_in_the_holder(datastar_js: Path, chromium: Any) -> None:
+    from playwright.async_api import expect
+
+    sm = StarModel([Quote, Clicks], base_path="/sm", secret_key="browser-test")
+
+    async def home(request: Request) -> HTMLResponse:
+        holders = Quote.holder(sync=None) + Clicks.holder(sync=None)
+        body = f'{holders}<p id="text" data-text="$quote.text"></p><p id="count" data-text="$clicks.count"></p>'
+        return HTMLResponse(
+            f"<!doctype html><html><head>{datastar_script('/static/datastar.js')}</head><body>{body}</body></html>"
+        )
+
+    async def script(request: Request) -> FileResponse:
+        return FileResponse(datastar_js, media_type="text/javascript")
+
+    site = Starlette(routes=[Route("/", home), Route("/static/datastar.js", script), Mount("/sm", sm)])
+    with run_server(site) as url:
+        context = await chromium.new_context()
+        page = await context.new_page()
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda request: requests.append(request.url))
+        await page.goto(url + "/")
+        await expect(page.locator("#text")).to_have_text(PAYLOAD)
+        await expect(page.locator("#count")).to_have_text("0")  # the text did not run as an assignment
+        assert not [r for r in requests if "boom" in r] and errors == []
+        await context.close()

@@ -1,0 +1,118 @@
+"""Ownership: a four-argument ``authorize`` sees the record concerned, ``on_create`` sets the owner
+before the first save, and ``request.user_id`` is known on every request."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from starlette.requests import Request
+
+from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
+from tests.support.servers import LiveStream, run_server
+from tests.support.sse import ListPage
+
+pytestmark = pytest.mark.anyio
+JSON = {"Accept": "application/json"}
+
+
+class Note(Entity):
+    model_config = {"scope": "record"}
+    text: Annotated[str, ClientWritable] = ""
+    owner: str = ""
+
+    async def on_create(self, request: EventRequest | None) -> None:
+        self.owner = request.user_id or "" if request is not None else "system"
+
+    @event
+    def edit(self, text: str) -> None:
+        self.text = text
+
+    def render(self) -> str:
+        return f'<li id="{self.dom_id}">{self.text}</li>'
+
+
+class Whoami(Entity):
+    """Session scoped: the caller's user is still known."""
+
+    seen: str = ""
+
+    @event
+    def look(self, request: EventRequest) -> None:
+        self.seen = request.user_id or "anonymous"
+
+
+def user_from_header(request: Request) -> str | None:
+    return request.headers.get("x-user")
+
+
+def authorize(request: EventRequest, entity: type[Entity], event: str | None, record: Any) -> bool:
+    if record is None:
+        return request.user_id is not None
+    return bool(record.owner == request.user_id and record.text != "forbidden")
+
+
+def build() -> StarModel:
+    return StarModel([Note, Whoami], base_path="", secret_key="own", get_user=user_from_header, authorize=authorize)
+
+
+def client(sm: StarModel, user: str, base: str = "http://t") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(sm) if base == "http://t" else None
+    return httpx.AsyncClient(transport=transport, base_url=base, headers={"X-User": user, **JSON})
+
+
+async def test_each_user_creates_lists_reads_changes_and_deletes_only_their_own() -> None:
+    sm = build()
+    async with client(sm, "alice") as alice, client(sm, "bob") as bob:
+        created = await alice.post("/note", json={"text": "alice's", "owner": "bob"})
+        assert created.status_code == 201
+        note = created.json()
+        assert note["owner"] == "alice"  # on_create set it; the body cannot (owner is not writable)
+        await bob.post("/note", json={"text": "bob's"})
+
+        assert [n["text"] for n in (await alice.get("/note")).json()] == ["alice's"]
+        assert [n["text"] for n in (await bob.get("/note")).json()] == ["bob's"]
+        assert (await bob.get(f"/note/{note['id']}")).status_code == 403
+        assert (await bob.post(f"/note/{note['id']}/edit", json={"text": "mine now"})).status_code == 403
+        assert (await bob.delete(f"/note/{note['id']}")).status_code == 403
+        assert (await alice.get(f"/note/{note['id']}")).json()["text"] == "alice's"  # untouched
+        assert (await alice.post(f"/note/{note['id']}/edit", json={"text": "edited"})).status_code == 200
+        assert (await alice.delete(f"/note/{note['id']}")).status_code == 204
+
+
+async def test_a_create_that_authorize_refuses_saves_nothing() -> None:
+    sm = build()
+    async with client(sm, "alice") as alice:
+        assert (await alice.post("/note", json={"text": "forbidden"})).status_code == 403
+        assert await sm.list(Note) == []
+
+
+async def test_a_live_list_shows_each_user_their_own_records() -> None:
+    sm = build()
+    with run_server(sm) as url:
+        async with client(sm, "alice", url) as alice, client(sm, "bob", url) as bob:
+            mine = (await alice.post("/note", json={"text": "alice 1"})).json()
+            async with LiveStream(bob, "/note/live", headers={"X-User": "bob"}) as watching:
+                await bob.post("/note", json={"text": "bob 1"})
+                await alice.post("/note", json={"text": "alice 2"})
+                await watching.until(lambda live: ListPage("#note-list").apply(live.events).texts == ["bob 1"])
+                assert "alice" not in watching.text
+            assert (await bob.get(f"/note/{mine['id']}/live", headers={"Datastar-Request": "true"})).status_code == 403
+
+
+async def test_sm_create_runs_on_create_without_a_request() -> None:
+    sm = build()
+    note = await sm.create(Note, text="from a task")
+    assert note.owner == "system"
+
+
+async def test_the_callers_user_is_known_for_every_scope() -> None:
+    sm = build()
+    async with client(sm, "carol") as carol:
+        assert (await carol.post("/whoami/look")).json() == {"seen": "carol"}
+
+
+def test_authorize_with_the_wrong_number_of_arguments_fails_when_the_app_is_built() -> None:
+    with pytest.raises(TypeError, match=r"authorize takes \(request, entity, event\[, record\]\)"):
+        StarModel([Note], secret_key="own", authorize=lambda request, entity: True)
