@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html as html_escape
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import Element, Update
 from starmodel_asgi.live import Live, LiveStream
+from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
 
 logger = logging.getLogger("starmodel_asgi")
@@ -58,11 +58,10 @@ def row_of(spec: EntitySpec, record: Entity) -> Row | None:
 
 class Windows:
     """The rows each recent list message gives, read and rendered once per process however many
-    streams watch: concurrent askers wait for the first one's read. Bounded by count."""
+    streams watch: concurrent askers wait for the first one's read. Bounded by count and bytes."""
 
-    def __init__(self, size: int = 64) -> None:
-        self._size = size
-        self._done: OrderedDict[tuple[str, int, str], list[Row]] = OrderedDict()
+    def __init__(self, size: int = 64, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._done: Recent[tuple[str, int, str], list[Row]] = Recent(size, max_bytes)
         self._pending: dict[tuple[str, int, str], Reading] = {}
 
     async def get(self, key: tuple[str, int, str], read: Callable[[], Awaitable[list[Row]]]) -> list[Row]:
@@ -85,9 +84,7 @@ class Windows:
         finally:
             del self._pending[key]
             reading.done.set()
-        self._done[key] = rows
-        if len(self._done) > self._size:
-            self._done.popitem(last=False)
+        self._done.put(key, rows, sum(3 * len(row.html) for row in rows))  # the records, about their HTML twice
         return rows
 
 

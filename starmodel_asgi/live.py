@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import Element, EventError, Update
 from starmodel_asgi.presence import Presence
+from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse
 from starmodel_asgi.spec import EntitySpec
 
@@ -226,19 +226,18 @@ def view_of(instance: Entity) -> View:
 
 class Views:
     """The view each recent message gives, so a thousand streams of one channel parse, validate
-    and render a change once, not a thousand times. Bounded: the oldest entries go first."""
+    and render a change once, not a thousand times. Bounded by count and bytes (a 100 KB state
+    counts about 300 KB): the oldest entries go first."""
 
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._views: OrderedDict[tuple[str, str], View] = OrderedDict()
+    def __init__(self, size: int = 256, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._recent: Recent[tuple[str, str], View] = Recent(size, max_bytes)
 
     def get(self, channel: str, message: str) -> View | None:
-        return self._views.get((channel, message))
+        return self._recent.get((channel, message))
 
     def put(self, channel: str, message: str, view: View) -> None:
-        self._views[(channel, message)] = view
-        if len(self._views) > self._size:
-            self._views.popitem(last=False)
+        cost = 3 * len(message) + sum(len(e.html) for e in view.elements)  # parsed state ~3x its JSON
+        self._recent.put((channel, message), view, cost)
 
 
 async def _body(send: Send, body: bytes) -> None:

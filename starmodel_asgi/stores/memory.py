@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,7 +33,7 @@ class MemorySlot:
         self._store._write(self._spec, self._key, state)
 
     async def delete(self) -> None:
-        self._store._data.pop(self._key, None)
+        self._store._drop(self._key)
 
 
 class MemoryHold:
@@ -53,18 +54,26 @@ class MemoryHold:
 
 
 class MemoryStore:
-    """State kept in this process. Instances idle past their TTL are dropped on a later access."""
+    """State kept in this process. Instances idle past their TTL are dropped on a later access.
+
+    Session and user instances are bounded: past ``max_sessions`` of them (about 1-2 KB each for
+    a small entity), the least recently used is dropped, so clients without a cookie cannot grow
+    memory without limit. Global instances and records are never dropped (they are data, not a
+    cache of a visitor)."""
 
     def __init__(
         self,
         default_ttl: float | None = None,
         sweep_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        max_sessions: int = 20_000,
     ) -> None:
         self.default_ttl = default_ttl
         self.sweep_interval = sweep_interval
+        self.max_sessions = max_sessions
         self._clock = clock
         self._data: dict[Key, _Entry] = {}
+        self._visitors: OrderedDict[Key, None] = OrderedDict()  # session/user keys, least recent first
         self._locks = KeyedLocks()
         self._last_sweep = clock()
 
@@ -88,6 +97,7 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         self._data.clear()
+        self._visitors.clear()
 
     def _read(self, spec: EntitySpec, key: Key) -> State | None:
         self._sweep()
@@ -96,15 +106,27 @@ class MemoryStore:
             return None
         now = self._clock()
         if entry.expires is not None and entry.expires <= now:
-            del self._data[key]
+            self._drop(key)
             return None
         ttl = ttl_for(spec, self.default_ttl)
         entry.expires = None if ttl is None else now + ttl
+        if key in self._visitors:
+            self._visitors.move_to_end(key)
         return entry.state
 
     def _write(self, spec: EntitySpec, key: Key, state: State) -> None:
         ttl = ttl_for(spec, self.default_ttl)
         self._data[key] = _Entry(state, None if ttl is None else self._clock() + ttl)
+        if spec.scope in ("session", "user"):
+            self._visitors[key] = None
+            self._visitors.move_to_end(key)
+            while len(self._visitors) > self.max_sessions:
+                oldest, _ = self._visitors.popitem(last=False)
+                self._data.pop(oldest, None)
+
+    def _drop(self, key: Key) -> None:
+        self._data.pop(key, None)
+        self._visitors.pop(key, None)
 
     def _sweep(self) -> None:
         now = self._clock()
@@ -113,4 +135,4 @@ class MemoryStore:
         self._last_sweep = now
         expired = [k for k, e in self._data.items() if e.expires is not None and e.expires <= now]
         for k in expired:
-            del self._data[k]
+            self._drop(k)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import LockNotOwnedError
+from redis.exceptions import LockNotOwnedError, RedisError
 
 from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
 
 logger = logging.getLogger("starmodel_asgi")
+
+#: What a lost or refused connection raises.
+CONNECTION_ERRORS = (RedisError, OSError)
 
 # KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), lock ms, score, member, indexed.
 _SAVE = """
@@ -95,7 +98,9 @@ class RedisStore:
     """Entity state in Redis under ``prefix`` (``state:``, ``lock:`` and, for records, ``index:``
     keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
     every ``lock_timeout / 3`` seconds (and by every save), so events may run longer than the lease.
-    A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write."""
+    A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write.
+    Commands fail after ``timeout`` seconds rather than hang; a lock that could not be deleted
+    during an outage is deleted as soon as Redis answers again."""
 
     def __init__(
         self,
@@ -105,6 +110,7 @@ class RedisStore:
         prefix: str = "starmodel:",
         lock_timeout: float = 60.0,
         lock_poll: float = 0.005,
+        timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
@@ -113,7 +119,13 @@ class RedisStore:
         self.lock_timeout = lock_timeout
         self.lock_poll = lock_poll
         self._clock = clock
-        self.client: Redis = client if client is not None else Redis.from_url(url, decode_responses=True)
+        # bounded waits: a command on a connection that went silent fails instead of hanging
+        # (and holding the instance) until the operating system gives up on the socket
+        self.client: Redis = (
+            client
+            if client is not None
+            else Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+        )
         self._save = self.client.register_script(_SAVE)
         self._delete = self.client.register_script(_DELETE)
         self._unlock = self.client.register_script(_UNLOCK)
@@ -122,6 +134,8 @@ class RedisStore:
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
+        self._stale: dict[str, tuple[str, float]] = {}  # locks to delete once Redis answers again
+        self._clearer: asyncio.Task[None] | None = None
 
     def _state_key(self, spec: EntitySpec, key: str) -> str:
         return f"{self.prefix}state:{spec.name}:{key}"
@@ -151,8 +165,7 @@ class RedisStore:
             finally:
                 self._held.pop(name, None)
                 with anyio.CancelScope(shield=True):
-                    if not await self._unlock(keys=[name], args=[token]):
-                        logger.warning("the lock on %s %s expired while held", spec.name, key)
+                    await self._forget_lock(name, token, held=True)
 
     async def _acquire(self, spec: EntitySpec, key: str, name: str, token: str) -> State | None:
         """Takes the lock (waiting, polling every ``lock_poll`` seconds, while another process
@@ -187,11 +200,30 @@ class RedisStore:
                 except Exception:
                     logger.warning("renewing the lock on %s failed; retrying", name, exc_info=True)
 
-    async def _forget_lock(self, name: str, token: str) -> None:
+    async def _forget_lock(self, name: str, token: str, *, held: bool = False) -> None:
+        """Deletes our lock. When Redis cannot be reached, keeps trying in the background (every
+        ``lock_poll * 20`` seconds, until the lease would have ended), so an outage does not leave
+        the instance locked for a whole lease once Redis is back."""
         try:
-            await self._unlock(keys=[name], args=[token])
-        except Exception:
-            logger.warning("could not clear the lock on %s; it stays until its lease ends", name, exc_info=True)
+            if not await self._unlock(keys=[name], args=[token]) and held:
+                logger.warning("the lock on %s expired while held", name)
+        except CONNECTION_ERRORS:
+            logger.warning("could not clear the lock on %s; retrying until Redis answers", name)
+            self._stale[name] = (token, time.monotonic() + self.lock_timeout)
+            loop = asyncio.get_running_loop()
+            if self._clearer is None or self._clearer.done() or self._clearer.get_loop() is not loop:
+                self._clearer = loop.create_task(self._clear_stale(), name="starmodel-redis-unlock")
+
+    async def _clear_stale(self) -> None:
+        while self._stale:
+            await asyncio.sleep(self.lock_poll * 20)
+            for name, (token, until) in list(self._stale.items()):
+                try:
+                    await self._unlock(keys=[name], args=[token])
+                except CONNECTION_ERRORS:
+                    if time.monotonic() < until:
+                        continue
+                del self._stale[name]
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         ttl = ttl_for(spec, self.default_ttl)
@@ -213,10 +245,12 @@ class RedisStore:
         return [_loads(raw) for raw in raws if raw is not None]
 
     async def aclose(self) -> None:
-        renewer, self._renewer = self._renewer, None
-        if renewer is not None and renewer.get_loop() is asyncio.get_running_loop():
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+        tasks = [t for t in (self._renewer, self._clearer) if t is not None]
+        self._renewer = self._clearer = None
+        for task in tasks:
+            if task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.client.aclose()
 
 
