@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
@@ -24,6 +25,7 @@ from starmodel_asgi.http import EventError
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
+from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import not_found, route_path
@@ -109,6 +111,7 @@ class StarModel:
             list_limit=list_limit,
         )
         self.routes = self.endpoints.routes(self.specs.values())
+        self._openapi: bytes | None = None  # GET /openapi.json, built on first use
 
     def _register(self, entity: type[Entity]) -> None:
         spec = build_spec(entity, self.base_path)
@@ -149,6 +152,10 @@ class StarModel:
         elif scope["type"] == "http":
             incoming = Incoming(scope, receive)
             path = route_path(scope)
+            if path == "/openapi.json":
+                self._openapi = self._openapi or openapi_json(self.specs.values())
+                await Response(self._openapi, media_type="application/json")(scope, receive, send)
+                return
             found = self.routes.resolve(path)
             if found is None:
                 response = self.endpoints.error(incoming, not_found(self.specs, path))
