@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from starmodel_asgi.http import EventError, Signals
+from starmodel_asgi.http import EventError, Signals, invalid
 from starmodel_asgi.incoming import Incoming, multi
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -152,11 +153,73 @@ async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
     return Body(form=multi(items), uploads=form)
 
 
+#: How deep signals may nest: deeper values could exhaust the stack of whatever handles them next.
+MAX_DEPTH = 64
+
+
 def parse_json(body: bytes) -> Signals:
+    """A JSON object of signals, refused (400) when malformed, nested past ``MAX_DEPTH`` or
+    holding text no store could keep (a lone surrogate), and (422, naming the signal) when it
+    holds NaN or an infinite number anywhere, which no page can hold either."""
+    numbers = Numbers()
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=numbers.constant, parse_float=numbers.number)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise EventError(400, f"Malformed JSON: {exc}") from None
     if not isinstance(value, dict):
         raise EventError(400, "The body must be a JSON object of signals")
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise EventError(400, f"The signals nest deeper than {MAX_DEPTH} levels")
+    if b"\\u" in body and b"\\ud" in body.lower():  # only a \\uXXXX escape can make a lone surrogate
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise EventError(400, "Malformed JSON: a \\u escape is half of a character (a lone surrogate)") from None
+    if numbers.infinite:
+        errors = {name: "Send a finite number." for name, item in value.items() if not _finite(item)}
+        raise invalid("", errors)
     return Signals(value)
+
+
+class Numbers:
+    """``json.loads`` hooks that note a number no page can hold (NaN, Infinity, 1e999)."""
+
+    def __init__(self) -> None:
+        self.infinite = False
+
+    def constant(self, name: str) -> float:
+        self.infinite = True
+        return math.nan
+
+    def number(self, text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            self.infinite = True
+        return number
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` is finite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in ``value`` (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
