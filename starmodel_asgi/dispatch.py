@@ -66,6 +66,16 @@ def attributed(error: EventError, spec: EntitySpec) -> EventError:
     return error
 
 
+def failed(exc: Exception, spec: EntitySpec, descriptor: EventDescriptor, reset: State | None = None) -> EventError:
+    """What the caller is told of an event that raised: its own ``EventError`` (shown in the
+    entity's namespace), else a logged 500 (the original stays its context); ``reset`` is the
+    saved state when steps were sent."""
+    error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
+    if reset is not None:
+        error.reset = reset
+    return error
+
+
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
     """What an event returned or yielded, as HTML elements (``None``, entities and redirects are
     no HTML). A list of HTML is one element of the joined HTML, so ``mode="inner"`` fills the
@@ -267,12 +277,7 @@ class Dispatcher:
                 last = steps.last()
                 committed = await self._save(spec, held)
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
-                if steps.count:
-                    error.reset = steps.original
-                if error is exc:
-                    raise
-                raise error from exc
+                raise failed(exc, spec, descriptor, steps.original if steps.count else None)  # noqa: B904
         if committed:
             await self.after_commit(spec, key, descriptor.info.name, steps.original, held.instance.public_state)
         if last is not None:
@@ -303,10 +308,7 @@ class Dispatcher:
                 update = steps.step(result)
                 committed = await self._save(spec, held)
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise failed(exc, spec, descriptor)  # noqa: B904
         if committed:
             await self.after_commit(spec, key, descriptor.info.name, steps.original, lambda: update.state)
         return update
@@ -358,10 +360,7 @@ class Dispatcher:
                 yield steps.held_back(steps.step(result))
             last = steps.last()
         except Exception as exc:
-            error = attributed(internal_error(exc, f"event {spec.name}.{descriptor.info.name}"), spec)
-            if error is exc:
-                raise
-            raise error from exc
+            raise failed(exc, spec, descriptor)  # noqa: B904
         finally:
             instance.__dict__.pop(EDITOR_KEY, None)
         if last is not None:

@@ -209,6 +209,11 @@ class Endpoints:
             raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
         return allowed
 
+    async def allows_record(self, call: EventRequest, spec: EntitySpec, record: Entity) -> bool:
+        """``authorize`` about one record a list, live list or create concerns (its id in
+        ``path_params``)."""
+        return await self.allows(replace(call, path_params={"id": record.id}), spec, None, record)
+
     def key(self, spec: EntitySpec, call: EventRequest) -> str:
         """Which instance the caller means."""
         if spec.is_record:
@@ -259,7 +264,8 @@ class Endpoints:
 
     async def create(self, spec: EntitySpec, call: EventRequest) -> Response:
         async def check(record: Entity) -> None:
-            await self.check(replace(call, path_params={"id": record.id}), spec, None, record)
+            if not await self.allows_record(call, spec, record):
+                raise EventError(403, "Forbidden", spec.name)
 
         instance = await self.dispatcher.create(spec, call, check if self.with_record else None)
         state = instance.public_state()
@@ -275,7 +281,7 @@ class Endpoints:
         limit, offset = self._page(spec, call)
         items = await self.dispatcher.list(spec, limit, offset)
         if self.with_record:
-            items = [i for i in items if await self.allows(replace(call, path_params={"id": i.id}), spec, None, i)]
+            items = [i for i in items if await self.allows_record(call, spec, i)]
         return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
 
     async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
@@ -285,10 +291,7 @@ class Endpoints:
             )
         limit, _ = self._page(spec, call)
 
-        async def allowed(record: Entity) -> bool:
-            return await self.allows(replace(call, path_params={"id": record.id}), spec, None, record)
-
-        checks = allowed if self.authorize is not None else None
+        checks = partial(self.allows_record, call, spec) if self.authorize is not None else None
         return self.answers.streamed(
             call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
         )
