@@ -109,6 +109,7 @@ class StarModel:
             trusted_origins=_origins(trusted_origins),
             max_body_size=max_body_size,
             list_limit=list_limit,
+            app=self,
         )
         self.routes = self.endpoints.routes(self.specs.values())
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use

@@ -8,6 +8,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -91,6 +92,7 @@ class Endpoints:
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
+    app: Any = None  # the StarModel, handed to events as ``request.app``
     windows: Windows = field(default_factory=Windows)
 
     def __post_init__(self) -> None:
@@ -176,6 +178,7 @@ class Endpoints:
             form=body.form,
             signals=body.signals,
             raw=incoming.request,
+            app=self.app,
         )
         set_cookie = None
         call.user_id = await self.user_id(incoming.request)  # on every request, for authorize and events

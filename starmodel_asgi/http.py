@@ -36,6 +36,8 @@ class EventRequest:
     raw: Any = None
     #: the page may still show an earlier failure's ``_error``/``_errors``: a success clears them
     errors_shown: bool = False
+    #: the ``StarModel`` serving the event: ``await request.app.create(Message, text=...)``
+    app: Any = None
 
     @property
     def is_datastar(self) -> bool:

@@ -1,0 +1,553 @@
+"""``Page``: a browser page's stand-in for testing your own pages, in-process, with no browser.
+
+    async with Page(app) as page:             # your host app, or the StarModel itself
+        await page.open("/")                  # the HTML page: its declared signals, its data-init
+        answer = await page.run(Counter.increment(amount=2))
+        assert answer.signals == {"counter": {"count": 2}}
+        assert page.signals["counter"]["count"] == 2
+
+It speaks to the ASGI app directly, as Datastar's browser client would: cookies kept, every
+signal sent with each action (those whose name starts with ``_`` left out), answers applied to
+``page.signals`` (only ``200`` answers, as the client does). ``page.live(...)`` reads a live stream
+as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+from collections.abc import AsyncIterator, Mapping, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from http.cookies import SimpleCookie
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, urlencode, urlsplit
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from starmodel_asgi.app import StarModel
+from starmodel_asgi.events import Action
+
+__all__ = ["Answer", "LivePage", "Page"]
+
+_ACTION = re.compile(r"""^\s*@(get|post|put|patch|delete)\(\s*'((?:[^'\\]|\\.)*)'\s*(?:,\s*(\{.*\}))?\s*\)\s*$""", re.S)
+_REDIRECT = re.compile(r"window\.location\s*=\s*'((?:[^'\\]|\\.)*)'")
+_ELEMENT_ID = re.compile(r'^\s*<[A-Za-z][\w-]*\b[^>]*?\sid="([^"]+)"')
+
+
+@dataclass
+class Answer:
+    """What one request answered: ``status``, the signal patches it carried (merged, as the page
+    applies them), its element patches as ``(selector, mode, html)``, where it sends the page
+    (``redirect``), and the raw ``headers`` and ``text``."""
+
+    status: int
+    signals: dict[str, Any] = field(default_factory=dict)
+    elements: list[tuple[str, str, str]] = field(default_factory=list)
+    redirect: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+    def _read(self, events: list[tuple[str, dict[str, list[str]]]]) -> None:
+        for name, data in events:
+            if name == "datastar-patch-signals":
+                patch = json.loads("\n".join(data.get("signals", ["{}"])))
+                merge(self.signals, patch, only_if_missing=data.get("onlyIfMissing") == ["true"])
+            elif name == "datastar-patch-elements":
+                html = "\n".join(data.get("elements", []))
+                redirect = _REDIRECT.search(html) if data.get("selector") == ["body"] else None
+                if redirect is not None:
+                    self.redirect = json.loads('"' + redirect.group(1).replace("\\'", "'") + '"')
+                    continue
+                mode = (data.get("mode") or ["outer"])[0]
+                selector = (data.get("selector") or [""])[0]
+                if not selector:
+                    found = _ELEMENT_ID.match(html)
+                    selector = f"#{found.group(1)}" if found else ""
+                self.elements.append((selector, mode, html))
+
+
+class Page:
+    """One browser tab on ``app``: cookies, the page's merged signals, and its requests.
+
+    ``app`` is any ASGI app: the host app with StarModel mounted inside (actions' paths are
+    absolute, ``/sm/...``), or a ``StarModel`` alone (it is then addressed at its ``base_path``).
+    ``async with Page(app)`` also runs the app's lifespan (background tasks it starts), when the
+    app has one.
+    """
+
+    def __init__(self, app: ASGIApp, base_url: str = "http://testserver", headers: Mapping[str, str] | None = None):
+        self.app = app
+        parts = urlsplit(base_url)
+        self.scheme, self.host = parts.scheme or "http", parts.netloc or "testserver"
+        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.cookies: dict[str, str] = {}
+        self.signals: dict[str, Any] = {}
+        self._root_path = app.base_path if isinstance(app, StarModel) else ""
+        self._lifespan: _Lifespan | None = None
+
+    async def __aenter__(self) -> Self:
+        self._lifespan = _Lifespan(self.app)
+        await self._lifespan.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._lifespan is not None:
+            await self._lifespan.stop()
+
+    # -- what a page does --------------------------------------------------------------
+
+    async def open(self, path: str) -> Answer:
+        """Load an HTML page: its ``data-signals`` (and ``data-bind`` inputs) become ``page.signals``,
+        then each ``data-init`` action runs as the browser would (a live one until its first answer).
+        The answer's ``signals`` and ``elements`` are what those actions brought."""
+        answer = await self.request("GET", path, accept="text/html")
+        if answer.status != 200:
+            return answer
+        reader = _PageReader()
+        reader.feed(answer.text)
+        self.signals = {}
+        for declared, if_missing in reader.signals:
+            merge(self.signals, declared, only_if_missing=if_missing)
+        for action in reader.inits:
+            method, url, _ = parse_action(action)
+            if url.split("?")[0].endswith("/live"):
+                async with self.live(action) as stream:
+                    first = await stream.next()
+            else:
+                first = await self._send(method, url, self._outgoing(method))
+            merge(answer.signals, first.signals)
+            answer.elements += first.elements
+        return answer
+
+    async def run(self, action: str, **signals: Any) -> Answer:
+        """Run a Datastar action (``Counter.increment(amount=2)``, or the string a page holds,
+        ``"@post('/sm/counter/increment')"``) after setting ``signals`` as the page's inputs would
+        (``counter={"step": 3}``, ``draft="hi"``): every signal goes with it, as the browser sends them."""
+        method, url, options = parse_action(action)
+        if options.get("contentType") == "form":
+            raise ValueError(f"{action} posts a form: use page.submit(action, fields, files=...)")
+        merge(self.signals, signals)
+        return await self._send(method, url, self._outgoing(method))
+
+    async def submit(
+        self,
+        action: str,
+        fields: Mapping[str, str | list[str]],
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+    ) -> Answer:
+        """Run an action with ``{contentType: 'form'}`` as a form would post it: ``fields`` (name
+        -> value(s)) and ``files`` (name -> ``(filename, content, content type)``), multipart when
+        there are files, else urlencoded. Datastar sends no signals with a form."""
+        method, url, _ = parse_action(action)
+        pairs = [(k, v) for k, values in fields.items() for v in ([values] if isinstance(values, str) else values)]
+        if method in ("GET", "DELETE"):
+            url += ("&" if "?" in url else "?") + urlencode(pairs)
+            return await self._send(method, url, None)
+        if not files:
+            body = urlencode(pairs).encode()
+            return await self._send(method, url, (body, "application/x-www-form-urlencoded"))
+        return await self._send(method, url, multipart(pairs, files))
+
+    @asynccontextmanager
+    async def live(self, action: str, timeout: float = 5.0) -> AsyncIterator[LivePage]:
+        """Open a live stream (``Counter.holder(sync="live")``'s ``@get('/sm/counter/live')``, a
+        list's ``/sm/message/live``, or the path) and read it as it arrives: ``await stream.next()``
+        is the next answer, already applied to ``page.signals``. Leaving the block disconnects."""
+        method, url, _ = parse_action(action) if action.lstrip().startswith("@") else ("GET", action, {})
+        exchange = _Exchange(self.app, *self._scope(method, url, self._outgoing(method), "text/event-stream"))
+        failure: BaseException | None = None  # raised as itself, not wrapped in the task group's group
+        async with anyio.create_task_group() as tg:
+            await exchange.start(tg)
+            try:
+                stream = LivePage(self, exchange, timeout)
+                await stream.started()
+                yield stream
+            except BaseException as exc:
+                failure = exc
+            finally:
+                if not await exchange.disconnect():
+                    tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        """A plain request with this page's cookies (no Datastar header): a JSON client, a link."""
+        payload = (body, content_type or "application/json") if body is not None else None
+        scope, sent = self._scope(method, path, payload, accept, datastar=False, extra=headers)
+        return self._answered(await _Exchange(self.app, scope, sent).run())
+
+    # -- the wire ----------------------------------------------------------------------
+
+    def _outgoing(self, method: str) -> tuple[bytes, str] | str | None:
+        """The signals Datastar sends: a JSON body, or for GET and DELETE the ``datastar`` query value."""
+        sent = json.dumps(without_local(self.signals), separators=(",", ":"))
+        return sent if method in ("GET", "DELETE") else (sent.encode(), "application/json")
+
+    async def _send(self, method: str, url: str, payload: tuple[bytes, str] | str | None) -> Answer:
+        if url.split("?")[0].endswith("/live"):
+            raise ValueError(f"{url} is a live stream: read it with `async with page.live(action) as stream`")
+        scope, sent = self._scope(method, url, payload, "text/event-stream, text/html, application/json")
+        answer = self._answered(await _Exchange(self.app, scope, sent).run())
+        if answer.status == 200:  # Datastar's client applies only 200 answers
+            merge(self.signals, answer.signals)
+        return answer
+
+    def _scope(
+        self,
+        method: str,
+        url: str,
+        payload: tuple[bytes, str] | str | None,
+        accept: str,
+        datastar: bool = True,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[Scope, bytes]:
+        """The ASGI scope of a request from this page, and its body."""
+        path, _, query = url.partition("?")
+        if isinstance(payload, str):  # signals in the query string
+            query = (query + "&" if query else "") + "datastar=" + quote(payload, safe="")
+            payload = None
+        headers = {"host": self.host, "accept": accept, **self.headers}
+        if datastar:
+            headers["datastar-request"] = "true"
+        if method not in ("GET", "HEAD"):
+            headers["origin"] = f"{self.scheme}://{self.host}"
+        if self.cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = b""
+        if payload is not None:
+            body, headers["content-type"] = payload
+            headers["content-length"] = str(len(body))
+        headers.update({k.lower(): v for k, v in (extra or {}).items()})
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": self.scheme,
+            "server": (self.host.partition(":")[0], int(self.host.partition(":")[2] or 80)),
+            "client": ("127.0.0.1", 50000),
+            "root_path": self._root_path,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+            "state": {},
+        }
+        return scope, body
+
+    def _answered(self, exchange: _Exchange) -> Answer:
+        self._keep_cookies(exchange.raw_headers)
+        answer = Answer(exchange.status, headers=exchange.headers, text=exchange.text)
+        if exchange.headers.get("content-type", "").startswith("text/event-stream"):
+            answer._read(parse_events(answer.text))
+        elif 300 <= answer.status < 400:
+            answer.redirect = exchange.headers.get("location")
+        return answer
+
+    def _keep_cookies(self, headers: list[tuple[str, str]]) -> None:
+        for name, value in headers:
+            if name != "set-cookie":
+                continue
+            for key, morsel in SimpleCookie(value).items():
+                expired = morsel["max-age"] in ("0", "-1") or not morsel.value
+                if expired:
+                    self.cookies.pop(key, None)
+                else:
+                    self.cookies[key] = morsel.value
+
+
+class LivePage:
+    """An open live stream: ``await stream.next()`` is what arrived next, applied to the page."""
+
+    def __init__(self, page: Page, exchange: _Exchange, timeout: float) -> None:
+        self.page, self._exchange, self.timeout = page, exchange, timeout
+        self.status = 0
+        self._buffer = ""
+
+    async def started(self) -> None:
+        with anyio.fail_after(self.timeout):
+            self.status = await self._exchange.started()
+        self.page._keep_cookies(self._exchange.raw_headers)
+
+    async def next(self, timeout: float | None = None) -> Answer:
+        """The next datastar events to arrive (keep-alives skipped), as one answer; ``TimeoutError``
+        after ``timeout`` seconds (the stream's default, 5) with nothing, ``EOFError`` when it ended."""
+        answer = Answer(self.status, headers=self._exchange.headers)
+        with anyio.fail_after(self.timeout if timeout is None else timeout):
+            while not answer.signals and not answer.elements and answer.redirect is None:
+                chunk = await self._exchange.chunk()
+                if chunk is None:
+                    raise EOFError(f"the live stream ended (status {self.status}): {self._buffer[-300:]!r}")
+                self._buffer += chunk
+                complete, sep, self._buffer = self._buffer.rpartition("\n\n")
+                answer.text += complete + sep
+                answer._read(parse_events(complete + sep))
+        merge(self.page.signals, answer.signals)
+        return answer
+
+
+class _Exchange:
+    """One request to the ASGI app, its answer kept as it streams."""
+
+    def __init__(self, app: ASGIApp, scope: Scope, body: bytes = b"") -> None:
+        self.app, self.scope = app, scope
+        self._body: bytes | None = body
+        self.status = 0
+        self.raw_headers: list[tuple[str, str]] = []
+        self.headers: dict[str, str] = {}
+        self.text = ""
+        self._disconnected = anyio.Event()
+        self._chunks: MemoryObjectSendStream[str | None]
+        self._received: MemoryObjectReceiveStream[str | None]
+        self._chunks, self._received = anyio.create_memory_object_stream[str | None](math.inf)
+        self._head = anyio.Event()
+        self._done = anyio.Event()
+        self._failure: BaseException | None = None
+
+    async def run(self) -> _Exchange:
+        await self.app(self.scope, self._receive, self._send)
+        self._chunks.send_nowait(None)
+        while (chunk := self._received.receive_nowait()) is not None:
+            self.text += chunk
+        return self
+
+    async def start(self, tg: TaskGroup) -> None:
+        tg.start_soon(self._run_streaming)
+
+    async def _run_streaming(self) -> None:
+        try:
+            await self.app(self.scope, self._receive, self._send)
+        except BaseException as exc:  # handed to the reader, who raises it
+            self._failure = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._head.set()
+            self._done.set()
+            self._chunks.send_nowait(None)
+
+    async def started(self) -> int:
+        await self._head.wait()
+        self._raise_failure()
+        return self.status
+
+    async def chunk(self) -> str | None:
+        chunk = await self._received.receive()
+        if chunk is None:
+            self._raise_failure()
+        return chunk
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def disconnect(self) -> bool:
+        """Tells the app the client went away; whether it finished within 5 seconds."""
+        self._disconnected.set()
+        with anyio.move_on_after(5):
+            await self._done.wait()
+        return self._done.is_set()
+
+    async def _receive(self) -> Message:
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await self._disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.raw_headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in message["headers"]]
+            self.headers = dict(self.raw_headers)
+            if "content-encoding" in self.headers:
+                raise AssertionError("Page sends no Accept-Encoding: the answer should not be compressed")
+            self._head.set()
+        elif message["type"] == "http.response.body" and message.get("body"):
+            self._chunks.send_nowait(message["body"].decode())
+
+
+class _Lifespan:
+    """Runs an app's ASGI lifespan, when it has one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._to_app: MemoryObjectSendStream[Message]
+        self._from_page: MemoryObjectReceiveStream[Message]
+        self._to_app, self._from_page = anyio.create_memory_object_stream[Message](math.inf)
+        self._replies: MemoryObjectSendStream[Message]
+        self._from_app: MemoryObjectReceiveStream[Message]
+        self._replies, self._from_app = anyio.create_memory_object_stream[Message](math.inf)
+        self._tg: TaskGroup | None = None
+
+    async def start(self) -> None:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run)
+        await self._to_app.send({"type": "lifespan.startup"})
+        reply = await self._from_app.receive()
+        if reply["type"] == "lifespan.startup.failed":
+            await self.stop()
+            raise RuntimeError(f"the app's lifespan failed to start: {reply.get('message', '')}")
+
+    async def _run(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        receive: Receive = self._from_page.receive
+        send: Send = self._replies.send
+        try:
+            await self.app(scope, receive, send)
+        except Exception:  # an app without a lifespan raises on the scope: it has nothing to run
+            await self._replies.send({"type": "lifespan.startup.complete"})
+            await self._replies.send({"type": "lifespan.shutdown.complete"})
+
+    async def stop(self) -> None:
+        if self._tg is None:
+            return
+        tg, self._tg = self._tg, None
+        await self._to_app.send({"type": "lifespan.shutdown"})
+        with anyio.move_on_after(10):
+            while (await self._from_app.receive())["type"] not in (
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
+                pass
+        tg.cancel_scope.cancel()
+        await tg.__aexit__(None, None, None)
+
+
+class _PageReader(HTMLParser):
+    """The signals an HTML page declares (``data-signals``, ``data-bind``) and its ``data-init`` actions."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.signals: list[tuple[dict[str, Any], bool]] = []
+        self.inits: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            head, _, key = name.partition(":")
+            base = head.partition("__")[0]
+            if base == "data-signals" and not key:
+                declared = read_object(value or "{}")
+                self.signals.append((declared, "ifmissing" in name))
+            elif base == "data-signals":
+                self.signals.append((nested(key.partition("__")[0], read_object(value or "null")), "ifmissing" in name))
+            elif base == "data-bind":
+                path = key.partition("__")[0] or (value or "")
+                given = dict(attrs)
+                initial: Any = "checked" in given if given.get("type") == "checkbox" else given.get("value") or ""
+                self.signals.append((nested(path, initial), True))
+            elif base == "data-init" and value:
+                self.inits += _ACTIONS_IN.findall(value)
+
+
+_ACTIONS_IN = re.compile(r"@(?:get|post|put|patch|delete)\(\s*'(?:[^'\\]|\\.)*'\s*(?:,\s*\{[^}]*\})?\s*\)")
+
+
+def parse_action(action: str) -> tuple[str, str, dict[str, Any]]:
+    """``"@post('/sm/x/y', {contentType: 'form'})"`` -> ``("POST", "/sm/x/y", {"contentType": "form"})``."""
+    if isinstance(action, Action):  # from the builder: Counter.increment(amount=2)
+        return action.method.upper(), action.url, action.opts
+    found = _ACTION.match(action)
+    if found is None:
+        raise ValueError(f"not a Datastar action: {action!r} (expected @post('/path') and the like)")
+    method, quoted, options = found.groups()
+    url = json.loads('"' + quoted.replace("\\'", "'") + '"')
+    return method.upper(), url, read_object(options) if options else {}
+
+
+def read_object(text: str) -> Any:
+    """A ``data-signals`` value: JSON, or a JavaScript literal of quoted or bare keys and
+    single- or double-quoted strings (``{count: 0, name: 'Ada'}``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    converted = re.sub(r"'((?:[^'\\]|\\.)*)'", lambda m: json.dumps(m.group(1).replace("\\'", "'")), text)
+    converted = re.sub(r"([{,]\s*)([A-Za-z_$][\w$]*)\s*:", r'\1"\2":', converted)
+    try:
+        return json.loads(converted)
+    except ValueError:
+        raise ValueError(f"Page reads data-signals as JSON or a plain object literal, not {text!r}") from None
+
+
+def nested(path: str, value: Any) -> dict[str, Any]:
+    """``"todo.title", "x"`` -> ``{"todo": {"title": "x"}}``."""
+    result: Any = value
+    for part in reversed(path.split(".")):
+        result = {part: result}
+    return dict(result)
+
+
+def merge(target: MutableMapping[str, Any], patch: Mapping[str, Any], only_if_missing: bool = False) -> None:
+    """A Datastar signal patch (JSON merge patch: ``None`` removes) applied to ``target``."""
+    for key, value in patch.items():
+        current = target.get(key)
+        if isinstance(value, Mapping):
+            if not isinstance(current, dict):
+                if only_if_missing and key in target:
+                    continue
+                current = target[key] = {}
+            merge(current, value, only_if_missing)
+        elif value is None and not only_if_missing:
+            target.pop(key, None)
+        elif not (only_if_missing and key in target):
+            target[key] = value
+
+
+def without_local(signals: Mapping[str, Any]) -> dict[str, Any]:
+    """The signals Datastar sends by default: none whose name (at any depth) starts with ``_``."""
+    return {k: without_local(v) if isinstance(v, Mapping) else v for k, v in signals.items() if not k.startswith("_")}
+
+
+def parse_events(text: str) -> list[tuple[str, dict[str, list[str]]]]:
+    """SSE text -> ``(event name, {data key: [lines]})`` per event, as Datastar's client splits them."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        name, data = "", dict[str, list[str]]()
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                key, _, value = line[5:].removeprefix(" ").partition(" ")
+                data.setdefault(key, []).append(value)
+        if name.startswith("datastar"):
+            events.append((name, data))
+    return events
+
+
+def multipart(pairs: list[tuple[str, str]], files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body and its content type."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
+    for name, value in pairs:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, content, content_type) in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        )
+        parts.append(head.encode() + content + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
