@@ -423,6 +423,7 @@ def pages(sm: StarModel) -> list[Route]:
   <button id="add" data-on:click="{add}">Add</button></div>
   <div id="new-error" class="error" data-text="$new_todo._errors.title"></div>
   {Todo.live_list(limit=200, tag="ul", class_="todos")}
+  <div id="todo-error" class="error" data-text="$todo._errors.title"></div>
   <button id="clear" class="quiet" data-on:click="{NewTodo.clear_done()}">Clear done</button></div>""",
             "One list for everyone, kept in SQL. Tick, rename (edit the text), delete: every tab follows.",
         )

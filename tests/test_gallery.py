@@ -1,0 +1,175 @@
+"""The gallery's pages driven in-process with ``starmodel_asgi.testing.Page``, as a user tests their own."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from starmodel_asgi.testing import Page
+from tests.support.gallery import load_gallery
+
+pytestmark = pytest.mark.anyio
+
+gallery = load_gallery()
+PATHS = ["/", "/counter", "/chat", "/todo", "/task", "/form", "/dashboard", "/poll"]
+
+
+@pytest.fixture
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    app = gallery.build(database_url=f"sqlite+aiosqlite:///{tmp_path}/gallery.db", tick=0.1)
+    async with Page(app) as page:  # runs the gallery's lifespan: the dashboard's task
+        yield page
+
+
+async def test_every_page_opens_with_its_state(page: Page) -> None:
+    for path in PATHS:
+        answer = await page.open(path)
+        assert answer.status == 200, path
+        shown = re.sub(r"<(style|script|pre)\b.*?</\1>|<[^>]+>", " ", answer.text, flags=re.S)
+        assert '{"' not in shown and "$" not in shown, f"{path} shows raw JSON or signal names: {shown}"
+    index = await page.open("/")
+    assert all(f'href="{path}"' in index.text for path in PATHS[1:])
+
+
+async def test_the_counter_is_kept_for_the_session(page: Page) -> None:
+    await page.open("/counter")
+    for amount in (1, 1, 10):
+        await page.run(gallery.Counter.increment(amount=amount))
+    assert page.signals["counter"]["count"] == 12
+    assert '<p class="big" id="count" data-text="$counter.count">12</p>' in (await page.open("/counter")).text
+    await page.run(gallery.Counter.reset())
+    assert page.signals["counter"]["count"] == 0
+    stranger = Page(page.app)
+    assert (await stranger.open("/counter")).status == 200 and stranger.signals["counter"]["count"] == 0
+
+
+async def test_chat_refuses_empty_and_long_messages_and_posts_the_rest_to_every_page(page: Page) -> None:
+    await page.open("/chat")
+    name = page.signals["chat"]["name"]
+    assert name.startswith("Guest ")
+    for draft, message in [
+        ("", "Message cannot be empty."),
+        ("   ", "Message cannot be empty."),
+        ("x" * 281, "Message must be at most 280 characters long."),
+    ]:
+        answer = await page.run(gallery.ChatBox.send(), chat={"draft": draft})
+        assert answer.signals["chat"]["_errors"]["draft"] == message  # shown next to the input
+    reader = Page(page.app)
+    await reader.open("/chat")
+    async with reader.live("/sm/message/live") as stream:
+        assert (await stream.next()).elements == [("#message-list", "inner", "")]
+        answer = await page.run(gallery.ChatBox.send(), chat={"draft": "  hello <b>all</b> "})
+        assert answer.signals == {"chat": {"draft": "", "_error": "", "_errors": {"draft": "", "name": ""}}}
+        arrived = await until(stream, lambda a: bool(a.elements))
+        (selector, mode, html) = arrived.elements[0]
+        assert (selector, mode) == ("#message-list", "append")
+        assert f"<b>{name}</b>" in html and "hello &lt;b&gt;all&lt;/b&gt;" in html
+
+
+async def test_todos_are_added_ticked_renamed_and_deleted(page: Page) -> None:
+    Todo, NewTodo = gallery.Todo, gallery.NewTodo
+    await page.open("/todo")
+    assert (await page.run(NewTodo.add(), new_todo={"title": " "})).signals["new_todo"]["_errors"]["title"] == (
+        "Title cannot be empty."
+    )
+    for title in ("buy milk", "walk the dog"):
+        assert (await page.run(NewTodo.add(), new_todo={"title": title})).signals["new_todo"]["title"] == ""
+    ids = {t["title"]: t["id"] for t in (await page.request("GET", "/sm/todo")).json()}
+    first, second = ids["buy milk"], ids["walk the dog"]
+    await page.run(Todo.toggle(id=first))
+    renamed = await page.run(f"@post('/sm/todo/{second}/rename?title=walk%20the%20cat')")
+    assert renamed.signals["todo"]["title"] == "walk the cat"
+    emptied = await page.run(Todo.rename(id=second, title=""))
+    assert emptied.signals["todo"]["_errors"]["title"] == "Title cannot be empty."  # shown under the list
+    await page.run(NewTodo.clear_done())
+    left = (await page.request("GET", "/sm/todo")).json()
+    assert [(t["title"], t["done"]) for t in left] == [("walk the cat", False)]
+    assert (await page.request("DELETE", f"/sm/todo/{second}")).status == 204
+    assert (await page.request("GET", "/sm/todo")).json() == []
+
+
+async def test_the_long_task_lets_other_events_through_and_can_be_cancelled(page: Page) -> None:
+    Job = gallery.Job
+    await page.open("/task")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(page.run, Job.start(step=0.05))
+        state = await poll_until(page, "/sm/job", lambda s: s["progress"] > 0)
+        assert state["state"] == "running"
+        pinged = await page.run(Job.ping())  # goes through while the job runs
+        assert pinged.signals["job"]["pings"] == 1
+        await page.run(Job.cancel())
+    state = (await page.request("GET", "/sm/job")).json()
+    assert state["state"] == "cancelled" and 0 < state["progress"] < 100
+    await page.run(Job.start(step=0.01))
+    assert (await page.request("GET", "/sm/job")).json() == {"progress": 100, "state": "done", "pings": 1}
+
+
+async def test_the_form_validates_uploads_and_redirects(page: Page) -> None:
+    Profile = gallery.Profile
+    created = await page.request("POST", "/form", b"", "application/x-www-form-urlencoded", accept="text/html")
+    assert created.status == 303 and created.redirect is not None
+    await page.open(created.redirect)
+    pid = page.signals["profile"]["id"]
+    save = Profile.save(id=pid).options(contentType="form")
+    bad = await page.submit(save, {"name": "A", "email": "nope", "age": "7"})
+    assert bad.signals["profile"]["_errors"] | {"avatar": "", "avatar_size": ""} == {
+        "name": "Name must be at least 2 characters long.",
+        "email": "Enter an email address like ada@example.com.",
+        "age": "Enter an age between 13 and 120.",
+        "avatar": "",
+        "avatar_size": "",
+    }
+    upload = Profile.upload(id=pid).options(contentType="form")
+    text = await page.submit(upload, {}, files={"avatar": ("notes.txt", b"hello", "text/plain")})
+    assert text.signals["profile"]["_errors"]["avatar"] == "Choose an image file (PNG, JPEG, GIF or WebP)."
+    image = await page.submit(upload, {}, files={"avatar": ("me.png", b"\x89PNG\r\n\x1a\n" + bytes(100), "image/png")})
+    assert image.elements == [("#avatar", "inner", "me.png (108 bytes)")]
+    good = await page.submit(save, {"name": "Ada", "email": "ada@example.com", "age": "36"})
+    assert good.redirect == f"/form/{pid}"
+    shown = await page.open(good.redirect)
+    assert "ada@example.com" in shown.text and "me.png" in shown.text
+
+
+async def test_the_dashboard_changes_by_itself(page: Page) -> None:
+    await page.open("/dashboard")
+    async with page.live("@get('/sm/stats/live')") as stream:
+        await until(stream, lambda a: "#spark" in {e[0] for e in a.elements}, timeout=5)
+        uptime = page.signals["stats"]["uptime"]
+        await until(stream, lambda a: a.signals.get("stats", {}).get("uptime", uptime) > uptime, timeout=5)
+    assert "history" not in page.signals["stats"]  # drawn on the server, never sent
+
+
+async def test_the_poll_is_a_json_api_and_a_live_page(page: Page) -> None:
+    await page.open("/poll")
+    async with page.live("@get('/sm/poll/live')") as stream:
+        await stream.next()
+        voted = await page.request("POST", "/sm/poll/vote", json.dumps({"choice": "Rust"}).encode())
+        assert (voted.status, voted.json()) == (200, {"votes": {"Rust": 1}, "total": 1})
+        arrived = await until(stream, lambda a: bool(a.elements))
+        assert '<span class="n" data-choice="Rust">1</span>' in arrived.elements[0][2]
+    refused = await page.request("POST", "/sm/poll/vote", b'{"choice": "Cobol"}')
+    assert refused.status == 422 and "choice" in refused.json()["errors"]
+    await page.run(gallery.Poll.vote(choice="Go"))
+    assert page.signals["poll"]["total"] == 2
+
+
+async def until(stream: Any, done: Any, timeout: float = 5.0) -> Any:
+    """The first answer of ``stream`` for which ``done(answer)`` holds."""
+    with anyio.fail_after(timeout):
+        while True:
+            answer = await stream.next(timeout=timeout)
+            if done(answer):
+                return answer
+
+
+async def poll_until(page: Page, path: str, done: Any, timeout: float = 5.0) -> Any:
+    with anyio.fail_after(timeout):
+        while not done(state := (await page.request("GET", path)).json()):
+            await anyio.sleep(0.01)
+    return state
