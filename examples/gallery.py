@@ -350,7 +350,8 @@ svg { width: 100%; height: 4rem; background: #eef2ff; border-radius: .4rem; }
 .bar { flex: 1; background: #eef2ff; border-radius: .4rem; height: 1.4rem; overflow: hidden; }
 .bar span { display: block; height: 100%; background: var(--accent); transition: width .3s; }
 .vote { width: 8rem; } code { background: #f3f4f6; padding: .1rem .3rem; border-radius: .3rem; font-size: .85rem; }
-pre { background: #111827; color: #e5e7eb; padding: .8rem; border-radius: .5rem; overflow-x: auto; font-size: .85rem; }
+pre { background: #111827; color: #e5e7eb; padding: .8rem; border-radius: .5rem; white-space: pre-wrap;
+  font-size: .85rem; }
 label { display: block; margin: .7rem 0 .2rem; font-weight: 600; }
 """
 
@@ -422,7 +423,7 @@ def pages(sm: StarModel) -> list[Route]:
     data-bind:new_todo.title data-on:keydown="evt.key === 'Enter' && {add}">
   <button id="add" data-on:click="{add}">Add</button></div>
   <div id="new-error" class="error" data-text="$new_todo._errors.title"></div>
-  {Todo.live_list(limit=200, tag="ul", class_="todos")}
+  {Todo.live_list(limit=100, tag="ul", class_="todos")}
   <div id="todo-error" class="error" data-text="$todo._errors.title"></div>
   <button id="clear" class="quiet" data-on:click="{NewTodo.clear_done()}">Clear done</button></div>""",
             "One list for everyone, kept in SQL. Tick, rename (edit the text), delete: every tab follows.",

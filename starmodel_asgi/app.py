@@ -81,6 +81,7 @@ class StarModel:
         datastar_error_status: int | None = None,
     ) -> None:
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self.list_limit = list_limit
         self.specs: dict[str, EntitySpec] = {}
         for entity in entities:
             self._register(entity)
@@ -115,7 +116,7 @@ class StarModel:
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use
 
     def _register(self, entity: type[Entity]) -> None:
-        spec = build_spec(entity, self.base_path)
+        spec = build_spec(entity, self.base_path, self.list_limit)
         if spec.name in self.specs:
             raise ValueError(f"two entities are named {spec.name!r}: give one model_config name=...")
         self.specs[spec.name] = spec

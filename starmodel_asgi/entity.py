@@ -175,6 +175,11 @@ class Entity(BaseModel):
         if not spec.is_record:
             raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
         url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
+        if limit is not None and not 0 < limit <= spec.list_limit:
+            raise ValueError(
+                f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
+                " lower limit or raise StarModel(list_limit=...)"
+            )
         if limit is not None:
             url += f"?limit={int(limit)}"
         extra = "".join(

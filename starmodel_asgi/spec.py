@@ -63,6 +63,8 @@ class EntitySpec:
     base_path: str = DEFAULT_BASE_PATH
     #: live streams carry ``_viewers``, the number of open streams on the instance (or list)
     presence: bool = False
+    #: the most records a list or a live list sends (the serving app's ``list_limit``)
+    list_limit: int = 100
 
     @cached_property
     def shown(self) -> frozenset[str]:
@@ -100,7 +102,7 @@ class EntitySpec:
         return self.url(id, segment)
 
 
-def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> EntitySpec:
+def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list_limit: int = 100) -> EntitySpec:
     """Reads and checks an entity class's settings; every mistake is named here, at app build."""
     config: Mapping[str, Any] = entity.model_config
     who = entity.__name__
@@ -149,6 +151,7 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH) -> E
         error_keys=frozenset(params | (fields - server_only - {"id"})),
         base_path=base_path,
         presence=presence,
+        list_limit=list_limit,
     )
 
 

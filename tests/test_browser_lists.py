@@ -34,7 +34,7 @@ class Shout(Entity):
         return (
             f'<li id="{self.dom_id}"><span class="text">{self.text}</span> '
             f'<button class="like" data-on:click="{Shout.like(id=self.id)}">{self.likes} likes</button> '
-            f"<button class=\"remove\" data-on:click=\"@delete('/sm/shout/{self.id}')\">remove</button></li>"
+            f'<button class="remove" data-on:click="@delete(\'/sm/shout/{self.id}\')">remove</button></li>'
         )
 
 

@@ -168,6 +168,15 @@ async def test_a_bad_limit_is_422(query: str) -> None:
         assert "limit" in response.json()["error"]
 
 
+def test_a_page_asking_a_live_list_for_more_than_the_app_sends_fails_when_it_renders() -> None:
+    build(list_limit=20)
+    assert "?limit=20" in Message.live_list(limit=20)
+    with pytest.raises(ValueError, match=r"Message.live_list\(limit=21\): the app sends 1..20 records per list"):
+        Message.live_list(limit=21)  # else the browser would get a 422 and show an empty list
+    with pytest.raises(ValueError, match="list_limit"):
+        Message.live_list(limit=0)
+
+
 async def test_authorize_is_asked_for_each_record_and_refused_ones_stay_off_the_page() -> None:
     asked: list[tuple[str | None, str | None]] = []
 

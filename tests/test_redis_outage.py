@@ -61,5 +61,3 @@ async def test_twenty_outages_under_load_each_recovered_within_two_seconds() -> 
         assert -1 not in statuses and set(statuses) <= {200, 500, 503}, set(statuses)
         assert 200 in statuses and any(s != 200 for s in statuses)  # the outages were felt, and survived
         await sm.aclose()
-
-
