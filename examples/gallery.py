@@ -550,8 +550,13 @@ def build(database_url: str | None = None, secret_key: str | None = None, tick: 
             yield
             tg.cancel_scope.cancel()
 
+    async def missing(request: Request, exc: Exception) -> HTMLResponse:  # sm.current of a record that is not there
+        response = layout("Not found", '<p><a href="/">Back to the gallery</a></p>', "No such record.")
+        response.status_code = 404
+        return response
+
     routes: list[Route | Mount] = [*pages(sm), Mount("/sm", app=sm)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={LookupError: missing})
 
 
 if __name__ == "__main__":

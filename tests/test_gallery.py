@@ -134,6 +134,8 @@ async def test_the_form_validates_uploads_and_redirects(page: Page) -> None:
     assert good.redirect == f"/form/{pid}"
     shown = await page.open(good.redirect)
     assert "ada@example.com" in shown.text and "me.png" in shown.text
+    for missing in ("/form/nope", "/form/nope/edit"):
+        assert (await page.open(missing)).status == 404
 
 
 async def test_the_dashboard_changes_by_itself(page: Page) -> None:
