@@ -12,9 +12,10 @@ import html
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
@@ -22,6 +23,7 @@ import anyio
 import uvicorn
 from pydantic import BaseModel, Field, StringConstraints, computed_field
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -143,7 +145,8 @@ class NewTodo(Entity):
     async def clear_done(self, request: EventRequest) -> None:
         for todo in await request.app.list(Todo, limit=1000):
             if todo.done:
-                await request.app.delete(Todo, todo.id)
+                with suppress(LookupError):  # another tab cleared it first
+                    await request.app.delete(Todo, todo.id)
 
 
 # -- long task: a background event --------------------------------------------------------
@@ -251,13 +254,18 @@ class Stats(Entity):
 
 
 def memory_mb() -> float:
+    """The process's resident memory (Linux), else its peak (macOS and BSD); 0 where neither is known."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-    except OSError:  # not Linux: the peak instead
+    except OSError:
+        pass
+    try:
         import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
 
 
 async def feed_dashboard(sm: StarModel, every: float) -> None:
@@ -389,13 +397,13 @@ def pages(sm: StarModel) -> list[Route]:
         mine = await sm.current(Counter, request)
         return layout(
             "Counter",
-            f"""{Counter.holder(mine, sync=None)}<div class="card">
+            f"""{Counter.holder(mine, sync="live")}<div class="card">
   <p class="big" id="count" data-text="{Counter.signal.count}">{mine.count}</p>
   <div class="row"><button id="dec" class="quiet" data-on:click="{Counter.increment(amount=-1)}">&minus;1</button>
   <button id="inc" data-on:click="{Counter.increment()}">+1</button>
   <button id="inc10" data-on:click="{Counter.increment(amount=10)}">+10</button>
   <button id="reset" class="quiet" data-on:click="{Counter.reset()}">reset</button></div></div>""",
-            "Kept on the server for your browser session: reload the page, the count stays.",
+            "Kept on the server for your browser session: reload, or open a second tab, the count follows.",
         )
 
     async def chat(request: Request) -> HTMLResponse:
@@ -406,11 +414,11 @@ def pages(sm: StarModel) -> list[Route]:
             f"""{ChatBox.holder(me, sync=None)}<div class="card">
   <p><strong id="online" data-text="$message._viewers + ' online'">1 online</strong></p>
   {ChatMessage.live_list(limit=50, class_="messages")}
-  <div class="row"><input id="name" size="10" aria-label="your name" data-bind:chat.name>
+  <div class="row"><input id="name" size="10" maxlength="24" aria-label="your name" data-bind:chat.name>
   <input id="draft" style="flex:1" placeholder="Say something" aria-label="message" data-bind:chat.draft
     data-on:keydown="evt.key === 'Enter' && {send}">
   <button id="send" data-on:click="{send}">Send</button></div>
-  <div id="draft-error" class="error" data-text="$chat._errors.draft"></div></div>""",
+  <div id="draft-error" class="error" data-text="$chat._errors.draft || $chat._errors.name"></div></div>""",
             "Messages are records in SQLite; the list and the number online are live in every tab.",
         )
 
@@ -456,8 +464,14 @@ def pages(sm: StarModel) -> list[Route]:
             "A record edited with validation next to each field, a file upload, and a redirect after saving.",
         )
 
+    async def profile(request: Request) -> Profile:
+        try:
+            return await sm.current(Profile, request, id=request.path_params["id"])
+        except LookupError:
+            raise HTTPException(404, "No such profile") from None
+
     async def form_edit(request: Request) -> HTMLResponse:
-        p = await sm.current(Profile, request, id=request.path_params["id"])
+        p = await profile(request)
         save = Profile.save(id=p.id).options(contentType="form")
         upload = Profile.upload(id=p.id).options(contentType="form")
 
@@ -475,12 +489,12 @@ def pages(sm: StarModel) -> list[Route]:
 <div class="card"><form id="upload" enctype="multipart/form-data" data-on:submit="{upload}">
   <label for="avatar-file">Avatar</label><input id="avatar-file" type="file" name="avatar">
   <button id="send">Upload</button>
-  <div id="avatar-error" class="error" data-text="$profile._errors.avatar"></div></form>
+  <div id="avatar-error" class="error" data-text="$profile._errors.avatar || $profile._error"></div></form>
   <p>Uploaded: <span id="avatar">{html.escape(p.avatar) or "nothing yet"}</span></p></div>""",
         )
 
     async def form_show(request: Request) -> HTMLResponse:
-        p = await sm.current(Profile, request, id=request.path_params["id"])
+        p = await profile(request)
         return layout(
             p.name or "Profile",
             f"""<div class="card" id="profile"><p>Email: <strong id="email">{html.escape(p.email)}</strong></p>
@@ -506,7 +520,7 @@ def pages(sm: StarModel) -> list[Route]:
 
     async def poll(request: Request) -> HTMLResponse:
         current = await sm.current(Poll, request)
-        here = f"{request.url.scheme}://{request.url.netloc}"
+        here = html.escape(f"{request.url.scheme}://{request.url.netloc}")
         return layout(
             "Poll + API",
             f"""{Poll.holder(current, sync="live")}<div class="card"><p>Which language for your next backend?
@@ -515,7 +529,7 @@ def pages(sm: StarModel) -> list[Route]:
   Vote from a terminal and watch this page:</p>
 <pre>curl -X POST {here}/sm/poll/vote -H 'Content-Type: application/json' -d '{{"choice": "Rust"}}'
 curl {here}/sm/poll</pre>
-<p>A bad choice is a <code>422</code> naming it, whether it comes from the page or from curl.</p></div>""",
+<p>A bad choice is a <code>422</code> naming it, validated as the page's votes are.</p></div>""",
             "One class: a live page, a JSON API with validation, and an OpenAPI description.",
         )
 
@@ -533,6 +547,20 @@ curl {here}/sm/poll</pre>
     ]
 
 
+def authorize(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
+    """Records change only through the pages' events, which validate what they create: no direct
+    ``POST``/``DELETE`` of messages or profiles, no direct ``POST`` of todos, and no list of profiles
+    (their emails): a profile's unguessable id is its edit link."""
+    creating = request.method == "POST" and event is None
+    if entity is ChatMessage:
+        return request.method == "GET"  # posted by ChatBox.send
+    if entity is Profile:
+        return "id" in request.path_params and event != "delete"  # created by the /form page
+    if entity is Todo:
+        return not creating  # added by NewTodo.add
+    return True
+
+
 def build(database_url: str | None = None, secret_key: str | None = None, tick: float = 1.0) -> Starlette:
     """The gallery app; ``tick`` is how often the dashboard's task writes."""
     sm = StarModel(
@@ -541,6 +569,7 @@ def build(database_url: str | None = None, secret_key: str | None = None, tick: 
         database_url=database_url,
         max_body_size=5 * 1024 * 1024,  # room for avatars
         datastar_error_status=200,  # the Datastar client shows only 200 answers: let it show messages
+        authorize=authorize,
     )
 
     @asynccontextmanager
@@ -550,13 +579,8 @@ def build(database_url: str | None = None, secret_key: str | None = None, tick: 
             yield
             tg.cancel_scope.cancel()
 
-    async def missing(request: Request, exc: Exception) -> HTMLResponse:  # sm.current of a record that is not there
-        response = layout("Not found", '<p><a href="/">Back to the gallery</a></p>', "No such record.")
-        response.status_code = 404
-        return response
-
     routes: list[Route | Mount] = [*pages(sm), Mount("/sm", app=sm)]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={LookupError: missing})
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,23 @@ async def poll_until(page: Page, path: str, done: Any, timeout: float = 5.0) -> 
         while not done(state := (await page.request("GET", path)).json()):
             await anyio.sleep(0.01)
     return state
+
+
+async def test_records_change_only_through_the_pages_events(page: Page) -> None:
+    await page.open("/chat")
+    await page.run(gallery.ChatBox.send(), chat={"draft": "hi"})
+    (message,) = (await page.request("GET", "/sm/message")).json()  # reading is open to all
+    created = await page.request("POST", "/form", b"", "application/x-www-form-urlencoded", accept="text/html")
+    profile = created.redirect.split("/")[2] if created.redirect else ""
+    refused = [
+        ("POST", "/sm/message", b'{"text": ""}'),  # would skip ChatBox.send's validation
+        ("DELETE", f"/sm/message/{message['id']}", None),
+        ("POST", "/sm/todo", b"{}"),
+        ("GET", "/sm/profile", None),  # every profile's email
+        ("POST", "/sm/profile", b"{}"),
+        ("DELETE", f"/sm/profile/{profile}", None),
+    ]
+    for method, path, body in refused:
+        assert (await page.request(method, path, body)).status == 403, (method, path)
+    assert (await page.request("GET", f"/sm/profile/{profile}")).status == 200  # its link is the key
+    assert [m["text"] for m in (await page.request("GET", "/sm/message")).json()] == ["hi"]
