@@ -15,6 +15,7 @@ as it arrives.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import secrets
@@ -24,22 +25,30 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Scope
 
 from starmodel_asgi.app import StarModel
 from starmodel_asgi.events import Action
 
 __all__ = ["Answer", "LivePage", "Page"]
 
+logger = logging.getLogger("starmodel_asgi")
+
 _ACTION = re.compile(r"""^\s*@(get|post|put|patch|delete)\(\s*'((?:[^'\\]|\\.)*)'\s*(?:,\s*(\{.*\}))?\s*\)\s*$""", re.S)
+_ACTION_START = re.compile(r"@(?:get|post|put|patch|delete)\(")
 _REDIRECT = re.compile(r"window\.location\s*=\s*'((?:[^'\\]|\\.)*)'")
-_ELEMENT_ID = re.compile(r'^\s*<[A-Za-z][\w-]*\b[^>]*?\sid="([^"]+)"')
+#: the options of Datastar's fetch actions (``@post(url, {...})``)
+_OPTIONS = {
+    "contentType", "filterSignals", "selector", "headers", "openWhenHidden", "payload", "retry",
+    "retryInterval", "retryScaler", "retryMaxWaitMs", "retryMaxCount", "requestCancellation",
+}  # fmt: skip
+_LOCAL = re.compile(r"(^|\.)_")  # Datastar's default exclude: signals whose name starts with "_"
 
 
 @dataclass
@@ -54,15 +63,26 @@ class Answer:
     redirect: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     text: str = ""
+    #: each signal patch as sent, with its ``onlyIfMissing``, applied in order to the page
+    patches: list[tuple[dict[str, Any], bool]] = field(default_factory=list, repr=False)
+    #: how many datastar events it carried
+    events: int = field(default=0, repr=False)
 
     def json(self) -> Any:
         return json.loads(self.text)
 
+    def apply_to(self, signals: dict[str, Any]) -> None:
+        """Apply the signal patches to a page's signals, as Datastar's client does."""
+        for patch, only_if_missing in self.patches:
+            merge(signals, patch, only_if_missing)
+
     def _read(self, events: list[tuple[str, dict[str, list[str]]]]) -> None:
         for name, data in events:
+            self.events += 1
             if name == "datastar-patch-signals":
                 patch = json.loads("\n".join(data.get("signals", ["{}"])))
-                merge(self.signals, patch, only_if_missing=data.get("onlyIfMissing") == ["true"])
+                self.patches.append((patch, data.get("onlyIfMissing") == ["true"]))
+                merge(self.signals, patch, keep_none=True)  # None says "removed"
             elif name == "datastar-patch-elements":
                 html = "\n".join(data.get("elements", []))
                 redirect = _REDIRECT.search(html) if data.get("selector") == ["body"] else None
@@ -71,10 +91,10 @@ class Answer:
                     continue
                 mode = (data.get("mode") or ["outer"])[0]
                 selector = (data.get("selector") or [""])[0]
-                if not selector:
-                    found = _ELEMENT_ID.match(html)
-                    selector = f"#{found.group(1)}" if found else ""
-                self.elements.append((selector, mode, html))
+                if selector or mode not in ("outer", "replace"):
+                    self.elements.append((selector, mode, html))
+                else:  # each top-level element patches the one with its id
+                    self.elements += [(f"#{id}" if id else "", mode, part) for id, part in top_level(html)]
 
 
 class Page:
@@ -109,10 +129,11 @@ class Page:
 
     # -- what a page does --------------------------------------------------------------
 
-    async def open(self, path: str) -> Answer:
-        """Load an HTML page: its ``data-signals`` (and ``data-bind`` inputs) become ``page.signals``,
-        then each ``data-init`` action runs as the browser would (a live one until its first answer).
-        The answer's ``signals`` and ``elements`` are what those actions brought."""
+    async def open(self, path: str, timeout: float = 5.0) -> Answer:
+        """Load an HTML page: its ``data-signals`` and ``data-bind`` inputs become ``page.signals``,
+        then each ``data-init`` action runs as the browser would (a live one until its first answer,
+        for at most ``timeout`` seconds). The answer's ``signals``, ``elements`` and ``redirect``
+        are what those actions brought."""
         answer = await self.request("GET", path, accept="text/html")
         if answer.status != 200:
             return answer
@@ -122,25 +143,28 @@ class Page:
         for declared, if_missing in reader.signals:
             merge(self.signals, declared, only_if_missing=if_missing)
         for action in reader.inits:
-            method, url, _ = parse_action(action)
-            if url.split("?")[0].endswith("/live"):
-                async with self.live(action) as stream:
+            if parse_action(action)[1].split("?")[0].endswith("/live"):
+                async with self.live(action, timeout) as stream:
                     first = await stream.next()
             else:
-                first = await self._send(method, url, self._outgoing(method))
-            merge(answer.signals, first.signals)
+                first = await self.run(action)
+            merge(answer.signals, first.signals, keep_none=True)
+            answer.patches += first.patches
             answer.elements += first.elements
+            answer.redirect = first.redirect or answer.redirect
         return answer
 
     async def run(self, action: str, **signals: Any) -> Answer:
         """Run a Datastar action (``Counter.increment(amount=2)``, or the string a page holds,
         ``"@post('/sm/counter/increment')"``) after setting ``signals`` as the page's inputs would
-        (``counter={"step": 3}``, ``draft="hi"``): every signal goes with it, as the browser sends them."""
+        (``counter={"step": 3}``, ``draft="hi"``): the signals go with it as the browser sends them
+        (all but those starting with ``_``, or as the action's ``filterSignals`` and ``payload`` say)."""
         method, url, options = parse_action(action)
         if options.get("contentType") == "form":
             raise ValueError(f"{action} posts a form: use page.submit(action, fields, files=...)")
         merge(self.signals, signals)
-        return await self._send(method, url, self._outgoing(method))
+        sent = options["payload"] if "payload" in options else filtered(self.signals, options.get("filterSignals"))
+        return await self._send(method, url, self._outgoing(method, sent), options.get("headers"))
 
     async def submit(
         self,
@@ -151,28 +175,33 @@ class Page:
         """Run an action with ``{contentType: 'form'}`` as a form would post it: ``fields`` (name
         -> value(s)) and ``files`` (name -> ``(filename, content, content type)``), multipart when
         there are files, else urlencoded. Datastar sends no signals with a form."""
-        method, url, _ = parse_action(action)
+        method, url, options = parse_action(action)
         pairs = [(k, v) for k, values in fields.items() for v in ([values] if isinstance(values, str) else values)]
         if method in ("GET", "DELETE"):
             url += ("&" if "?" in url else "?") + urlencode(pairs)
-            return await self._send(method, url, None)
+            return await self._send(method, url, None, options.get("headers"))
         if not files:
             body = urlencode(pairs).encode()
-            return await self._send(method, url, (body, "application/x-www-form-urlencoded"))
-        return await self._send(method, url, multipart(pairs, files))
+            return await self._send(method, url, (body, "application/x-www-form-urlencoded"), options.get("headers"))
+        return await self._send(method, url, multipart(pairs, files), options.get("headers"))
 
     @asynccontextmanager
     async def live(self, action: str, timeout: float = 5.0) -> AsyncIterator[LivePage]:
         """Open a live stream (``Counter.holder(sync="live")``'s ``@get('/sm/counter/live')``, a
         list's ``/sm/message/live``, or the path) and read it as it arrives: ``await stream.next()``
-        is the next answer, already applied to ``page.signals``. Leaving the block disconnects."""
-        method, url, _ = parse_action(action) if action.lstrip().startswith("@") else ("GET", action, {})
-        exchange = _Exchange(self.app, *self._scope(method, url, self._outgoing(method), "text/event-stream"))
+        is the next answer, applied to ``page.signals`` when the stream's ``status`` is 200.
+        Leaving the block disconnects."""
+        method, url, options = parse_action(action) if action.lstrip().startswith("@") else ("GET", action, {})
+        sent = filtered(self.signals, options.get("filterSignals"))
+        scope, body = self._scope(
+            method, url, self._outgoing(method, sent), "text/event-stream", options.get("headers")
+        )
+        exchange = _Exchange(self.app, scope, body)
         failure: BaseException | None = None  # raised as itself, not wrapped in the task group's group
         async with anyio.create_task_group() as tg:
             await exchange.start(tg)
             try:
-                stream = LivePage(self, exchange, timeout)
+                stream = LivePage(self, exchange, url, timeout)
                 await stream.started()
                 yield stream
             except BaseException as exc:
@@ -192,25 +221,33 @@ class Page:
         accept: str = "application/json",
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        """A plain request with this page's cookies (no Datastar header): a JSON client, a link."""
+        """A plain request with this page's cookies (no Datastar header): a JSON client, a link.
+        An exception the host app lets through (a host route's own bug) is raised here."""
+        _refuse_live(path)
         payload = (body, content_type or "application/json") if body is not None else None
-        scope, sent = self._scope(method, path, payload, accept, datastar=False, extra=headers)
+        scope, sent = self._scope(method, path, payload, accept, headers, datastar=False)
         return self._answered(await _Exchange(self.app, scope, sent).run())
 
     # -- the wire ----------------------------------------------------------------------
 
-    def _outgoing(self, method: str) -> tuple[bytes, str] | str | None:
+    @staticmethod
+    def _outgoing(method: str, signals: Any) -> tuple[bytes, str] | str | None:
         """The signals Datastar sends: a JSON body, or for GET and DELETE the ``datastar`` query value."""
-        sent = json.dumps(without_local(self.signals), separators=(",", ":"))
+        sent = json.dumps(signals, separators=(",", ":"))
         return sent if method in ("GET", "DELETE") else (sent.encode(), "application/json")
 
-    async def _send(self, method: str, url: str, payload: tuple[bytes, str] | str | None) -> Answer:
-        if url.split("?")[0].endswith("/live"):
-            raise ValueError(f"{url} is a live stream: read it with `async with page.live(action) as stream`")
-        scope, sent = self._scope(method, url, payload, "text/event-stream, text/html, application/json")
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        payload: tuple[bytes, str] | str | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        _refuse_live(url)
+        scope, sent = self._scope(method, url, payload, "text/event-stream, text/html, application/json", headers)
         answer = self._answered(await _Exchange(self.app, scope, sent).run())
         if answer.status == 200:  # Datastar's client applies only 200 answers
-            merge(self.signals, answer.signals)
+            answer.apply_to(self.signals)
         return answer
 
     def _scope(
@@ -219,13 +256,14 @@ class Page:
         url: str,
         payload: tuple[bytes, str] | str | None,
         accept: str,
-        datastar: bool = True,
         extra: Mapping[str, str] | None = None,
+        datastar: bool = True,
     ) -> tuple[Scope, bytes]:
         """The ASGI scope of a request from this page, and its body."""
         path, _, query = url.partition("?")
-        if isinstance(payload, str):  # signals in the query string
-            query = (query + "&" if query else "") + "datastar=" + quote(payload, safe="")
+        if isinstance(payload, str):  # signals in the query string, in place of any there
+            kept = [part for part in query.split("&") if part and not part.startswith("datastar=")]
+            query = "&".join([*kept, "datastar=" + quote(payload, safe="")])
             payload = None
         headers = {"host": self.host, "accept": accept, **self.headers}
         if datastar:
@@ -278,32 +316,41 @@ class Page:
 
 
 class LivePage:
-    """An open live stream: ``await stream.next()`` is what arrived next, applied to the page."""
+    """An open live stream: ``await stream.next()`` is what arrived next, applied to the page
+    (when the stream's ``status`` is 200, as the client does)."""
 
-    def __init__(self, page: Page, exchange: _Exchange, timeout: float) -> None:
-        self.page, self._exchange, self.timeout = page, exchange, timeout
+    def __init__(self, page: Page, exchange: _Exchange, url: str, timeout: float) -> None:
+        self.page, self._exchange, self.url, self.timeout = page, exchange, url, timeout
         self.status = 0
         self._buffer = ""
 
     async def started(self) -> None:
-        with anyio.fail_after(self.timeout):
-            self.status = await self._exchange.started()
+        try:
+            with anyio.fail_after(self.timeout):
+                self.status = await self._exchange.started()
+        except TimeoutError:
+            raise TimeoutError(f"{self.url} did not answer within {self.timeout} s") from None
         self.page._keep_cookies(self._exchange.raw_headers)
 
     async def next(self, timeout: float | None = None) -> Answer:
         """The next datastar events to arrive (keep-alives skipped), as one answer; ``TimeoutError``
         after ``timeout`` seconds (the stream's default, 5) with nothing, ``EOFError`` when it ended."""
         answer = Answer(self.status, headers=self._exchange.headers)
-        with anyio.fail_after(self.timeout if timeout is None else timeout):
-            while not answer.signals and not answer.elements and answer.redirect is None:
-                chunk = await self._exchange.chunk()
-                if chunk is None:
-                    raise EOFError(f"the live stream ended (status {self.status}): {self._buffer[-300:]!r}")
-                self._buffer += chunk
-                complete, sep, self._buffer = self._buffer.rpartition("\n\n")
-                answer.text += complete + sep
-                answer._read(parse_events(complete + sep))
-        merge(self.page.signals, answer.signals)
+        wait = self.timeout if timeout is None else timeout
+        try:
+            with anyio.fail_after(wait):
+                while not answer.events:
+                    chunk = await self._exchange.chunk()
+                    if chunk is None:
+                        raise EOFError(f"{self.url} ended (status {self.status}): {self._buffer[-300:]!r}")
+                    self._buffer += chunk
+                    complete, sep, self._buffer = self._buffer.rpartition("\n\n")
+                    answer.text += complete + sep
+                    answer._read(parse_events(complete + sep))
+        except TimeoutError:
+            raise TimeoutError(f"nothing arrived on {self.url} within {wait} s") from None
+        if self.status == 200:
+            answer.apply_to(self.page.signals)
         return answer
 
 
@@ -389,7 +436,8 @@ class _Exchange:
 
 
 class _Lifespan:
-    """Runs an app's ASGI lifespan, when it has one."""
+    """Runs an app's ASGI lifespan; an app without one (it raises on the scope, or returns without
+    a word) is taken as having nothing to start, as uvicorn does."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -399,41 +447,52 @@ class _Lifespan:
         self._replies: MemoryObjectSendStream[Message]
         self._from_app: MemoryObjectReceiveStream[Message]
         self._replies, self._from_app = anyio.create_memory_object_stream[Message](math.inf)
+        self._answered: set[str] = set()
         self._tg: TaskGroup | None = None
 
     async def start(self) -> None:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._run)
-        await self._to_app.send({"type": "lifespan.startup"})
-        reply = await self._from_app.receive()
+        try:
+            self._tg.start_soon(self._run)
+            await self._to_app.send({"type": "lifespan.startup"})
+            reply = await self._from_app.receive()
+        except BaseException:
+            await self._close()
+            raise
         if reply["type"] == "lifespan.startup.failed":
-            await self.stop()
+            await self._close()
             raise RuntimeError(f"the app's lifespan failed to start: {reply.get('message', '')}")
 
     async def _run(self) -> None:
         scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        receive: Receive = self._from_page.receive
-        send: Send = self._replies.send
+
+        async def send(message: Message) -> None:
+            self._answered.add(message["type"].rpartition(".")[0])  # lifespan.startup, lifespan.shutdown
+            await self._replies.send(message)
+
         try:
-            await self.app(scope, receive, send)
-        except Exception:  # an app without a lifespan raises on the scope: it has nothing to run
-            await self._replies.send({"type": "lifespan.startup.complete"})
-            await self._replies.send({"type": "lifespan.shutdown.complete"})
+            await self.app(scope, self._from_page.receive, send)
+        except Exception:  # no lifespan here: nothing to run
+            logger.debug("the app has no lifespan", exc_info=True)
+        for phase in ("lifespan.startup", "lifespan.shutdown"):
+            if phase not in self._answered:
+                await self._replies.send({"type": f"{phase}.complete"})
 
     async def stop(self) -> None:
         if self._tg is None:
             return
-        tg, self._tg = self._tg, None
         await self._to_app.send({"type": "lifespan.shutdown"})
         with anyio.move_on_after(10):
-            while (await self._from_app.receive())["type"] not in (
-                "lifespan.shutdown.complete",
-                "lifespan.shutdown.failed",
-            ):
+            while not (await self._from_app.receive())["type"].startswith("lifespan.shutdown."):
                 pass
-        tg.cancel_scope.cancel()
-        await tg.__aexit__(None, None, None)
+        await self._close()
+
+    async def _close(self) -> None:
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
 
 
 class _PageReader(HTMLParser):
@@ -445,51 +504,192 @@ class _PageReader(HTMLParser):
         self.inits: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        given = dict(attrs)
         for name, value in attrs:
             head, _, key = name.partition(":")
             base = head.partition("__")[0]
+            key, _, modifiers = key.partition("__")
+            if_missing = "ifmissing" in name
+            path = key if "case.kebab" in modifiers else camel(key)  # Datastar camel-cases keys
             if base == "data-signals" and not key:
-                declared = read_object(value or "{}")
-                self.signals.append((declared, "ifmissing" in name))
+                self.signals.append((read_object(value or "{}"), if_missing))
             elif base == "data-signals":
-                self.signals.append((nested(key.partition("__")[0], read_object(value or "null")), "ifmissing" in name))
+                self.signals.append((nested(path, read_object(value or "null")), if_missing))
             elif base == "data-bind":
-                path = key.partition("__")[0] or (value or "")
-                given = dict(attrs)
-                initial: Any = "checked" in given if given.get("type") == "checkbox" else given.get("value") or ""
-                self.signals.append((nested(path, initial), True))
+                self.signals.append((nested(path or value or "", bound_value(tag, given)), True))
             elif base == "data-init" and value:
-                self.inits += _ACTIONS_IN.findall(value)
+                self.inits += actions_in(value)
 
 
-_ACTIONS_IN = re.compile(r"@(?:get|post|put|patch|delete)\(\s*'(?:[^'\\]|\\.)*'\s*(?:,\s*\{[^}]*\})?\s*\)")
+def bound_value(tag: str, attrs: Mapping[str, str | None]) -> Any:
+    """What a ``data-bind`` input gives its new signal (a ``<textarea>``'s or ``<select>``'s
+    content is not read: declare those signals with ``data-signals``)."""
+    kind = (attrs.get("type") or "").lower()
+    if kind == "checkbox":
+        return "checked" in attrs
+    value = attrs.get("value") or ""
+    if kind in ("number", "range") and value:
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    return value
+
+
+def camel(key: str) -> str:
+    """``my-count`` -> ``myCount``, each dotted part, as Datastar reads attribute keys."""
+    return ".".join(re.sub(r"-([a-z0-9])", lambda m: m.group(1).upper(), part) for part in key.split("."))
+
+
+def actions_in(expression: str) -> list[str]:
+    """Each ``@verb('...', {...})`` action in a Datastar expression, whole (nested braces, strings)."""
+    found = []
+    for start in _ACTION_START.finditer(expression):
+        depth, quote_char, i = 0, "", start.end() - 1
+        while i < len(expression):
+            char = expression[i]
+            if quote_char:
+                if char == "\\":
+                    i += 1
+                elif char == quote_char:
+                    quote_char = ""
+            elif char in "'\"`":
+                quote_char = char
+            elif char in "({[":
+                depth += 1
+            elif char in ")}]":
+                depth -= 1
+                if depth == 0:
+                    found.append(expression[start.start() : i + 1])
+                    break
+            i += 1
+        else:
+            raise ValueError(f"Page cannot read the action in {expression!r}")
+    return found
 
 
 def parse_action(action: str) -> tuple[str, str, dict[str, Any]]:
     """``"@post('/sm/x/y', {contentType: 'form'})"`` -> ``("POST", "/sm/x/y", {"contentType": "form"})``."""
     if isinstance(action, Action):  # from the builder: Counter.increment(amount=2)
-        return action.method.upper(), action.url, action.opts
-    found = _ACTION.match(action)
-    if found is None:
-        raise ValueError(f"not a Datastar action: {action!r} (expected @post('/path') and the like)")
-    method, quoted, options = found.groups()
-    url = json.loads('"' + quoted.replace("\\'", "'") + '"')
-    return method.upper(), url, read_object(options) if options else {}
+        method, url, options = action.method.upper(), action.url, action.opts
+    else:
+        found = _ACTION.match(action)
+        if found is None:
+            raise ValueError(f"not a Datastar action: {action!r} (expected @post('/path') and the like)")
+        verb, quoted, given = found.groups()
+        method, url = verb.upper(), json.loads('"' + quoted.replace("\\'", "'") + '"')
+        options = read_object(given) if given else {}
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise ValueError(f"{action!r}: Page does not know the action options {sorted(unknown)}")
+    return method, url, options
+
+
+#: what a JavaScript object literal has that JSON has not: single-quoted strings, regular
+#: expressions, trailing commas, bare keys (double-quoted strings are matched to be skipped)
+_JS_LITERAL = re.compile(
+    r"""'((?:[^'\\]|\\.)*)'|("(?:[^"\\]|\\.)*")|/((?:[^/\\\n]|\\.)+)/[a-z]*|,(\s*[}\]])|([A-Za-z_$][\w$]*)(\s*:)"""
+)
 
 
 def read_object(text: str) -> Any:
-    """A ``data-signals`` value: JSON, or a JavaScript literal of quoted or bare keys and
-    single- or double-quoted strings (``{count: 0, name: 'Ada'}``)."""
+    """A ``data-signals`` value or action options: JSON, or a JavaScript literal of quoted or bare
+    keys, single- or double-quoted strings, and regular expressions (read as their source)."""
     try:
         return json.loads(text)
     except ValueError:
         pass
-    converted = re.sub(r"'((?:[^'\\]|\\.)*)'", lambda m: json.dumps(m.group(1).replace("\\'", "'")), text)
-    converted = re.sub(r"([{,]\s*)([A-Za-z_$][\w$]*)\s*:", r'\1"\2":', converted)
+
+    def to_json(m: re.Match[str]) -> str:
+        single, double, regex, closing, key, colon = m.groups()
+        if single is not None:
+            return json.dumps(re.sub(r"\\(.)", r"\1", single))
+        if double is not None:
+            return double
+        if regex is not None:
+            return json.dumps(regex)
+        if closing is not None:
+            return closing
+        return json.dumps(key) + colon
+
     try:
-        return json.loads(converted)
+        return json.loads(_JS_LITERAL.sub(to_json, text))
     except ValueError:
         raise ValueError(f"Page reads data-signals as JSON or a plain object literal, not {text!r}") from None
+
+
+def filtered(signals: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The signals an action sends: each whose dotted path matches ``include`` and not ``exclude``
+    (Datastar's ``filterSignals``; by default all but those with a part starting with ``_``)."""
+    include = re.compile((options or {}).get("include", ""))
+    exclude = re.compile((options or {}).get("exclude", _LOCAL.pattern))
+    result: dict[str, Any] = {}
+    for path, value in leaves(signals):
+        if include.search(path) and not exclude.search(path):
+            merge(result, nested(path, value), keep_none=True)
+    return result
+
+
+def leaves(signals: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"a": {"b": 1}}`` -> ``[("a.b", 1)]``."""
+    found: list[tuple[str, Any]] = []
+    for key, value in signals.items():
+        path = f"{prefix}{key}"
+        found += leaves(value, path + ".") if isinstance(value, Mapping) and value else [(path, value)]
+    return found
+
+
+def top_level(html: str) -> list[tuple[str | None, str]]:
+    """Each top-level element of ``html`` with its id: ``[("a", '<p id="a">A</p>'), ...]``."""
+    reader = _TopLevel(html)
+    reader.feed(html)
+    reader.close()
+    return reader.found or [(None, html)]
+
+
+class _TopLevel(HTMLParser):
+    VOID = frozenset(
+        ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"]
+    )
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.html, self.depth, self.found = html, 0, list[tuple[str | None, str]]()
+        self._lines = [0]
+        for line in html.splitlines(keepends=True):
+            self._lines.append(self._lines[-1] + len(line))
+        self._start, self._id = 0, cast(str | None, None)
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self._lines[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth == 0:
+            self._start, self._id = self._offset(), dict(attrs).get("id")
+        if tag in self.VOID:
+            if self.depth == 0:
+                self._close_at(self._offset() + len(self.get_starttag_text() or ""))
+            return
+        self.depth += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth == 0:
+            self._start, self._id = self._offset(), dict(attrs).get("id")
+            self._close_at(self._offset() + len(self.get_starttag_text() or ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID or self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            self._close_at(self.html.index(">", self._offset()) + 1)
+
+    def _close_at(self, end: int) -> None:
+        self.found.append((self._id, self.html[self._start : end]))
+
+
+def _refuse_live(url: str) -> None:
+    if url.split("?")[0].endswith("/live"):
+        raise ValueError(f"{url} is a live stream: read it with `async with page.live(action) as stream`")
 
 
 def nested(path: str, value: Any) -> dict[str, Any]:
@@ -500,25 +700,24 @@ def nested(path: str, value: Any) -> dict[str, Any]:
     return dict(result)
 
 
-def merge(target: MutableMapping[str, Any], patch: Mapping[str, Any], only_if_missing: bool = False) -> None:
-    """A Datastar signal patch (JSON merge patch: ``None`` removes) applied to ``target``."""
+def merge(
+    target: MutableMapping[str, Any], patch: Mapping[str, Any], only_if_missing: bool = False, keep_none: bool = False
+) -> None:
+    """A Datastar signal patch (JSON merge patch: ``None`` removes, unless ``keep_none``, which
+    composes patches) applied to ``target``; ``only_if_missing`` sets only what is not there."""
     for key, value in patch.items():
         current = target.get(key)
         if isinstance(value, Mapping):
             if not isinstance(current, dict):
-                if only_if_missing and key in target:
+                if only_if_missing and key in target and not isinstance(target[key], Mapping):
                     continue
                 current = target[key] = {}
-            merge(current, value, only_if_missing)
-        elif value is None and not only_if_missing:
-            target.pop(key, None)
+            merge(current, value, only_if_missing, keep_none)
+        elif value is None and not keep_none:
+            if not only_if_missing:
+                target.pop(key, None)
         elif not (only_if_missing and key in target):
             target[key] = value
-
-
-def without_local(signals: Mapping[str, Any]) -> dict[str, Any]:
-    """The signals Datastar sends by default: none whose name (at any depth) starts with ``_``."""
-    return {k: without_local(v) if isinstance(v, Mapping) else v for k, v in signals.items() if not k.startswith("_")}
 
 
 def parse_events(text: str) -> list[tuple[str, dict[str, list[str]]]]:

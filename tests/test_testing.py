@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -182,3 +183,100 @@ async def test_an_event_that_raises_answers_500_naming_it() -> None:
     assert answer.status == 500
     assert answer.signals["fragile"]["_error"] == "Internal error in event fragile.boom"
     assert "kaput" not in answer.text  # the traceback goes to the log, not to the page
+
+
+class Note(Entity):
+    model_config = {"scope": "global"}
+    text: str | None = "hi"
+    pieces: list[str] = []
+
+    @event
+    def clear(self) -> None:
+        self.text = None
+
+    @event
+    def parts(self) -> list[str]:
+        return ['<p id="a">A</p>', "<p id='b'>B<br></p>"]
+
+
+class Item(Entity):
+    model_config = {"scope": "record"}
+
+
+def echo_site(sent: list[dict[str, object]]) -> Starlette:
+    """A host whose routes answer what Datastar would get from other servers, and note what came."""
+    from datastar_py import ServerSentEventGenerator as SSE
+    from starlette.responses import Response
+
+    async def echo(request: Request) -> Response:
+        sent.append({"body": await request.body(), "query": dict(request.query_params), "headers": request.headers})
+        events = SSE.patch_signals({"form": {"name": "default", "age": 1}}, only_if_missing=True)
+        return Response(events, media_type="text/event-stream")
+
+    async def home(request: Request) -> HTMLResponse:
+        return HTMLResponse("""<div data-signals:my-count="1" data-signals="{msg: 'a, b: c', list: [1, 2,],}"></div>
+  <input type="number" data-bind:age value="42"><input data-bind:first-name value="Ada">
+  <div data-init="@post('/echo', {filterSignals: {include: /^age$/}, headers: {'X-Token': 't'}})"></div>""")
+
+    sm = StarModel([Note, Item], secret_key="testing")
+    return Starlette(routes=[Route("/", home), Route("/echo", echo, methods=["GET", "POST"]), Mount("/sm", sm)])
+
+
+async def test_patches_remove_signals_and_fill_only_what_is_missing() -> None:
+    page = Page(echo_site([]))
+    await page.run(Note.clear())
+    assert "text" not in page.signals["note"]  # null removes, as in the browser
+    page.signals["form"] = {"name": "Ada"}
+    answer = await page.run("@post('/echo')")
+    assert answer.signals == {"form": {"name": "default", "age": 1}}  # what was sent...
+    assert page.signals["form"] == {"name": "Ada", "age": 1}  # ...and what the page keeps
+
+
+async def test_a_live_stream_that_fails_is_not_applied_and_says_its_status() -> None:
+    page = Page(StarModel([Item], secret_key="testing"))
+    async with page.live("/sm/item/live") as stream:  # a list needs render(): 404 naming the fix
+        failed = await stream.next()
+    assert stream.status == failed.status == 404
+    assert "render()" in failed.signals["item"]["_error"]
+    assert page.signals == {}  # the client ignores the body of a failed answer
+
+
+async def test_options_filter_headers_and_payload_are_sent_as_the_client_sends_them() -> None:
+    sent: list[dict[str, object]] = []
+    page = Page(echo_site(sent))
+    opened = await page.open("/")
+    assert page.signals["myCount"] == 1 and page.signals["firstName"] == "Ada"  # camel-cased keys
+    assert page.signals["msg"] == "a, b: c" and page.signals["list"] == [1, 2]
+    assert sent[-1]["body"] == b'{"age":42}' and sent[-1]["headers"]["x-token"] == "t"  # type: ignore[index]
+    assert opened.signals == {"form": {"name": "default", "age": 1}}
+    await page.run("@post('/echo', {payload: {z: 9}})")
+    assert sent[-1]["body"] == b'{"z":9}'
+    await page.run("@get('/echo?datastar=%7B%7D&q=1')")
+    assert sent[-1]["query"]["q"] == "1" and sent[-1]["query"]["datastar"].startswith('{"myCount"')  # type: ignore[index]
+    with pytest.raises(ValueError, match="does not know the action options"):
+        await page.run("@post('/echo', {retries: 3})")
+    with pytest.raises(ValueError, match="live stream"):
+        await page.request("GET", "/sm/note/live")
+
+
+async def test_html_without_a_selector_patches_each_top_level_element_by_its_id() -> None:
+    answer = await Page(StarModel([Note], secret_key="testing")).run(Note.parts())
+    assert answer.elements == [("#a", "outer", '<p id="a">A</p>'), ("#b", "outer", "<p id='b'>B<br></p>")]
+
+
+async def test_an_app_without_a_lifespan_or_a_failing_one() -> None:
+    async def silent(scope: dict[str, object], receive: object, send: object) -> None:
+        return None  # says nothing to a lifespan scope: uvicorn carries on, so does Page
+
+    with anyio.fail_after(5):
+        async with Page(silent):  # type: ignore[arg-type]
+            pass
+
+    @asynccontextmanager
+    async def broken(app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    with pytest.raises(RuntimeError, match="lifespan failed to start"):
+        async with Page(Starlette(lifespan=broken)):
+            pass
