@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -352,6 +352,17 @@ class LivePage:
         if self.status == 200:
             answer.apply_to(self.page.signals)
         return answer
+
+    async def until(self, condition: Callable[[Answer], object], timeout: float | None = None) -> Answer:
+        """The first answer from now on for which ``condition(answer)`` is true (each one applied to
+        the page as it comes): ``await stream.until(lambda a: a.elements)``; ``TimeoutError`` after
+        ``timeout`` seconds in all (the stream's default, 5)."""
+        wait = self.timeout if timeout is None else timeout
+        deadline = anyio.current_time() + wait
+        while True:
+            answer = await self.next(max(deadline - anyio.current_time(), 0))
+            if condition(answer):
+                return answer
 
 
 class _Exchange:

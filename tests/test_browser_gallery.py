@@ -146,6 +146,16 @@ async def test_counter_counts_per_session_and_survives_a_reload(gallery: str, br
     await alice.reload()  # kept on the server for this browser's session
     await expect(count).to_have_text("12")
 
+    # a second tab of the same browser shows the same count, and follows the first live
+    second = await alice.context.new_page()
+    await second.goto(gallery + "/counter")
+    await expect(second.locator("#count")).to_have_text("12")
+    await alice.click("#inc")
+    await expect(second.locator("#count")).to_have_text("13")
+    await second.click("#dec")
+    await expect(count).to_have_text("12")
+    await second.close()
+
     # another browser has its own count, and counting there does not touch the first one's
     _, bob = await browsers.open(gallery + "/counter")
     await expect(bob.locator("#count")).to_have_text("0")
@@ -257,6 +267,13 @@ async def test_todo_list_shared_by_two_browsers(gallery: str, browsers: Browsers
     await second.press("Enter")
     for p in (alice, bob):
         await expect_todos(p, ["buy milk", "walk the dog"])
+    await second.fill("")  # renamed to nothing: refused under the list, the other browser unchanged
+    await second.press("Enter")
+    await expect(alice.locator("#todo-error")).to_have_text("Title cannot be empty.")
+    await expect_todos(bob, ["buy milk", "walk the dog"])
+    await second.fill("walk the dog")
+    await second.press("Enter")
+    await expect(alice.locator("#todo-error")).to_have_text("")
 
     # an empty title is refused next to the box
     await alice.click("#add")

@@ -66,7 +66,7 @@ async def test_chat_refuses_empty_and_long_messages_and_posts_the_rest_to_every_
         assert (await stream.next()).elements == [("#message-list", "inner", "")]
         answer = await page.run(gallery.ChatBox.send(), chat={"draft": "  hello <b>all</b> "})
         assert answer.signals == {"chat": {"draft": "", "_error": "", "_errors": {"draft": "", "name": ""}}}
-        arrived = await until(stream, lambda a: bool(a.elements))
+        arrived = await stream.until(lambda a: bool(a.elements))
         (selector, mode, html) = arrived.elements[0]
         assert (selector, mode) == ("#message-list", "append")
         assert f"<b>{name}</b>" in html and "hello &lt;b&gt;all&lt;/b&gt;" in html
@@ -141,9 +141,9 @@ async def test_the_form_validates_uploads_and_redirects(page: Page) -> None:
 async def test_the_dashboard_changes_by_itself(page: Page) -> None:
     await page.open("/dashboard")
     async with page.live("@get('/sm/stats/live')") as stream:
-        await until(stream, lambda a: "#spark" in {e[0] for e in a.elements}, timeout=5)
+        await stream.until(lambda a: "#spark" in {e[0] for e in a.elements}, timeout=5)
         uptime = page.signals["stats"]["uptime"]
-        await until(stream, lambda a: a.signals.get("stats", {}).get("uptime", uptime) > uptime, timeout=5)
+        await stream.until(lambda a: a.signals.get("stats", {}).get("uptime", uptime) > uptime, timeout=5)
     assert "history" not in page.signals["stats"]  # drawn on the server, never sent
 
 
@@ -153,21 +153,12 @@ async def test_the_poll_is_a_json_api_and_a_live_page(page: Page) -> None:
         await stream.next()
         voted = await page.request("POST", "/sm/poll/vote", json.dumps({"choice": "Rust"}).encode())
         assert (voted.status, voted.json()) == (200, {"votes": {"Rust": 1}, "total": 1})
-        arrived = await until(stream, lambda a: bool(a.elements))
+        arrived = await stream.until(lambda a: bool(a.elements))
         assert '<span class="n" data-choice="Rust">1</span>' in arrived.elements[0][2]
     refused = await page.request("POST", "/sm/poll/vote", b'{"choice": "Cobol"}')
     assert refused.status == 422 and "choice" in refused.json()["errors"]
     await page.run(gallery.Poll.vote(choice="Go"))
     assert page.signals["poll"]["total"] == 2
-
-
-async def until(stream: Any, done: Any, timeout: float = 5.0) -> Any:
-    """The first answer of ``stream`` for which ``done(answer)`` holds."""
-    with anyio.fail_after(timeout):
-        while True:
-            answer = await stream.next(timeout=timeout)
-            if done(answer):
-                return answer
 
 
 async def poll_until(page: Page, path: str, done: Any, timeout: float = 5.0) -> Any:

@@ -152,8 +152,13 @@ async def test_live_streams_arrive_as_they_happen() -> None:
         await writer.run(Board.write(text="live!"))
         assert (await stream.next()).signals == {"board": {"text": "live!"}}
         assert page.signals["board"]["text"] == "live!"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match="nothing arrived on /sm/board/live"):
             await stream.next(timeout=0.3)
+        await writer.run(Board.write(text="one"))
+        await writer.run(Board.write(text="two"))
+        assert (await stream.until(lambda a: a.signals["board"]["text"] == "two")).status == 200
+        with pytest.raises(TimeoutError):
+            await stream.until(lambda a: False, timeout=0.3)
     with pytest.raises(ValueError, match="live stream"):
         await page.run("@get('/sm/board/live')")
 
