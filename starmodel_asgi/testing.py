@@ -14,6 +14,7 @@ as it arrives.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
@@ -177,13 +178,14 @@ class Page:
         there are files, else urlencoded. Datastar sends no signals with a form."""
         method, url, options = parse_action(action)
         pairs = [(k, v) for k, values in fields.items() for v in ([values] if isinstance(values, str) else values)]
+        payload: tuple[bytes, str] | None = None
         if method in ("GET", "DELETE"):
             url += ("&" if "?" in url else "?") + urlencode(pairs)
-            return await self._send(method, url, None, options.get("headers"))
-        if not files:
-            body = urlencode(pairs).encode()
-            return await self._send(method, url, (body, "application/x-www-form-urlencoded"), options.get("headers"))
-        return await self._send(method, url, multipart(pairs, files), options.get("headers"))
+        elif files:
+            payload = multipart(pairs, files)
+        else:
+            payload = urlencode(pairs).encode(), "application/x-www-form-urlencoded"
+        return await self._send(method, url, payload, options.get("headers"))
 
     @asynccontextmanager
     async def live(self, action: str, timeout: float = 5.0) -> AsyncIterator[LivePage]:
@@ -379,6 +381,7 @@ class _Exchange:
         self._chunks: MemoryObjectSendStream[str | None]
         self._received: MemoryObjectReceiveStream[str | None]
         self._chunks, self._received = anyio.create_memory_object_stream[str | None](math.inf)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()  # a character may span two writes
         self._head = anyio.Event()
         self._done = anyio.Event()
         self._failure: BaseException | None = None
@@ -443,7 +446,7 @@ class _Exchange:
                 raise AssertionError("Page sends no Accept-Encoding: the answer should not be compressed")
             self._head.set()
         elif message["type"] == "http.response.body" and message.get("body"):
-            self._chunks.send_nowait(message["body"].decode())
+            self._chunks.send_nowait(self._decoder.decode(message["body"]))
 
 
 class _Lifespan:
@@ -484,8 +487,11 @@ class _Lifespan:
 
         try:
             await self.app(scope, self._from_page.receive, send)
-        except Exception:  # no lifespan here: nothing to run
-            logger.debug("the app has no lifespan", exc_info=True)
+        except Exception:
+            if "lifespan.startup" in self._answered:  # it started, then crashed: the app's own bug
+                logger.exception("the app's lifespan failed")
+            else:  # it refused the scope: no lifespan, nothing to run
+                logger.debug("the app has no lifespan", exc_info=True)
         for phase in ("lifespan.startup", "lifespan.shutdown"):
             if phase not in self._answered:
                 await self._replies.send({"type": f"{phase}.complete"})
@@ -494,10 +500,13 @@ class _Lifespan:
         if self._tg is None:
             return
         await self._to_app.send({"type": "lifespan.shutdown"})
+        reply: Message = {}
         with anyio.move_on_after(10):
-            while not (await self._from_app.receive())["type"].startswith("lifespan.shutdown."):
+            while not (reply := await self._from_app.receive())["type"].startswith("lifespan.shutdown."):
                 pass
         await self._close()
+        if reply.get("type") == "lifespan.shutdown.failed":
+            raise RuntimeError(f"the app's lifespan failed to shut down: {reply.get('message', '')}")
 
     async def _close(self) -> None:
         tg, self._tg = self._tg, None

@@ -110,6 +110,16 @@ async def test_the_long_task_lets_other_events_through_and_can_be_cancelled(page
     assert (await page.request("GET", "/sm/job")).json() == {"progress": 100, "state": "done", "pings": 1}
 
 
+async def test_a_long_task_whose_page_goes_away_says_stopped(page: Page) -> None:
+    await page.open("/task")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(page.run, gallery.Job.start(step=0.05))
+        await poll_until(page, "/sm/job", lambda s: s["progress"] > 0)
+        tg.cancel_scope.cancel()  # the caller leaves: the event is cancelled with it
+    state = (await page.request("GET", "/sm/job")).json()
+    assert state["state"] == "stopped" and state["progress"] < 100  # not stuck at "running"
+
+
 async def test_the_form_validates_uploads_and_redirects(page: Page) -> None:
     Profile = gallery.Profile
     created = await page.request("POST", "/form", b"", "application/x-www-form-urlencoded", accept="text/html")

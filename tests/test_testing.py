@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import pytest
@@ -284,4 +284,49 @@ async def test_an_app_without_a_lifespan_or_a_failing_one() -> None:
 
     with pytest.raises(RuntimeError, match="lifespan failed to start"):
         async with Page(Starlette(lifespan=broken)):
+            pass
+
+
+def raw_sse(*writes: bytes, fail: BaseException | None = None) -> Any:
+    """An ASGI app answering an SSE stream in the given writes, then ending (or raising ``fail``)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for body in writes:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        if fail is not None:
+            raise fail
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_a_stream_split_anywhere_reads_whole_and_its_end_or_crash_is_told() -> None:
+    split = raw_sse(b'event: datastar-patch-signals\ndata: signals {"t": "caf\xc3', b'\xa9"}\n\n')
+    page = Page(split)
+    async with page.live("/feed") as stream:
+        assert (await stream.next()).signals == {"t": "café"}  # a character across two writes
+        with pytest.raises(EOFError, match="/feed ended"):
+            await stream.next()
+    with pytest.raises(ZeroDivisionError):
+        async with Page(raw_sse(b": hello\n\n", fail=ZeroDivisionError())).live("/feed") as stream:
+            await stream.next()
+
+
+async def test_pages_page_cannot_read_and_lifespans_that_fail_to_stop_are_errors() -> None:
+    async def unbalanced(request: Request) -> HTMLResponse:
+        return HTMLResponse("""<div data-init="@post('/x', {a: 1)"></div>""")
+
+    with pytest.raises(ValueError, match="cannot read the action"):
+        await Page(Starlette(routes=[Route("/", unbalanced)])).open("/")
+
+    @asynccontextmanager
+    async def stuck(app: Starlette) -> AsyncIterator[None]:
+        yield
+        raise RuntimeError("could not flush")
+
+    with pytest.raises(RuntimeError, match="failed to shut down"):
+        async with Page(Starlette(lifespan=stuck)):
             pass

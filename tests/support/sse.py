@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from starmodel_asgi.testing import merge, parse_events
+
 
 @dataclass
 class SSEEvent:
@@ -27,18 +29,7 @@ class SSEEvent:
 
 
 def parse_sse(text: str) -> list[SSEEvent]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        current: SSEEvent | None = None
-        for line in block.split("\n"):
-            if line.startswith("event: "):
-                current = SSEEvent(line[len("event: ") :])
-            elif line.startswith("data: ") and current is not None:
-                key, _, value = line[len("data: ") :].partition(" ")
-                current.lines.setdefault(key, []).append(value)
-        if current is not None:
-            events.append(current)
-    return events
+    return [SSEEvent(name, data) for name, data in parse_events(text)]
 
 
 def merged_signals(events: list[SSEEvent]) -> dict[str, Any]:
@@ -46,16 +37,8 @@ def merged_signals(events: list[SSEEvent]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for ev in events:
         if ev.event == "datastar-patch-signals":
-            _merge(merged, ev.signals)
+            merge(merged, ev.signals, keep_none=True)
     return merged
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = value
 
 
 class ListPage:
