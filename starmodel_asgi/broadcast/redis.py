@@ -125,7 +125,7 @@ class RedisBroadcast(Listener):
         finally:
             self._pubsub = None
             with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _attach(self, pubsub: PubSub) -> None:
         async with self._lock:
