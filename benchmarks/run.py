@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import anyio
+import bench_bulk
 import bench_delivery
 import bench_events
 import bench_live
@@ -186,6 +187,17 @@ async def collect(quick: bool) -> list[str]:
                 f"{ours:,.0f}; {lost_s}",
                 f"{ours / base:.2f}",
                 ">= 0.80, 0 lost",
+            )
+        )
+    records = n(500, 5)
+    for store, (base, ours, separate) in (await bench_bulk.measure(records, n(3, 1))).items():
+        rows.append(
+            row(
+                f"clear {records} done records on {store}, one event (ms; {records} separate deletes)",
+                f"{base:,.0f}",
+                f"{ours:,.0f} ({separate:,.0f})",
+                f"{base / ours:.2f}",
+                "one unit, one transaction",
             )
         )
     sizes = await bench_wire.measure(n(100, 5))

@@ -83,7 +83,8 @@ class ChatMessage(Entity):
 class ChatBox(Entity):
     """Each visitor's name and draft; ``send`` posts the draft as a message and clears it."""
 
-    model_config = {"name": "chat"}
+    # in SQL, so a draft survives a restart: send() writes two SQL entities in one unit of work
+    model_config = {"name": "chat", "store": "sql"}
     name: Annotated[str, ClientWritable, Field(max_length=24, title="Name")] = Field(
         default_factory=lambda: f"Guest {secrets.randbelow(900) + 100}"
     )

@@ -16,9 +16,9 @@ from starlette.types import Receive, Scope, Send
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber
 from starmodel_asgi.compression import Compression
-from starmodel_asgi.dispatch import Dispatcher, entity_class
+from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Authorize, Endpoints, UserGetter
-from starmodel_asgi.entity import Entity
+from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.http import EventError

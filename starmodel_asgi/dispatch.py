@@ -1,15 +1,14 @@
-"""The unit of work: load -> run -> persist -> publish, with no web types in it."""
+"""Running events: bind, hold, run, then commit, each in a unit of work (``unit.py``); ``sm.edit``,
+creates and deletes go the same way. No web types in it."""
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import sys
+import random
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
 from typing import Any, cast
 
@@ -18,14 +17,13 @@ from pydantic import ValidationError
 
 from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
 from starmodel_asgi.broadcast import Broadcast
-from starmodel_asgi.changes import Change, Subscribers
-from starmodel_asgi.entity import EDITOR_KEY, Entity
+from starmodel_asgi.changes import Subscribers
+from starmodel_asgi.elements import to_elements
+from starmodel_asgi.entity import EDITOR_KEY, Entity, entity_class
 from starmodel_asgi.events import EventDescriptor, EventInfo
 from starmodel_asgi.http import (
-    Element,
     EventError,
     EventRequest,
-    NotFound,
     Redirect,
     Update,
     internal_error,
@@ -33,28 +31,15 @@ from starmodel_asgi.http import (
 )
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.spec import EntitySpec
-from starmodel_asgi.stores import Slot, State, Store
+from starmodel_asgi.stores import State, Store
+from starmodel_asgi.unit import CURRENT, Busy, Held, Unit, instance_of
 
 logger = logging.getLogger("starmodel_asgi")
 
 _MISSING = object()
 _DONE = object()
-#: published when a record is deleted; no field can be named ``_deleted`` (Pydantic keeps it private)
-DELETED = json.dumps({"_deleted": True})
-
-
-def entity_class(spec: EntitySpec) -> type[Entity]:
-    return cast("type[Entity]", spec.entity)
-
-
-def channel_name(spec: EntitySpec, key: str) -> str:
-    return f"sm:{spec.name}:{key}"
-
-
-def list_channel(spec: EntitySpec) -> str:
-    """Where a record entity's live lists hear that one of its records was created, changed or
-    deleted (each message is a fresh token: the lists re-read their window)."""
-    return f"sm:{spec.name}"
+#: how many times a plain event is run again when a nested hold finds its instance busy
+RETRIES = 3
 
 
 def attributed(error: EventError, spec: EntitySpec) -> EventError:
@@ -76,54 +61,51 @@ def failed(exc: Exception, spec: EntitySpec, descriptor: EventDescriptor, reset:
     return error
 
 
-def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
-    """What an event returned or yielded, as HTML elements (``None``, entities and redirects are
-    no HTML). A list of HTML is one element of the joined HTML, so ``mode="inner"`` fills the
-    target with all of it; ``Element``s keep their own targets."""
-    if result is None or isinstance(result, (Entity, Redirect)):
-        return []
-    if isinstance(result, Element):
-        return [result]
-    if isinstance(result, (list, tuple)):
-        parts = [e for item in result for e in to_elements(item, None)]
-        if any(e.selector is not None or e.mode is not None for e in parts):
-            return [e if e.selector or e.mode else _placed(e.html, info) for e in parts]
-        return [_placed("".join(e.html for e in parts), info)] if parts else []
-    if hasattr(result, "__html__"):
-        result = result.__html__()
-    if isinstance(result, str):
-        return [_placed(result, info)]
-    raise TypeError(
-        f"{type(result).__name__} is not HTML: return a str, something with __html__, an Element, a Redirect or None"
-    )
-
-
-def _placed(html: str, info: EventInfo | None) -> Element:
-    if info is None:
-        return Element(html)
-    return Element(html, info.selector, info.mode, info.use_view_transition)
-
-
-def rendered(instance: Entity) -> list[Element]:
-    """The instance's own ``render()``, as elements for live pushes."""
-    return to_elements(instance.render())
-
-
-async def invoke(instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+async def invoke(
+    unit: Unit | None, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]
+) -> AsyncGenerator[Any, None]:
     """Each result of the event: one for plain events, one per yield for generators. Sync code
-    runs in a worker thread."""
+    runs in a worker thread. Each step runs with ``unit`` current, so the writes it makes join it."""
     bound = descriptor.func.__get__(instance)
     if descriptor.is_async_gen:
-        async for item in bound(**kwargs):
-            yield item
+        agen = bound(**kwargs)
+        try:
+            while True:
+                token = CURRENT.set(unit)
+                try:
+                    item = await agen.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    CURRENT.reset(token)
+                yield item
+        finally:
+            await agen.aclose()
     elif descriptor.is_sync_gen:
         gen: Iterator[Any] = bound(**kwargs)
-        while (item := await anyio.to_thread.run_sync(next, gen, _DONE)) is not _DONE:
+        while (item := await _in_unit(unit, anyio.to_thread.run_sync, next, gen, _DONE)) is not _DONE:
             yield item
-    elif descriptor.is_coroutine:
-        yield await bound(**kwargs)
     else:
-        yield await anyio.to_thread.run_sync(partial(bound, **kwargs))
+        yield await call(unit, descriptor, bound, kwargs)
+
+
+async def call(unit: Unit | None, descriptor: EventDescriptor, bound: Any, kwargs: dict[str, Any]) -> Any:
+    """A plain event's one call, with ``unit`` current (sync code in a worker thread)."""
+    token = CURRENT.set(unit)
+    try:
+        if descriptor.is_coroutine:
+            return await bound(**kwargs)
+        return await anyio.to_thread.run_sync(partial(bound, **kwargs))
+    finally:
+        CURRENT.reset(token)
+
+
+async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    token = CURRENT.set(unit)
+    try:
+        return await fn(*args)
+    finally:
+        CURRENT.reset(token)
 
 
 class Steps:
@@ -150,6 +132,13 @@ class Steps:
         self.cleared = True
         return Update(self.spec.name, changed, public, to_elements(result, self.info), redirect, cleared)
 
+    def gone(self, update: Update | None) -> Update:
+        """The last update of an event that deleted its own record: the page is told it is gone."""
+        update = update or Update(self.spec.name, {}, self.baseline)
+        update.changed["_deleted"] = True
+        update.gone = True
+        return update
+
     def held_back(self, update: Update) -> Update:
         """The step without its redirect, which waits for the save (the last update carries it)."""
         if update.redirect is not None:
@@ -166,16 +155,6 @@ class Steps:
             update = update or Update(self.spec.name, {}, self.baseline)
             update.redirect = self.redirect
         return update
-
-
-@dataclass
-class Held:
-    """An instance loaded under its lock, with what was saved (``slot`` is ``None`` for
-    ``store="client"``: nothing is kept on the server)."""
-
-    instance: Entity
-    slot: Slot | None = None
-    saved: State | None = None
 
 
 class Blocks:
@@ -199,56 +178,59 @@ class Blocks:
         await stack.__aexit__(*exc_info)
 
 
-class Holding:
-    """``async with dispatcher._hold(...) as held``: the instance loaded under its lock (a class,
-    not a generator: this runs on every event)."""
-
-    __slots__ = ("_slot_cm", "dispatcher", "key", "must_exist", "request", "spec")
-
-    def __init__(
-        self, dispatcher: Dispatcher, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool
-    ) -> None:
-        self.dispatcher, self.spec, self.key, self.request, self.must_exist = dispatcher, spec, key, request, must_exist
-        self._slot_cm: AbstractAsyncContextManager[Slot] | None = None
-
-    async def __aenter__(self) -> Held:
-        spec = self.spec
-        if spec.in_browser:
-            return Held(self.dispatcher.from_client(spec, self.request))
-        self._slot_cm = self.dispatcher.store_for(spec).hold(spec, self.key)
-        slot = await self._slot_cm.__aenter__()
-        try:
-            saved = await slot.load()
-            return Held(self.dispatcher._instance(spec, self.key, saved, self.must_exist), slot, saved)
-        except BaseException:
-            await self._slot_cm.__aexit__(*sys.exc_info())
-            raise
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        if self._slot_cm is not None:
-            await self._slot_cm.__aexit__(*exc_info)
+def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
+    """A ``store="client"`` instance: the state the page sent, validated like any input."""
+    return cast(Entity, client_instance(spec, request))
 
 
 class Dispatcher:
-    """Runs events against stored instances; every change is saved, then published."""
+    """Runs events, ``sm.edit`` blocks, creates and deletes, each in a ``Unit`` (or in the unit
+    already open in the current context, which they then join)."""
 
     def __init__(
-        self, store_for: Callable[[EntitySpec], Store], broadcast: Broadcast, subscribers: Subscribers | None = None
+        self,
+        store_for: Callable[[EntitySpec], Store],
+        broadcast: Broadcast,
+        subscribers: Subscribers | None = None,
+        nested_wait: float = 2.0,
     ) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
         self._wants: Callable[[str], bool] | None = getattr(broadcast, "wants", None)
         self.subscribers = subscribers or Subscribers()
+        #: how long a unit that already holds an instance waits for another before it is ``Busy``
+        self.nested_wait = nested_wait
+        #: which unit of this process holds each instance (for finding units that wait on each other)
+        self.holders: dict[Hashable, Unit] = {}
+
+    def current(self) -> Unit | None:
+        """The open unit of this dispatcher in the current context, if any."""
+        unit = CURRENT.get()
+        return unit if unit is not None and unit.open and unit.dispatcher is self else None
 
     async def read(
         self, spec: EntitySpec, key: str, *, must_exist: bool = False, request: EventRequest | None = None
     ) -> Entity:
-        """The instance as saved (defaults when there is none). A ``store="client"`` instance is
-        the state the page sent in ``request``."""
+        """The instance as saved (defaults when there is none), or as the current unit sees it.
+        A ``store="client"`` instance is the state the page sent in ``request``."""
         if spec.in_browser:
-            return self.from_client(spec, request)
-        state = await self.store_for(spec).get(spec, key)
-        return self._instance(spec, key, state, must_exist)
+            return from_client(spec, request)
+        unit = self.current()
+        state = await (self.store_for(spec).get(spec, key) if unit is None else unit.get(spec, key))
+        return instance_of(spec, key, state, must_exist)
+
+    async def _hold(
+        self,
+        unit: Unit,
+        spec: EntitySpec,
+        key: str,
+        descriptor: EventDescriptor,
+        request: EventRequest,
+        must_exist: bool,
+    ) -> Held:
+        if spec.in_browser:
+            return unit.adopt(spec, from_client(spec, request), descriptor.info.name)
+        return await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
 
     async def run(
         self,
@@ -261,25 +243,32 @@ class Dispatcher:
     ) -> AsyncGenerator[Update, None]:
         """Yield one ``Update`` per result (one for plain events, one per yield for generators).
 
-        The instance is held for the whole run; the changes are saved and published when the
-        event has finished, and the last update is yielded once the instance is released. A
-        failure saves and publishes nothing; once steps were sent, its error carries the saved
-        state (``reset``) for the page. Close the iterator (``contextlib.aclosing``) when done.
+        The instance is held for the whole run; the unit commits when the event has finished,
+        and the last update is yielded once it has. A failure keeps and tells nothing; once
+        steps were sent, its error carries the saved state (``reset``) for the page. Close the
+        iterator (``contextlib.aclosing``) when done.
         """
         kwargs = bind_params(descriptor, spec, request)
-        async with self._hold(spec, key, request, must_exist) as held:
+        unit = Unit(self)
+        steps: Steps | None = None
+        try:
+            held = await self._hold(unit, spec, key, descriptor, request, must_exist)
             steps = Steps(spec, held.instance, request, descriptor.info)
             apply_client_writes(spec, held.instance, request)
-            try:
-                async for result in invoke(held.instance, descriptor, kwargs):
+            async with aclosing(invoke(unit, held.instance, descriptor, kwargs)) as results:
+                async for result in results:
                     steps.count += 1
                     yield steps.held_back(steps.step(result))
-                last = steps.last()
-                committed = await self._save(spec, held)
-            except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                raise failed(exc, spec, descriptor, steps.original if steps.count else None)  # noqa: B904
-        if committed:
-            await self.after_commit(spec, key, descriptor.info.name, steps.original, held.instance.public_state)
+            last = steps.last()
+            await unit.commit()
+        except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+            await unit.rollback()
+            raise failed(exc, spec, descriptor, steps.original if steps and steps.count else None)  # noqa: B904
+        except BaseException:  # cancelled, or the caller went away
+            await unit.rollback()
+            raise
+        if held.deleted:
+            last = steps.gone(last)
         if last is not None:
             yield last
 
@@ -293,53 +282,81 @@ class Dispatcher:
         must_exist: bool = False,
     ) -> Update:
         """``run`` for an event that is not a generator, without an async generator's overhead:
-        its one update, returned once the change is saved and published."""
+        its one update, returned once the unit has committed. Run again (up to ``RETRIES``
+        times) when a nested hold finds an instance busy."""
         kwargs = bind_params(descriptor, spec, request)
-        async with self._hold(spec, key, request, must_exist) as held:
-            instance = held.instance
-            steps = Steps(spec, instance, request, descriptor.info)
-            apply_client_writes(spec, instance, request)
+        attempt = 0
+        while True:
+            unit = Unit(self)
             try:
-                bound = descriptor.func.__get__(instance)
-                if descriptor.is_coroutine:
-                    result = await bound(**kwargs)
-                else:
-                    result = await anyio.to_thread.run_sync(partial(bound, **kwargs))
+                held = await self._hold(unit, spec, key, descriptor, request, must_exist)
+                steps = Steps(spec, held.instance, request, descriptor.info)
+                apply_client_writes(spec, held.instance, request)
+                result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
                 update = steps.step(result)
-                committed = await self._save(spec, held)
+                await unit.commit()
+                return steps.gone(update) if held.deleted else update
+            except Busy:
+                await unit.rollback()
+                if attempt >= RETRIES:
+                    raise
             except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+                await unit.rollback()
                 raise failed(exc, spec, descriptor)  # noqa: B904
-        if committed:
-            await self.after_commit(spec, key, descriptor.info.name, steps.original, lambda: update.state)
-        return update
+            except BaseException:
+                await unit.rollback()
+                raise
+            attempt += 1
+            await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
 
-    def _hold(self, spec: EntitySpec, key: str, request: EventRequest | None, must_exist: bool) -> Holding:
-        return Holding(self, spec, key, request, must_exist)
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[tuple[Unit, bool]]:
+        """The current unit (joined: ``False``), else a new one made current for the block and
+        committed on a clean exit (``True``)."""
+        unit = self.current()
+        if unit is not None:
+            yield unit, False
+            return
+        unit = Unit(self)
+        token = CURRENT.set(unit)
+        try:
+            yield unit, True
+        except BaseException:
+            CURRENT.reset(token)
+            await unit.rollback()
+            raise
+        CURRENT.reset(token)
+        await unit.commit()
 
     @asynccontextmanager
     async def edit(
         self, spec: EntitySpec, key: str, into: Entity | None = None, event: str | None = None
     ) -> AsyncIterator[Entity]:
         """The instance under its lock (re-read ``into`` an existing instance, if given); saved,
-        published and told to subscribers on a clean exit, left as it was when the block raises."""
+        published and told to subscribers when its unit commits, left as it was when the block
+        raises (also inside an event's unit, which then goes on without the block's changes)."""
         if spec.in_browser:
             raise TypeError(f'{spec.entity.__name__} is store="client": its state lives in the page, not here')
-        async with self._hold(spec, key, None, spec.is_record) as held:
-            if into is not None:
+        async with self.unit() as (unit, own):
+            held = await unit.hold(spec, key, must_exist=spec.is_record, event=event)
+            if into is not None and into is not held.instance:
                 into.__dict__.update(held.instance.__dict__)  # validated fresh state (keeps EDITOR_KEY)
                 held.instance = into
-            before = held.instance.public_state()
-            yield held.instance
-            committed = await self._save(spec, held)
-        if committed:
-            await self.after_commit(spec, key, event, before, held.instance.public_state)
+            snapshot = None if own else held.instance.stored_state()
+            try:
+                yield held.instance
+            except BaseException:
+                if snapshot is not None:  # undo the block's changes; the unit goes on
+                    fresh = entity_class(spec).model_validate(snapshot)
+                    held.instance.__dict__.update(fresh.__dict__)
+                raise
 
     async def run_background(
         self, spec: EntitySpec, key: str, descriptor: EventDescriptor, request: EventRequest
     ) -> AsyncGenerator[Update, None]:
         """An ``@event(background=True)``: bound and read now (bad input and a missing record
         fail before any answer), then run without the lock; its ``async with self:`` blocks each
-        hold, save and publish the instance. Each yield is a step for the caller."""
+        hold the instance in a unit of their own. Each yield is a step for the caller."""
         kwargs = bind_params(descriptor, spec, request)
         instance = await self.read(spec, key, must_exist=spec.is_record)
         return self._background(spec, instance, descriptor, request, kwargs)
@@ -355,7 +372,7 @@ class Dispatcher:
         steps = Steps(spec, instance, request, descriptor.info)
         instance.__dict__[EDITOR_KEY] = Blocks(self, spec, instance.id, descriptor.info.name)
         try:
-            async for result in invoke(instance, descriptor, kwargs):
+            async for result in invoke(None, instance, descriptor, kwargs):
                 steps.count += 1
                 yield steps.held_back(steps.step(result))
             last = steps.last()
@@ -366,61 +383,11 @@ class Dispatcher:
         if last is not None:
             yield last
 
-    async def after_commit(
-        self, spec: EntitySpec, key: str, event: str | None, before: State, after: Callable[[], State]
-    ) -> None:
-        """After the commit (the lock released): live lists re-read (they read the store, so
-        not before), and subscribers hear of it."""
-        await self.touch_list(spec)
-        if self.subscribers.wanted(spec.entity):
-            await self.notify(spec, key, event, before, after())
-
-    async def notify(
-        self, spec: EntitySpec, key: str, event: str | None, before: State | None, after: State | None
-    ) -> None:
-        if self.subscribers.wanted(spec.entity):
-            await self.subscribers.notify(Change(spec.entity, key, event, before, after))
-
-    def _instance(self, spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
-        if state is None and must_exist:
-            raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
-        model = entity_class(spec)
-        return model(id=key) if state is None else model.model_validate(state)
-
-    async def _save(self, spec: EntitySpec, held: Held) -> bool:
-        """Saves and publishes the instance if it changed; ``True`` when it did."""
-        if held.slot is None:
-            return False
-        stored = held.instance.stored_state()
-        saved = held.saved if held.saved is not None else entity_class(spec)(id=held.instance.id).stored_state()
-        if stored == saved:  # unchanged, or still the defaults a read gives anyway
-            return False
-        await held.slot.save(stored)
-        await self.publish(spec, held.instance.id, stored)
-        return True
-
-    def from_client(self, spec: EntitySpec, request: EventRequest | None) -> Entity:
-        """A ``store="client"`` instance: the state the page sent, validated like any input."""
-        return cast(Entity, client_instance(spec, request))
-
-    async def publish(self, spec: EntitySpec, key: str, state: State) -> None:
-        """Tell live pages about a new state. A broadcast failure is logged, never fatal: the
-        state is saved, and streams re-send the current state when they reconnect."""
-        channel = channel_name(spec, key)
-        if self._wanted(channel):
-            await self._send(channel, json.dumps(state))
-
-    async def touch_list(self, spec: EntitySpec) -> None:
-        """Tell the record entity's live lists to re-read."""
-        channel = list_channel(spec)
-        if spec.is_record and self._wanted(channel):
-            await self._send(channel, uuid.uuid4().hex)
-
-    def _wanted(self, channel: str) -> bool:
-        """Whether anyone could hear ``channel`` (a broadcast that cannot tell says yes)."""
-        return self._wants is None or self._wants(channel)
-
-    async def _send(self, channel: str, message: str) -> None:
+    async def send(self, channel: str, message: str) -> None:
+        """Publish, if anyone could hear ``channel``. A broadcast failure is logged, never fatal:
+        the state is saved, and streams re-send the current state when they reconnect."""
+        if self._wants is not None and not self._wants(channel):
+            return
         try:
             await self.broadcast.publish(channel, message)
         except Exception:
@@ -436,10 +403,9 @@ class Dispatcher:
     ) -> Entity:
         """A new record with a fresh id: ``fields`` (validated), then what the page may write,
         then its ``on_create(request)`` hook; ``check`` (authorize) sees it before it is saved."""
-        key = uuid.uuid4().hex
         model = entity_class(spec)
         try:
-            instance = model(**{**fields, "id": key})
+            instance = model(**{**fields, "id": uuid.uuid4().hex})
         except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
             raise invalid(spec.name, readable_errors(exc, model)) from None
         if request is not None:
@@ -451,21 +417,19 @@ class Dispatcher:
                 await result
         if check is not None:
             await check(instance)
-        async with self.store_for(spec).hold(spec, key) as slot:
-            await slot.save(instance.stored_state())
-        await self.touch_list(spec)
-        await self.notify(spec, key, None, None, instance.public_state())
+        async with self.unit() as (unit, _):
+            await unit.create(spec, instance)
         return instance
 
     async def delete(self, spec: EntitySpec, key: str) -> None:
-        async with self.store_for(spec).hold(spec, key) as slot:
-            saved = await slot.load()
-            before = self._instance(spec, key, saved, True).public_state()
-            await slot.delete()
-            await self._send(channel_name(spec, key), DELETED)
-        await self.touch_list(spec)
-        await self.notify(spec, key, None, before, None)
+        """Deletes a record (``NotFound`` if there is none), with the current unit if one is open."""
+        async with self.unit() as (unit, _):
+            await unit.delete(spec, key)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:
+        """Records from the store, as the current unit (if any) sees them."""
         states = await self.store_for(spec).list(spec, limit, offset, newest)
-        return [self._instance(spec, s["id"], s, False) for s in states]
+        unit = self.current()
+        if unit is not None:
+            states = unit.overlay(spec, states)
+        return [instance_of(spec, s["id"], s, False) for s in states]

@@ -14,8 +14,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from starmodel_asgi.dispatch import Dispatcher, attributed, entity_class
-from starmodel_asgi.entity import Entity
+from starmodel_asgi.dispatch import Dispatcher, attributed
+from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
@@ -249,6 +249,8 @@ class Endpoints:
             updates = self.dispatcher.run(spec, key, descriptor, call, must_exist=spec.is_record)
             return await self.answers.updates(call, updates, streams=True)
         update = await self.dispatcher.apply(spec, key, descriptor, call, must_exist=spec.is_record)
+        if update.gone and not call.is_datastar:  # the event deleted its own record
+            return Response(status_code=204)
         return self.answers.answer(call, [update])
 
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:

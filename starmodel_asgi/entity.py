@@ -121,6 +121,11 @@ class Entity(BaseModel):
         computed = spec_of(type(self)).computed
         return self.model_dump(mode="json", exclude=cast(set[str], computed) if computed else None)
 
+    def stored_json(self) -> str:
+        """``stored_state()`` as JSON, in one step."""
+        computed = spec_of(type(self)).computed
+        return self.model_dump_json(exclude=cast(set[str], computed) if computed else None)
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """``repr()`` and ``str()`` leave ``ServerOnly`` fields out, so a page that prints an
         instance cannot leak them."""
@@ -202,3 +207,8 @@ def inert_json(value: Any) -> str:
     """JSON for a Datastar attribute that is evaluated as an expression: ``@`` and ``$`` (action
     and signal markers, rewritten even inside strings) are escaped, so stored text stays text."""
     return json.dumps(value, separators=(",", ":")).replace("@", "\\u0040").replace("$", "\\u0024")
+
+
+def entity_class(spec: EntitySpec) -> type[Entity]:
+    """The entity class a spec describes."""
+    return cast("type[Entity]", spec.entity)

@@ -67,6 +67,8 @@ class Update:
     #: the first update of a successful event: the ``_error``/``_errors`` signals that clear what
     #: an earlier failure showed
     cleared: dict[str, Any] | None = None
+    #: the event deleted its own instance
+    gone: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,16 @@ from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, Message
-from starmodel_asgi.dispatch import DELETED, Dispatcher, channel_name, entity_class, rendered
-from starmodel_asgi.entity import Entity
+from starmodel_asgi.dispatch import Dispatcher
+from starmodel_asgi.elements import rendered
+from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.http import Element, EventError, Update
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse
 from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.wire import DELETED, channel_name
 
 logger = logging.getLogger("starmodel_asgi")
 

@@ -21,12 +21,9 @@ import anyio
 
 from starmodel_asgi.broadcast import Broadcast, Message
 from starmodel_asgi.broadcast.channels import Channels, Subscriber
+from starmodel_asgi.wire import viewers_channel
 
 logger = logging.getLogger("starmodel_asgi")
-
-
-def viewers_channel(channel: str) -> str:
-    return f"sm-viewers:{channel}"
 
 
 class Presence:

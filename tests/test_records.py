@@ -85,7 +85,7 @@ class Backend:
         """The record as the backend holds it, read directly."""
         if isinstance(self.store, MemoryStore):
             entry = self.store._data.get(("todo", key))
-            return None if entry is None else dict(entry.state)
+            return None if entry is None else json.loads(entry.text)
         if self.kind == "redis":
             raw = Redis.from_url(self.url, decode_responses=True)
             try:

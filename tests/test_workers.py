@@ -63,7 +63,7 @@ async def _drop(store: str, url: str, prefix: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            for table in ("tally", "visits"):
+            for table in ("tally", "visits", "item"):
                 await conn.execute(text(f'DROP TABLE IF EXISTS "{prefix}{table}"'))
     finally:
         await engine.dispose()
@@ -125,3 +125,41 @@ async def test_a_session_moves_between_workers(kind: str, tmp_path: Path) -> Non
                 assert (await client.get(f"{second}/visits", headers=forged)).json() == {"count": 0}
     finally:
         await _drop(store, url, prefix)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis", "sqlite"])
+async def test_one_worker_creates_while_the_other_deletes(kind: str, tmp_path: Path) -> None:
+    """Worker one's events create records (a nested create in each event's unit) while worker two's
+    events delete theirs (each event deletes its own record): nothing hangs, no 5xx, none lost."""
+    store, url = _backend(kind, tmp_path)
+    prefix = f"w{uuid.uuid4().hex[:8]}_" if store == "sql" else f"smtest:{uuid.uuid4().hex}:"
+    env = {"SM_WORKER_STORE": store, "SM_WORKER_URL": url, "SM_WORKER_PREFIX": prefix}
+    try:
+        with ExitStack() as stack:
+            one, two = (stack.enter_context(run_worker("tests.support.worker_app:app", env)) for _ in range(2))
+            limits = httpx.Limits(max_connections=40, keepalive_expiry=1)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                parent = (await client.post(f"{one}/item", json={"title": "parent"}, headers=JSON)).json()["id"]
+                doomed = [
+                    (await client.post(f"{one}/item", json={"title": f"doomed{i}"}, headers=JSON)).json()["id"]
+                    for i in range(20)
+                ]
+                statuses: list[int] = []
+
+                async def spawn(i: int) -> None:
+                    response = await client.post(f"{one}/item/{parent}/spawn?title=child{i:02}", headers=JSON)
+                    statuses.append(response.status_code)
+
+                async def drop(key: str) -> None:
+                    statuses.append((await client.post(f"{two}/item/{key}/drop", headers=JSON)).status_code)
+
+                with anyio.fail_after(60):
+                    async with anyio.create_task_group() as tg:
+                        for i in range(20):
+                            tg.start_soon(spawn, i)
+                            tg.start_soon(drop, doomed[i])
+                titles = sorted(item["title"] for item in (await client.get(f"{two}/item?limit=100")).json())
+    finally:
+        await _drop(store, url, prefix)
+    assert sorted(statuses) == [200] * 20 + [204] * 20
+    assert titles == sorted(["parent", *(f"child{i:02}" for i in range(20))])

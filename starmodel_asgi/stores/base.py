@@ -15,23 +15,55 @@ State = dict[str, Any]
 
 
 class Slot(Protocol):
-    """One instance, held exclusively (across processes where the store is shared).
+    """One instance, held by a ``Transaction`` (across processes where the store is shared).
 
-    ``save`` writes the state: later loads in the block see it, and it is durable at the latest
-    when the ``hold`` block exits normally. Memory and Redis make it durable at once; SQL keeps
-    one transaction (and the row lock) for the whole block and commits when it exits. Leaving
-    the block by an exception saves nothing more and rolls back whatever is not durable yet
-    (on SQL, every save of the block).
+    ``save`` writes the state (``text`` is its JSON when the caller has it): later loads in the
+    transaction see it, and it becomes durable when the transaction commits, together with every
+    other write of that transaction. A store that keeps JSON (``keeps_json``) also hands it over
+    unparsed (``load_text``), so the caller validates it in one step.
     """
 
+    keeps_json: bool
+
     async def load(self) -> State | None: ...
-    async def save(self, state: State) -> None: ...
+    async def load_text(self) -> str | None: ...
+    async def save(self, state: State | None = None, text: str | None = None) -> None:
+        """Either or both: the state as a dict, its JSON."""
+        ...
+
     async def delete(self) -> None: ...
 
 
+class Transaction(Protocol):
+    """One store's part of a unit of work. Every instance held in it stays held until
+    ``release``; its writes become durable together at ``commit`` (SQL: one database transaction;
+    memory and Redis: applied at commit, under the holds) or are dropped by ``rollback``.
+    ``release`` is always called last, once. ``rollback`` and ``release`` finish even when the
+    caller is being cancelled (a backend that awaits I/O there shields it)."""
+
+    async def hold(self, spec: EntitySpec, key: str) -> Slot: ...
+
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        """Read without holding, seeing this transaction's own writes."""
+        ...
+
+    async def commit(self) -> None: ...
+    async def rollback(self) -> None: ...
+    async def release(self) -> None: ...
+
+
+class Contention(Exception):
+    """A hold that could not be taken without risking a deadlock (the database said so): the
+    unit of work is rolled back and may be run again."""
+
+
 class Store(Protocol):
+    def begin(self) -> Transaction:
+        """A new transaction (nothing is held or opened until its first ``hold``)."""
+        ...
+
     def hold(self, spec: EntitySpec, key: str) -> AbstractAsyncContextManager[Slot]:
-        """Serialise access to one instance for the duration of the block."""
+        """One instance in a transaction of its own: committed when the block exits normally."""
         ...
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
@@ -44,6 +76,32 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class Alone:
+    """``async with store.hold(spec, key) as slot``: one instance in a transaction of its own,
+    committed on a clean exit, rolled back otherwise, released either way."""
+
+    __slots__ = ("_key", "_spec", "_txn")
+
+    def __init__(self, txn: Transaction, spec: EntitySpec, key: str) -> None:
+        self._txn, self._spec, self._key = txn, spec, key
+
+    async def __aenter__(self) -> Slot:
+        try:
+            return await self._txn.hold(self._spec, self._key)
+        except BaseException:
+            await self._txn.release()
+            raise
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        try:
+            if exc_type is None:
+                await self._txn.commit()
+            else:
+                await self._txn.rollback()
+        finally:
+            await self._txn.release()
 
 
 def ttl_for(spec: EntitySpec, default: float | None) -> float | None:

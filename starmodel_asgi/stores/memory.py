@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -18,39 +19,74 @@ Key = tuple[str, str]
 
 @dataclass
 class _Entry:
-    state: State
+    text: str  # JSON: every read is a fresh copy, so no event ever shares the stored state
     expires: float | None
 
 
 class MemorySlot:
-    def __init__(self, store: MemoryStore, spec: EntitySpec, key: Key) -> None:
-        self._store, self._spec, self._key = store, spec, key
+    __slots__ = ("_key", "_spec", "_txn")
+    keeps_json = True
+
+    def __init__(self, txn: MemoryTransaction, spec: EntitySpec, key: Key) -> None:
+        self._txn, self._spec, self._key = txn, spec, key
 
     async def load(self) -> State | None:
-        return self._store._read(self._spec, self._key)
+        text = await self.load_text()
+        return None if text is None else _loads(text)
 
-    async def save(self, state: State) -> None:
-        self._store._write(self._spec, self._key, state)
+    async def load_text(self) -> str | None:
+        pending = self._txn._writes.get(self._key)
+        return pending[1] if pending is not None else self._txn._store._read(self._spec, self._key)
+
+    async def save(self, state: State | None = None, text: str | None = None) -> None:
+        self._txn._writes[self._key] = (self._spec, json.dumps(state) if text is None else text)
 
     async def delete(self) -> None:
-        self._store._drop(self._key)
+        self._txn._writes[self._key] = (self._spec, None)
 
 
-class MemoryHold:
-    """``async with store.hold(spec, key) as slot`` (a class: this runs on every event)."""
+class MemoryTransaction:
+    """Instances held by in-process locks; writes kept aside and applied at ``commit``."""
 
-    __slots__ = ("_hold", "_slot")
+    __slots__ = ("_holds", "_store", "_writes")
 
-    def __init__(self, store: MemoryStore, spec: EntitySpec, key: Key) -> None:
-        self._slot = MemorySlot(store, spec, key)
-        self._hold = store._locks.hold(key)
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._holds: list[KeyHold] = []
+        self._writes: dict[Key, tuple[EntitySpec, str | None]] = {}
 
-    async def __aenter__(self) -> MemorySlot:
-        await self._hold.__aenter__()
-        return self._slot
+    async def hold(self, spec: EntitySpec, key: str) -> MemorySlot:
+        k = (spec.name, key)
+        hold = self._store._locks.hold(k)
+        await hold.__aenter__()
+        self._holds.append(hold)
+        return MemorySlot(self, spec, k)
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._hold.__aexit__(*exc_info)
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        pending = self._writes.get((spec.name, key))
+        text = pending[1] if pending is not None else self._store._read(spec, (spec.name, key))
+        return None if text is None else _loads(text)
+
+    async def commit(self) -> None:
+        writes, self._writes = self._writes, {}
+        for key, (spec, text) in writes.items():
+            if text is None:
+                self._store._drop(key)
+            else:
+                self._store._write(spec, key, text)
+
+    async def rollback(self) -> None:
+        self._writes.clear()
+
+    async def release(self) -> None:
+        holds, self._holds = self._holds, []
+        for hold in reversed(holds):
+            await hold.__aexit__(None, None, None)
+
+
+def _loads(text: str) -> State:
+    state: State = json.loads(text)
+    return state
 
 
 class MemoryStore:
@@ -80,26 +116,32 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    def hold(self, spec: EntitySpec, key: str) -> MemoryHold:
-        return MemoryHold(self, spec, (spec.name, key))
+    def begin(self) -> MemoryTransaction:
+        return MemoryTransaction(self)
+
+    def hold(self, spec: EntitySpec, key: str) -> Alone:
+        return Alone(MemoryTransaction(self), spec, key)
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
-        return self._read(spec, (spec.name, key))
+        text = self._read(spec, (spec.name, key))
+        return None if text is None else _loads(text)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         self._sweep()
         name, now = spec.name, self._clock()
-        states = [e.state for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
+        texts = [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
         if newest:
-            end = max(len(states) - offset, 0)
-            return states[max(end - limit, 0) : end]
-        return states[offset : offset + limit]
+            end = max(len(texts) - offset, 0)
+            texts = texts[max(end - limit, 0) : end]
+        else:
+            texts = texts[offset : offset + limit]
+        return [_loads(text) for text in texts]
 
     async def aclose(self) -> None:
         self._data.clear()
         self._visitors.clear()
 
-    def _read(self, spec: EntitySpec, key: Key) -> State | None:
+    def _read(self, spec: EntitySpec, key: Key) -> str | None:
         self._sweep()
         entry = self._data.get(key)
         if entry is None:
@@ -112,11 +154,11 @@ class MemoryStore:
         entry.expires = None if ttl is None else now + ttl
         if key in self._visitors:
             self._visitors.move_to_end(key)
-        return entry.state
+        return entry.text
 
-    def _write(self, spec: EntitySpec, key: Key, state: State) -> None:
+    def _write(self, spec: EntitySpec, key: Key, text: str) -> None:
         ttl = ttl_for(spec, self.default_ttl)
-        self._data[key] = _Entry(state, None if ttl is None else self._clock() + ttl)
+        self._data[key] = _Entry(text, None if ttl is None else self._clock() + ttl)
         if spec.scope in ("session", "user"):
             self._visitors[key] = None
             self._visitors.move_to_end(key)

@@ -12,15 +12,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import Redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
-from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -73,25 +72,98 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    def __init__(self, store: RedisStore, spec: EntitySpec, key: str, token: str, state: State | None) -> None:
-        self._store, self._spec, self._key, self._token = store, spec, key, token
+    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "text")
+    keeps_json = True
+
+    def __init__(self, txn: RedisTransaction, spec: EntitySpec, key: str, token: str, text: str | None) -> None:
+        self._txn, self._spec, self.key, self._token = txn, spec, key, token
+        store = txn._store
         self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
-        self._state = state
+        self.text = text
 
     async def load(self) -> State | None:
-        return self._state  # read with the lock, in the same round trip
+        text = await self.load_text()
+        return None if text is None else _loads(text)
 
-    async def save(self, state: State) -> None:
-        ttl = ttl_for(self._spec, self._store.default_ttl)
-        indexed = "1" if self._spec.is_record else "0"
-        args: list[str | int | float] = [self._token, json.dumps(state), 0 if ttl is None else _ms(ttl)]
-        args += [_ms(self._store.lock_timeout), self._store._clock(), self._key, indexed]
-        if not await self._store._save(keys=self._keys, args=args):
-            raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+    async def load_text(self) -> str | None:
+        pending = self._txn._writes.get(self._keys[1])
+        return self.text if pending is None else pending[1]  # read with the lock, in the same round trip
+
+    async def save(self, state: State | None = None, text: str | None = None) -> None:
+        self._txn._writes[self._keys[1]] = (self, json.dumps(state) if text is None else text)
 
     async def delete(self) -> None:
-        if not await self._store._delete(keys=self._keys, args=[self._token, self._key]):
+        self._txn._writes[self._keys[1]] = (self, None)
+
+    async def write(self, text: str | None) -> None:
+        """Applies a save (``text``) or a delete (``None``), if the lock is still ours."""
+        store = self._txn._store
+        if text is None:
+            done = await store._delete(keys=self._keys, args=[self._token, self.key])
+        else:
+            ttl = ttl_for(self._spec, store.default_ttl)
+            indexed = "1" if self._spec.is_record else "0"
+            args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
+            args += [_ms(store.lock_timeout), store._clock(), self.key, indexed]
+            done = await store._save(keys=self._keys, args=args)
+        if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+
+
+class RedisTransaction:
+    """Instances held by Redis locks; writes kept aside and applied at ``commit`` (each checks
+    that its lock is still ours)."""
+
+    __slots__ = ("_holds", "_store", "_writes")
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._holds: list[tuple[KeyHold, str, str]] = []  # in-process hold, lock name, token
+        self._writes: dict[str, tuple[RedisSlot, str | None]] = {}
+
+    async def hold(self, spec: EntitySpec, key: str) -> RedisSlot:
+        store = self._store
+        local = store._locks.hold((spec.name, key))
+        await local.__aenter__()
+        token = uuid.uuid4().hex
+        name = store._lock_key(spec, key)
+        try:
+            text = await store._acquire(spec, key, name, token)
+        except BaseException:
+            # cancelled (or failed) after SET NX may have run: do not leave our lock behind
+            with anyio.CancelScope(shield=True):
+                await store._forget_lock(name, token)
+                await local.__aexit__(None, None, None)
+            raise
+        self._holds.append((local, name, token))
+        store._held[name] = token
+        store._start_renewing()
+        return RedisSlot(self, spec, key, token, text)
+
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        pending = self._writes.get(self._store._state_key(spec, key))
+        if pending is not None:
+            return None if pending[1] is None else _loads(pending[1])
+        return await self._store.get(spec, key)
+
+    async def commit(self) -> None:
+        writes, self._writes = self._writes, {}
+        for slot, text in writes.values():
+            await slot.write(text)
+
+    async def rollback(self) -> None:
+        self._writes.clear()
+
+    async def release(self) -> None:
+        holds, self._holds = self._holds, []
+        store = self._store
+        with anyio.CancelScope(shield=True):
+            for local, name, token in reversed(holds):
+                store._held.pop(name, None)
+                try:
+                    await store._forget_lock(name, token, held=True)
+                finally:
+                    await local.__aexit__(None, None, None)
 
 
 class RedisStore:
@@ -146,36 +218,21 @@ class RedisStore:
     def _index_key(self, spec: EntitySpec) -> str:
         return f"{self.prefix}index:{spec.name}"
 
-    @asynccontextmanager
-    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[RedisSlot]:
-        async with self._locks.hold((spec.name, key)):
-            token = uuid.uuid4().hex
-            name = self._lock_key(spec, key)
-            try:
-                state = await self._acquire(spec, key, name, token)
-            except BaseException:
-                # cancelled (or failed) after SET NX may have run: do not leave our lock behind
-                with anyio.CancelScope(shield=True):
-                    await self._forget_lock(name, token)
-                raise
-            self._held[name] = token
-            self._start_renewing()
-            try:
-                yield RedisSlot(self, spec, key, token, state)
-            finally:
-                self._held.pop(name, None)
-                with anyio.CancelScope(shield=True):
-                    await self._forget_lock(name, token, held=True)
+    def begin(self) -> RedisTransaction:
+        return RedisTransaction(self)
 
-    async def _acquire(self, spec: EntitySpec, key: str, name: str, token: str) -> State | None:
+    def hold(self, spec: EntitySpec, key: str) -> Alone:
+        return Alone(RedisTransaction(self), spec, key)
+
+    async def _acquire(self, spec: EntitySpec, key: str, name: str, token: str) -> str | None:
         """Takes the lock (waiting, polling every ``lock_poll`` seconds, while another process
-        holds it) and returns the state read with it."""
+        holds it) and returns the state's JSON read with it."""
         ttl = ttl_for(spec, self.default_ttl)
         args: list[str | int] = [token, _ms(self.lock_timeout), 0 if ttl is None else _ms(ttl)]
         while True:
             taken = await self._take(keys=[name, self._state_key(spec, key)], args=args)
             if taken[0]:
-                return None if len(taken) < 2 or taken[1] is None else _loads(taken[1])
+                return None if len(taken) < 2 or taken[1] is None else str(taken[1])
             await asyncio.sleep(self.lock_poll)
 
     def _start_renewing(self) -> None:

@@ -10,6 +10,7 @@ events keep the instance across their yields and commit once at the end.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import types
@@ -41,14 +42,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.http import invalid
 from starmodel_asgi.spec import EntitySpec, spec_of
-from starmodel_asgi.stores.base import KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -58,6 +60,7 @@ DEFAULT_PREFIX = "starmodel_"
 
 _SCALARS: dict[Any, type[TypeEngine[Any]]] = {bool: Boolean, int: BigInteger, float: Float, str: Text}
 _DDL_LOCK = 0x5374_6172_4D6F_646C  # advisory lock id serialising CREATE TABLE between processes
+DEADLOCK = "40P01"  # PostgreSQL's deadlock_detected
 
 
 def _column_type(annotation: Any) -> tuple[type[TypeEngine[Any]], bool]:
@@ -121,7 +124,19 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
     # SQLAlchemy emits BEGIN itself (see _sqlite_begin); WAL lets readers run beside the writer.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL fails at once ("database is locked", no busy wait) while another
+    # process writes to it in the old mode, as two workers starting on one new file do: retry a
+    # little, then go on (the mode is the file's: the other process or a later connection sets it).
+    for attempt in range(50):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:
+            if "locked" not in str(exc):
+                raise
+            if attempt == 49:
+                logger.warning("could not switch SQLite to WAL yet: %s", exc)
+            time.sleep(0.02)
     cursor.close()
 
 
@@ -162,8 +177,19 @@ class Statements:
 
 
 class SQLSlot:
-    def __init__(self, store: SQLStore, conn: AsyncConnection, table: Table, spec: EntitySpec, key: str) -> None:
+    keeps_json = False  # rows are columns, not JSON
+
+    def __init__(
+        self,
+        store: SQLStore,
+        conn: AsyncConnection,
+        table: Table,
+        spec: EntitySpec,
+        key: str,
+        deletes: dict[Table, list[str]] | None = None,
+    ) -> None:
         self._store, self._conn, self._table, self._spec, self._key = store, conn, table, spec, key
+        self._deletes = deletes  # a transaction's deletes, run together at its commit
         self._exists = False
         self._state: State | None = None
         self._ttl = ttl_for(spec, store.default_ttl)
@@ -179,7 +205,13 @@ class SQLSlot:
             )
         return self._state
 
-    async def save(self, state: State) -> None:
+    async def load_text(self) -> str | None:
+        raise NotImplementedError("SQL rows are columns: use load()")
+
+    async def save(self, state: State | None = None, text: str | None = None) -> None:
+        if state is None:
+            assert text is not None, "save() needs the state or its JSON"
+            state = json.loads(text)
         values: dict[str, Any] = {k: state[k] for k in self._spec.fields if k in state}
         _check_storable(self._spec, self._table, values)
         values[EXPIRES] = self._expiry()
@@ -194,12 +226,102 @@ class SQLSlot:
         self._exists, self._state = True, state
 
     async def delete(self) -> None:
-        if self._exists:
+        if self._exists and self._deletes is not None:
+            self._deletes.setdefault(self._table, []).append(self._key)
+        elif self._exists:
             await self._conn.execute(delete(self._table).where(self._table.c[KEY] == self._key))
         self._exists, self._state = False, None
 
     def _expiry(self) -> float | None:
         return None if self._ttl is None else self._store._clock() + self._ttl
+
+
+class SQLTransaction:
+    """One database transaction on one connection for every instance held in it: each hold locks
+    its row (PostgreSQL) or shares the database's write lock taken at the first hold (SQLite), and
+    every save runs at once inside the transaction; ``commit`` makes all of them durable."""
+
+    def __init__(self, store: SQLStore) -> None:
+        self._store = store
+        self._stack = AsyncExitStack()
+        self._conn: AsyncConnection | None = None
+        self._transaction: AsyncTransaction | None = None
+        self._tables: set[str] = set()  # tables created inside this transaction
+        self._deletes: dict[Table, list[str]] = {}
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None:
+            store = self._store
+            if store._sqlite:  # one writer per process queues for the file's lock
+                await self._stack.enter_async_context(store._writer)
+            engine = store._write_engine if store._sqlite else store.engine
+            conn = await self._stack.enter_async_context(engine.connect())
+            self._transaction = await conn.begin()
+            self._conn = conn
+        return self._conn
+
+    async def hold(self, spec: EntitySpec, key: str) -> SQLSlot:
+        store = self._store
+        name = table_name(spec, store.table_prefix)
+        if name not in store._ready and self._conn is None:
+            await store.table(spec)  # in a transaction of its own, before this one starts
+        table = store._table(spec)
+        if not store._sqlite:
+            # a few waiters per row queue in the database, the others here
+            await self._stack.enter_async_context(store._locks.hold((table.name, key)))
+        conn = await self._connection()
+        if name not in store._ready and name not in self._tables:
+            await store._create(conn, table)
+            self._tables.add(name)
+        try:
+            await store._sweep(conn, table)
+            slot = SQLSlot(store, conn, table, spec, key, self._deletes)
+            row = await store._row(conn, table, key, lock=True)
+            if row is None and not store._sqlite:
+                # no row to lock yet: creators of the same key queue on an advisory lock instead
+                await conn.execute(select(func.pg_advisory_xact_lock(_lock_id(table.name, key))))
+                row = await store._row(conn, table, key, lock=True)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == DEADLOCK:
+                raise Contention(f"deadlock detected holding {table.name} {key!r}") from exc
+            raise
+        slot._found(row, store._clock())
+        return slot
+
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        if self._conn is None:
+            return await self._store.get(spec, key)
+        store = self._store
+        table = store._table(spec)
+        if table.name not in store._ready and table.name not in self._tables:
+            await store._create(self._conn, table)
+            self._tables.add(table.name)
+        row = await store._row(self._conn, table, key, lock=False)
+        return None if row is None else store._state(spec, row, store._clock())
+
+    async def commit(self) -> None:
+        if self._transaction is not None:
+            assert self._conn is not None
+            deletes, self._deletes = self._deletes, {}
+            for table, keys in deletes.items():  # a bulk delete is one statement per 500 rows
+                for start in range(0, len(keys), 500):
+                    await self._conn.execute(delete(table).where(table.c[KEY].in_(keys[start : start + 500])))
+            await self._transaction.commit()
+            self._store._ready.update(self._tables)
+
+    async def rollback(self) -> None:
+        if self._transaction is not None and self._transaction.is_active:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._transaction.rollback()
+                except Exception:  # the connection is gone: closing it below discards it
+                    logger.warning("rolling back a SQL transaction failed", exc_info=True)
+
+    async def release(self) -> None:
+        stack, self._stack = self._stack, AsyncExitStack()
+        self._conn = self._transaction = None
+        with anyio.CancelScope(shield=True):
+            await stack.aclose()
 
 
 class SQLStore:
@@ -255,20 +377,11 @@ class SQLStore:
 
     # -- the Store protocol -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def hold(self, spec: EntitySpec, key: str) -> AsyncIterator[SQLSlot]:
-        table = await self.table(spec)
-        lock_key = None if self._sqlite else (table.name, key)
-        async with self._transaction(write=True, lock_key=lock_key) as conn:
-            await self._sweep(conn, table)
-            slot = SQLSlot(self, conn, table, spec, key)
-            row = await self._row(conn, table, key, lock=True)
-            if row is None and not self._sqlite:
-                # no row to lock yet: creators of the same key queue on an advisory lock instead
-                await conn.execute(select(func.pg_advisory_xact_lock(_lock_id(table.name, key))))
-                row = await self._row(conn, table, key, lock=True)
-            slot._found(row, self._clock())
-            yield slot
+    def begin(self) -> SQLTransaction:
+        return SQLTransaction(self)
+
+    def hold(self, spec: EntitySpec, key: str) -> Alone:
+        return Alone(SQLTransaction(self), spec, key)
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         table = await self.table(spec)
@@ -302,32 +415,33 @@ class SQLStore:
 
     async def table(self, spec: EntitySpec) -> Table:
         """The entity's table, created in the database if it is not there yet."""
+        table = self._table(spec)
+        if table.name not in self._ready:
+            async with self._ddl:
+                if table.name not in self._ready:
+                    async with self._transaction(write=True) as conn:
+                        await self._create(conn, table)
+                    self._ready.add(table.name)
+        return table
+
+    def _table(self, spec: EntitySpec) -> Table:
         name = table_name(spec, self.table_prefix)
         table = self.metadata.tables.get(name)
-        if table is None:
-            table = entity_table(spec, self.metadata, self.table_prefix)
-        if name not in self._ready:
-            async with self._ddl:
-                if name not in self._ready:
-                    async with self._transaction(write=True) as conn:
-                        if not self._sqlite:
-                            await conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK)))
-                        await conn.execute(CreateTable(table, if_not_exists=True))
-                        for index in table.indexes:
-                            await conn.execute(CreateIndex(index, if_not_exists=True))
-                    self._ready.add(name)
-        return table
+        return entity_table(spec, self.metadata, self.table_prefix) if table is None else table
+
+    async def _create(self, conn: AsyncConnection, table: Table) -> None:
+        if not self._sqlite:
+            await conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK)))
+        await conn.execute(CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            await conn.execute(CreateIndex(index, if_not_exists=True))
 
     # -- internals ------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _transaction(
-        self, *, write: bool, lock_key: tuple[str, str] | None = None
-    ) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block exits normally, rolled back otherwise."""
         async with AsyncExitStack() as stack:
-            if lock_key is not None:
-                await stack.enter_async_context(self._locks.hold(lock_key))
             if write and self._sqlite:
                 await stack.enter_async_context(self._writer)
             engine = self._write_engine if write and self._sqlite else self.engine

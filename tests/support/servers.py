@@ -127,6 +127,10 @@ def run_worker(app: str, env: Mapping[str, str] | None = None, *, factory: bool 
             yield url
         finally:
             _stop(process)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+            if output.strip():  # pytest shows it beside a failure: what the worker logged
+                print(f"--- {app} on port {port} logged:\n{output[-20_000:]}", file=sys.stderr)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Any, timeout: float = 20) -> None:

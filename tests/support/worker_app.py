@@ -10,9 +10,9 @@ shares one ``Tally`` (global) and the callers' ``Visits`` (per session).
 from __future__ import annotations
 
 import os
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 
-from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
 from starmodel_asgi.stores import Store
 
 STORE = cast(Literal["sql", "redis"], os.environ.get("SM_WORKER_STORE", "sql"))
@@ -36,6 +36,21 @@ class Visits(Entity):
         self.count += 1
 
 
+class Item(Entity):
+    """Records whose events create and delete records: each call is one unit of work."""
+
+    model_config = {"scope": "record", "store": STORE}
+    title: Annotated[str, ClientWritable] = ""
+
+    @event
+    async def spawn(self, request: EventRequest, title: str) -> None:
+        await request.app.create(Item, title=title)
+
+    @event
+    async def drop(self, request: EventRequest) -> None:
+        await request.app.delete(Item, self.id)
+
+
 def make_store() -> Store:
     url, prefix = os.environ["SM_WORKER_URL"], os.environ["SM_WORKER_PREFIX"]
     if STORE == "redis":
@@ -47,4 +62,4 @@ def make_store() -> Store:
     return SQLStore(url, table_prefix=prefix)
 
 
-app = StarModel(entities=[Tally, Visits], secret_key="worker-test-secret", stores={STORE: make_store()})
+app = StarModel(entities=[Tally, Visits, Item], secret_key="worker-test-secret", stores={STORE: make_store()})

@@ -1,0 +1,301 @@
+"""The unit of work: every instance one event (or one ``sm.edit`` block) holds, one transaction per
+store, and what is told once all of it has committed.
+
+Writes made through the server-side API while a unit is open in the current context
+(``request.app.create/edit/delete/get/list`` inside an event) join it instead of opening their
+own. Nothing is saved until ``commit``: then every changed instance is checked and saved, each
+store's transaction commits (the event's own store first, the others in the order they were
+first used), live pages are told (before the holds are released, so they see an instance's
+changes in commit order), the holds are released, and live lists and subscribers hear of it last.
+``rollback`` leaves no write, message, subscriber call, lock or row lock behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Hashable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+from pydantic_core import PydanticSerializationError
+
+from starmodel_asgi.changes import Change, Subscribers
+from starmodel_asgi.entity import Entity, entity_class
+from starmodel_asgi.http import EventError, NotFound, invalid
+from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
+from starmodel_asgi.wire import DELETED, channel_name, list_channel, list_token
+
+
+class Owner(Protocol):
+    """What a unit needs from the dispatcher that runs it."""
+
+    subscribers: Subscribers
+    holders: dict[Hashable, Unit]
+    nested_wait: float
+
+    def store_for(self, spec: EntitySpec) -> Store: ...
+    async def send(self, channel: str, message: str) -> None: ...
+
+
+logger = logging.getLogger("starmodel_asgi")
+
+#: The unit the running event (or ``sm.edit`` block) works in, which nested writes join.
+CURRENT: ContextVar[Unit | None] = ContextVar("starmodel_unit", default=None)
+
+
+class Busy(EventError):
+    """A nested hold that could not be taken in time, or would have closed a circle of units
+    waiting for each other: the unit is rolled back (and a plain event run again)."""
+
+
+@dataclass(slots=True)
+class Held:
+    """One instance in a unit: loaded under its lock, with what was saved (``slot`` is ``None``
+    for ``store="client"``: nothing is kept on the server)."""
+
+    spec: EntitySpec
+    key: str
+    instance: Entity
+    slot: Slot | None = None
+    saved: str | None = None  # the stored JSON, as ``Entity.stored_json`` writes it (``None``: nothing saved)
+    before: State | None = None  # public state when first held, for subscribers
+    event: str | None = None
+    created: bool = False
+    deleted: bool = False
+
+
+def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
+    """The instance a stored state gives (the defaults for none, unless it ``must_exist``)."""
+    if state is None and must_exist:
+        raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
+    model = entity_class(spec)
+    return model(id=key) if state is None else model.model_validate(state)
+
+
+#: a run of digits longer than Python prints (``sys.get_int_max_str_digits``'s default)
+_LONG_NUMBER = re.compile(r"\d{4301}")
+
+
+def serialised(spec: EntitySpec, instance: Entity) -> str:
+    """The instance's stored state as JSON, or a 422 naming the fields no page or store could read
+    back (lone surrogates; integers past Python's 4,300-digit printing limit, which would save
+    and then fail every answer and live stream): nothing unreadable is saved."""
+    try:
+        text = instance.stored_json()
+    except PydanticSerializationError:
+        text = None
+    if text is not None and (len(text) <= 4300 or not _LONG_NUMBER.search(text)):
+        return text
+    errors = {}
+    for name, value in instance.stored_state().items():
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            errors[name] = "This value cannot be stored (a number too long to print, or broken text)"
+    if text is not None and not errors:
+        return text  # the long run of digits was inside a string
+    raise invalid(spec.name, errors or {"id": "This state cannot be stored"})
+
+
+class Unit:
+    """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
+    unit already holds something waits (past it, the unit is ``Busy``)."""
+
+    __slots__ = ("_txns", "dispatcher", "held", "open", "waiting")
+
+    def __init__(self, dispatcher: Owner) -> None:
+        self.dispatcher = dispatcher
+        self.held: dict[tuple[str, str], Held] = {}
+        self._txns: dict[str, Transaction] = {}  # by store kind, in the order first used
+        self.open = True
+        self.waiting: Hashable | None = None
+
+    # -- holding ------------------------------------------------------------------------
+
+    async def hold(self, spec: EntitySpec, key: str, *, must_exist: bool = False, event: str | None = None) -> Held:
+        """The instance under its lock (the one already held, if this unit holds it)."""
+        name = (spec.name, key)
+        held = self.held.get(name)
+        if held is not None:
+            if held.deleted and must_exist:
+                raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
+            return held
+        slot = await self._take(spec, key)
+        if slot.keeps_json:  # validated straight from the JSON
+            saved = await slot.load_text()
+            if saved is None:
+                instance = instance_of(spec, key, None, must_exist)
+            else:
+                instance = entity_class(spec).model_validate_json(saved)
+        else:
+            state = await slot.load()
+            instance = instance_of(spec, key, state, must_exist)
+            saved = None if state is None else instance.stored_json()
+        held = Held(spec, key, instance, slot, saved, event=event)
+        if self.dispatcher.subscribers.wanted(spec.entity):
+            held.before = instance.public_state()
+        self.held[name] = held
+        return held
+
+    def adopt(self, spec: EntitySpec, instance: Entity, event: str | None) -> Held:
+        """A ``store="client"`` instance: part of the unit, never saved."""
+        held = Held(spec, instance.id, instance, event=event)
+        self.held[(spec.name, f"client:{id(instance)}")] = held
+        return held
+
+    async def _take(self, spec: EntitySpec, key: str) -> Slot:
+        txn = self._txns.get(spec.store)
+        if txn is None:
+            txn = self._txns[spec.store] = self.dispatcher.store_for(spec).begin()
+        holders = self.dispatcher.holders
+        name = (spec.name, key)
+        if not self.held:  # holding nothing, this unit cannot close a circle
+            slot = await txn.hold(spec, key)
+            holders[name] = self
+            return slot
+        owner = holders.get(name)
+        seen = 0
+        while owner is not None and owner.waiting is not None and seen < 64:
+            if owner is self:
+                break
+            owner, seen = holders.get(owner.waiting), seen + 1
+        if owner is self:
+            raise Busy(503, f"{spec.name} {key!r} is held by an event waiting for this one; try again", spec.name)
+        self.waiting = name
+        try:
+            with anyio.fail_after(self.dispatcher.nested_wait):
+                slot = await txn.hold(spec, key)
+        except (TimeoutError, Contention):
+            raise Busy(503, f"{spec.name} {key!r} stayed busy; try again", spec.name) from None
+        finally:
+            self.waiting = None
+        holders[name] = self
+        return slot
+
+    async def create(self, spec: EntitySpec, instance: Entity) -> Held:
+        """A new record, saved with the unit."""
+        slot = await self._take(spec, instance.id)
+        held = Held(spec, instance.id, instance, slot, created=True)
+        self.held[(spec.name, instance.id)] = held
+        return held
+
+    async def delete(self, spec: EntitySpec, key: str) -> Held:
+        """Deletes a record with the unit (``NotFound`` if there is none)."""
+        held = await self.hold(spec, key, must_exist=True)
+        held.deleted = True
+        return held
+
+    async def get(self, spec: EntitySpec, key: str) -> State | None:
+        """The state as this unit sees it (its own changes included), without holding it."""
+        held = self.held.get((spec.name, key))
+        if held is not None:
+            return None if held.deleted else held.instance.stored_state()
+        txn = self._txns.get(spec.store)
+        return await (self.dispatcher.store_for(spec).get(spec, key) if txn is None else txn.get(spec, key))
+
+    def overlay(self, spec: EntitySpec, states: list[State]) -> list[State]:
+        """A list read from the store, as this unit sees it: its changed records as they are now,
+        its deleted ones gone, its new ones at the end."""
+        mine = {key: held for (name, key), held in self.held.items() if name == spec.name}
+        if not mine:
+            return states
+        out = []
+        for state in states:
+            held = mine.pop(state.get("id", ""), None)
+            if held is None:
+                out.append(state)
+            elif not held.deleted:
+                out.append(held.instance.stored_state())
+        return out + [h.instance.stored_state() for h in mine.values() if h.created and not h.deleted]
+
+    # -- ending -------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Saves every change, commits every store, then tells live pages, lists and subscribers."""
+        self.open = False
+        try:
+            written = await self._write()
+            for txn in self._txns.values():
+                await txn.commit()
+        except BaseException:
+            await self._abort()
+            raise
+        if not written:
+            await self._release()
+            return
+        try:
+            await self._publish(written)
+        finally:
+            await self._release()  # transactions shield their own release
+        await self._tell(written)
+
+    async def rollback(self) -> None:
+        """Nothing of the unit is kept; every hold is released. Safe to call twice."""
+        self.open = False
+        await self._abort()
+
+    async def _write(self) -> list[tuple[Held, str | None]]:
+        """Saves what changed (deleted: ``None``), each checked first."""
+        written: list[tuple[Held, str | None]] = []
+        for held in self.held.values():
+            slot = held.slot
+            if slot is None:
+                continue
+            if held.deleted:
+                if held.saved is not None:
+                    await slot.delete()
+                    written.append((held, None))
+                continue
+            text = serialised(held.spec, held.instance)
+            if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
+                if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
+                    continue
+            elif text == held.saved:
+                continue
+            await slot.save(None if slot.keeps_json else held.instance.stored_state(), text)
+            written.append((held, text))
+        return written
+
+    async def _publish(self, written: list[tuple[Held, str | None]]) -> None:
+        dispatcher = self.dispatcher
+        for held, text in written:
+            await dispatcher.send(channel_name(held.spec, held.key), DELETED if text is None else text)
+
+    async def _tell(self, written: list[tuple[Held, str | None]]) -> None:
+        dispatcher = self.dispatcher
+        touched: dict[str, EntitySpec] = {}
+        for held, _ in written:
+            if held.spec.is_record:
+                touched.setdefault(held.spec.name, held.spec)
+        for spec in touched.values():
+            await dispatcher.send(list_channel(spec), list_token())
+        subscribers = dispatcher.subscribers
+        for held, text in written:
+            if subscribers.wanted(held.spec.entity):
+                after = None if text is None else held.instance.public_state()
+                before = None if held.created else held.before
+                await subscribers.notify(Change(held.spec.entity, held.key, held.event, before, after))
+
+    async def _abort(self) -> None:
+        try:
+            for txn in self._txns.values():
+                await txn.rollback()
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        txns, self._txns = self._txns, {}
+        holders = self.dispatcher.holders
+        for name in self.held:
+            if holders.get(name) is self:
+                del holders[name]
+        for txn in reversed(txns.values()):
+            try:
+                await txn.release()
+            except Exception:  # the others are still released
+                logger.exception("releasing a hold failed")
