@@ -51,8 +51,8 @@ class StarModel:
     ``presence_interval``: how often each worker repeats its viewer counts; a dead worker's
     viewers drop out within four intervals (8 s by default). ``compress``: answers and live
     streams are compressed (zstd or brotli, by ``Accept-Encoding``) when the ``compress`` extra is
-    installed (``None``), required (``True``) or never (``False``).
-    Every setting is checked here: a bad entity or a missing extra fails now, not on a request.
+    installed (``None``), required (``True``) or never (``False``). ``nested_wait``: see README
+    (unit of work). Every setting is checked here: a bad entity or a missing extra fails now.
     """
 
     def __init__(
@@ -79,6 +79,7 @@ class StarModel:
         compress: bool | None = None,
         list_limit: int = 100,
         datastar_error_status: int | None = None,
+        nested_wait: float = 2.0,
     ) -> None:
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.list_limit = list_limit
@@ -94,7 +95,7 @@ class StarModel:
             self._stores[kind] = self._make_store(kind)
         self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
         self.sessions = Sessions(_signer(secret_key), cookie_name, session_ttl, cookie_secure)
-        self.dispatcher = Dispatcher(self.store_for, self.broadcast)
+        self.dispatcher = Dispatcher(self.store_for, self.broadcast, nested_wait=nested_wait)
         self.presence = Presence(self.broadcast, presence_interval)
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
@@ -289,8 +290,7 @@ class StarModel:
             raise TypeError(f'sm.{doing} needs a record entity: {entity.__name__} is scope="{spec.scope}"')
         return spec
 
-    def known_session(self, request: Request) -> str | None:
-        """The caller's session id, if it has one already."""
+    def known_session(self, request: Request) -> str | None:  # the caller's session id, if any yet
         return self.sessions.known(request)
 
 

@@ -38,6 +38,9 @@ class Subscribers:
     def add(self, entity: type, event: str | None, subscriber: Subscriber) -> None:
         self._by_entity.setdefault(entity, []).append((event, subscriber))
 
+    def __bool__(self) -> bool:
+        return bool(self._by_entity)
+
     def wanted(self, entity: type) -> bool:
         return entity in self._by_entity
 

@@ -178,6 +178,31 @@ class Blocks:
         await stack.__aexit__(*exc_info)
 
 
+async def new_record(
+    spec: EntitySpec,
+    request: EventRequest | None,
+    check: Callable[[Entity], Awaitable[None]] | None,
+    fields: dict[str, Any],
+) -> Entity:
+    """A new record with a fresh id: ``fields`` (validated), then what the page may write, then
+    its ``on_create(request)`` hook; ``check`` (authorize) sees it last."""
+    model = entity_class(spec)
+    try:
+        instance = model(**{**fields, "id": uuid.uuid4().hex})
+    except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
+        raise invalid(spec.name, readable_errors(exc, model)) from None
+    if request is not None:
+        apply_client_writes(spec, instance, request, creating=True)
+    hook = getattr(instance, "on_create", None)
+    if callable(hook):
+        result = hook(request)
+        if inspect.isawaitable(result):
+            await result
+    if check is not None:
+        await check(instance)
+    return instance
+
+
 def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
     """A ``store="client"`` instance: the state the page sent, validated like any input."""
     return cast(Entity, client_instance(spec, request))
@@ -216,7 +241,13 @@ class Dispatcher:
         if spec.in_browser:
             return from_client(spec, request)
         unit = self.current()
-        state = await (self.store_for(spec).get(spec, key) if unit is None else unit.get(spec, key))
+        store = self.store_for(spec)
+        if unit is None and store.keeps_json:  # validated straight from the JSON
+            text = await store.get_text(spec, key)
+            if text is not None:
+                return entity_class(spec).model_validate_json(text)
+            return instance_of(spec, key, None, must_exist)
+        state = await (store.get(spec, key) if unit is None else unit.get(spec, key))
         return instance_of(spec, key, state, must_exist)
 
     async def _hold(
@@ -292,7 +323,15 @@ class Dispatcher:
                 held = await self._hold(unit, spec, key, descriptor, request, must_exist)
                 steps = Steps(spec, held.instance, request, descriptor.info)
                 apply_client_writes(spec, held.instance, request)
-                result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
+                bound = descriptor.func.__get__(held.instance)
+                token = CURRENT.set(unit)  # writes the event makes join its unit
+                try:
+                    if descriptor.is_coroutine:
+                        result = await bound(**kwargs)
+                    else:
+                        result = await anyio.to_thread.run_sync(partial(bound, **kwargs))
+                finally:
+                    CURRENT.reset(token)
                 update = steps.step(result)
                 await unit.commit()
                 return steps.gone(update) if held.deleted else update
@@ -401,22 +440,8 @@ class Dispatcher:
         /,
         **fields: Any,
     ) -> Entity:
-        """A new record with a fresh id: ``fields`` (validated), then what the page may write,
-        then its ``on_create(request)`` hook; ``check`` (authorize) sees it before it is saved."""
-        model = entity_class(spec)
-        try:
-            instance = model(**{**fields, "id": uuid.uuid4().hex})
-        except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
-            raise invalid(spec.name, readable_errors(exc, model)) from None
-        if request is not None:
-            apply_client_writes(spec, instance, request, creating=True)
-        hook = getattr(instance, "on_create", None)
-        if callable(hook):
-            result = hook(request)
-            if inspect.isawaitable(result):
-                await result
-        if check is not None:
-            await check(instance)
+        """A new record (``new_record``), saved with the current unit or a unit of its own."""
+        instance = await new_record(spec, request, check, fields)
         async with self.unit() as (unit, _):
             await unit.create(spec, instance)
         return instance

@@ -157,14 +157,40 @@ async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
 MAX_DEPTH = 64
 
 
+class _NonFinite(Exception):
+    """A number no page can hold: the body is read again, noting where."""
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NonFinite
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise _NonFinite
+
+
+#: One decoder for every body (``json.loads`` with hooks builds a decoder per call).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def parse_json(body: bytes) -> Signals:
-    """A JSON object of signals, refused (400) when malformed, nested past ``MAX_DEPTH`` or
-    holding text no store could keep (a lone surrogate), and (422, naming the signal) when it
-    holds NaN or an infinite number anywhere, which no page can hold either."""
+    """A JSON object of signals, refused (400) when malformed, not UTF-8 (RFC 8259: no UTF-16 or
+    UTF-32, whose surrogates would slip past the checks), nested past ``MAX_DEPTH`` or holding
+    text no store could keep (a lone surrogate), and (422, naming the signal) when it holds NaN or
+    an infinite number anywhere, which no page can hold either."""
     numbers = Numbers()
     try:
-        value = json.loads(body, parse_constant=numbers.constant, parse_float=numbers.number)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        text = body.decode("utf-8")  # strict: no encoded surrogate gets through
+        try:
+            value = _DECODER.decode(text)
+        except _NonFinite:
+            value = json.loads(text, parse_constant=numbers.constant, parse_float=numbers.number)
+    except UnicodeDecodeError:
+        raise EventError(400, "Malformed JSON: the body must be UTF-8") from None
+    except (ValueError, RecursionError) as exc:
         raise EventError(400, f"Malformed JSON: {exc}") from None
     if not isinstance(value, dict):
         raise EventError(400, "The body must be a JSON object of signals")

@@ -18,7 +18,7 @@ import re
 from collections.abc import Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 from pydantic_core import PydanticSerializationError
@@ -125,13 +125,18 @@ class Unit:
             if held.deleted and must_exist:
                 raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
             return held
-        slot = await self._take(spec, key)
+        if self.held:
+            slot = await self._take(spec, key)
+        else:  # the first hold (holding nothing, this unit cannot close a circle)
+            txn = self._txns[spec.store] = self.dispatcher.store_for(spec).begin()
+            slot = await txn.hold(spec, key)
+            self.dispatcher.holders[name] = self
         if slot.keeps_json:  # validated straight from the JSON
             saved = await slot.load_text()
             if saved is None:
                 instance = instance_of(spec, key, None, must_exist)
             else:
-                instance = entity_class(spec).model_validate_json(saved)
+                instance = cast("type[Entity]", spec.entity).model_validate_json(saved)
         else:
             state = await slot.load()
             instance = instance_of(spec, key, state, must_exist)
@@ -149,15 +154,13 @@ class Unit:
         return held
 
     async def _take(self, spec: EntitySpec, key: str) -> Slot:
+        """A hold taken while the unit holds others: it may wait only so long, and never for a
+        unit that waits (through others, perhaps) for this one."""
         txn = self._txns.get(spec.store)
         if txn is None:
             txn = self._txns[spec.store] = self.dispatcher.store_for(spec).begin()
         holders = self.dispatcher.holders
         name = (spec.name, key)
-        if not self.held:  # holding nothing, this unit cannot close a circle
-            slot = await txn.hold(spec, key)
-            holders[name] = self
-            return slot
         owner = holders.get(name)
         seen = 0
         while owner is not None and owner.waiting is not None and seen < 64:
@@ -228,11 +231,14 @@ class Unit:
         if not written:
             await self._release()
             return
-        try:
-            await self._publish(written)
+        try:  # before the holds are released: pages see an instance's changes in commit order
+            send = self.dispatcher.send
+            for held, text in written:
+                await send(channel_name(held.spec, held.key), DELETED if text is None else text)
         finally:
             await self._release()  # transactions shield their own release
-        await self._tell(written)
+        if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):
+            await self._tell(written)
 
     async def rollback(self) -> None:
         """Nothing of the unit is kept; every hold is released. Safe to call twice."""
@@ -251,7 +257,13 @@ class Unit:
                     await slot.delete()
                     written.append((held, None))
                 continue
-            text = serialised(held.spec, held.instance)
+            spec = held.spec
+            try:
+                text: str | None = held.instance.model_dump_json(exclude=cast("set[str]", spec.computed) or None)
+            except PydanticSerializationError:
+                text = None
+            if text is None or (len(text) > 4300 and _LONG_NUMBER.search(text)):
+                text = serialised(spec, held.instance)
             if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
                 if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
                     continue
@@ -261,17 +273,10 @@ class Unit:
             written.append((held, text))
         return written
 
-    async def _publish(self, written: list[tuple[Held, str | None]]) -> None:
-        dispatcher = self.dispatcher
-        for held, text in written:
-            await dispatcher.send(channel_name(held.spec, held.key), DELETED if text is None else text)
-
     async def _tell(self, written: list[tuple[Held, str | None]]) -> None:
+        """Live lists (once per entity) and subscribers, after the holds are released."""
         dispatcher = self.dispatcher
-        touched: dict[str, EntitySpec] = {}
-        for held, _ in written:
-            if held.spec.is_record:
-                touched.setdefault(held.spec.name, held.spec)
+        touched = {held.spec.name: held.spec for held, _ in written if held.spec.is_record}
         for spec in touched.values():
             await dispatcher.send(list_channel(spec), list_token())
         subscribers = dispatcher.subscribers

@@ -375,3 +375,33 @@ async def test_unreadable_state_is_refused_before_it_is_saved(b: Backend) -> Non
     async with b.client() as c:
         assert (await c.post(f"/card/{card}/bump", headers=JSON)).status_code == 200
         assert json.loads((await c.get(f"/card/{card}", headers=JSON)).text)["count"] == 1
+
+
+async def test_a_nested_hold_that_stays_busy_rolls_the_unit_back_with_a_503() -> None:
+    """A unit that holds its own instance and waits longer than ``nested_wait`` for another one
+    (held by a long block elsewhere, not waiting for it) is rolled back: a plain event is run
+    again, then answered 503; nothing of it is kept, and the other holder is undisturbed."""
+    tally, card_class = make_entities("memory")
+    sm = StarModel([tally, card_class], secret_key="unit", nested_wait=0.2)
+    card = await sm.create(card_class, title="waits")
+    released = anyio.Event()
+    holding = anyio.Event()
+
+    async def long_block() -> None:
+        async with sm.edit(tally) as held:
+            holding.set()
+            await released.wait()
+            held.count = 7
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_block)
+        await holding.wait()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+            with anyio.fail_after(10):
+                response = await c.post(f"/card/{card.id}/bump", headers=JSON)
+        released.set()
+    assert response.status_code == 503
+    assert "busy" in response.text
+    assert (await sm.get(card_class, card.id)).count == 0
+    assert (await sm.get(tally)).count == 7
+    await sm.aclose()

@@ -58,6 +58,9 @@ class Contention(Exception):
 
 
 class Store(Protocol):
+    #: ``get_text`` gives the stored JSON (memory, Redis); SQL rows are columns
+    keeps_json: bool
+
     def begin(self) -> Transaction:
         """A new transaction (nothing is held or opened until its first ``hold``)."""
         ...
@@ -68,6 +71,10 @@ class Store(Protocol):
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         """Read without holding the instance (a consistent, possibly stale, snapshot)."""
+        ...
+
+    async def get_text(self, spec: EntitySpec, key: str) -> str | None:
+        """``get`` as the stored JSON, where the store ``keeps_json``."""
         ...
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:

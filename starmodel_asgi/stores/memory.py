@@ -116,6 +116,8 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
+    keeps_json = True
+
     def begin(self) -> MemoryTransaction:
         return MemoryTransaction(self)
 
@@ -125,6 +127,9 @@ class MemoryStore:
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         text = self._read(spec, (spec.name, key))
         return None if text is None else _loads(text)
+
+    async def get_text(self, spec: EntitySpec, key: str) -> str | None:
+        return self._read(spec, (spec.name, key))
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         self._sweep()

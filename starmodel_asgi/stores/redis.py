@@ -218,6 +218,8 @@ class RedisStore:
     def _index_key(self, spec: EntitySpec) -> str:
         return f"{self.prefix}index:{spec.name}"
 
+    keeps_json = True
+
     def begin(self) -> RedisTransaction:
         return RedisTransaction(self)
 
@@ -283,10 +285,14 @@ class RedisStore:
                 del self._stale[name]
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
+        text = await self.get_text(spec, key)
+        return None if text is None else _loads(text)
+
+    async def get_text(self, spec: EntitySpec, key: str) -> str | None:
         ttl = ttl_for(spec, self.default_ttl)
         name = self._state_key(spec, key)
         raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
-        return None if raw is None else _loads(raw)
+        return None if raw is None else str(raw)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         index = self._index_key(spec)

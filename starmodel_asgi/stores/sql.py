@@ -377,6 +377,11 @@ class SQLStore:
 
     # -- the Store protocol -------------------------------------------------------------------
 
+    keeps_json = False  # rows are columns
+
+    async def get_text(self, spec: EntitySpec, key: str) -> str | None:
+        raise NotImplementedError("SQL rows are columns: use get()")
+
     def begin(self) -> SQLTransaction:
         return SQLTransaction(self)
 
