@@ -65,19 +65,17 @@ async def invoke(
     unit: Unit | None, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]
 ) -> AsyncGenerator[Any, None]:
     """Each result of the event: one for plain events, one per yield for generators. Sync code
-    runs in a worker thread. Each step runs with ``unit`` current, so the writes it makes join it."""
+    runs in a worker thread. With a ``unit``, each step runs with it current, so the writes it
+    makes join it (a background event has none: its ``async with self:`` blocks open their own)."""
     bound = descriptor.func.__get__(instance)
     if descriptor.is_async_gen:
         agen = bound(**kwargs)
         try:
             while True:
-                token = CURRENT.set(unit)
                 try:
-                    item = await agen.__anext__()
+                    item = await _in_unit(unit, agen.__anext__)
                 except StopAsyncIteration:
                     return
-                finally:
-                    CURRENT.reset(token)
                 yield item
         finally:
             await agen.aclose()
@@ -85,22 +83,16 @@ async def invoke(
         gen: Iterator[Any] = bound(**kwargs)
         while (item := await _in_unit(unit, anyio.to_thread.run_sync, next, gen, _DONE)) is not _DONE:
             yield item
+    elif descriptor.is_coroutine:
+        yield await _in_unit(unit, partial(bound, **kwargs))
     else:
-        yield await call(unit, descriptor, bound, kwargs)
-
-
-async def call(unit: Unit | None, descriptor: EventDescriptor, bound: Any, kwargs: dict[str, Any]) -> Any:
-    """A plain event's one call, with ``unit`` current (sync code in a worker thread)."""
-    token = CURRENT.set(unit)
-    try:
-        if descriptor.is_coroutine:
-            return await bound(**kwargs)
-        return await anyio.to_thread.run_sync(partial(bound, **kwargs))
-    finally:
-        CURRENT.reset(token)
+        yield await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
 
 
 async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(*args)`` with ``unit`` current (as it is, without one)."""
+    if unit is None:
+        return await fn(*args)
     token = CURRENT.set(unit)
     try:
         return await fn(*args)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from typing import Annotated
 
 import anyio
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from tests.support.headers import DATASTAR
 from tests.support.servers import LiveStream, run_worker
-from tests.support.services import require
+from tests.support.services import drop_redis_keys, require
 from tests.support.sse import ListPage
 
 pytestmark = pytest.mark.anyio
@@ -70,6 +71,13 @@ def score_is(n: int) -> object:
 async def test_an_event_on_one_worker_reaches_a_stream_on_the_other_within_a_second() -> None:
     redis_url = require("STARMODEL_TEST_REDIS_URL", "Redis")
     env = {"LIVE_WORKER_REDIS": redis_url, "LIVE_WORKER_PREFIX": f"test-live-workers-{uuid.uuid4().hex}:"}
+    try:
+        await scores_across_workers(env)
+    finally:
+        await drop_redis_keys(redis_url, env["LIVE_WORKER_PREFIX"])
+
+
+async def scores_across_workers(env: dict[str, str]) -> None:
     async with two_workers("worker_app", env, "/scoreboard/live") as (on_a, on_b, watching_a, watching_b):
         await watching_a.until(score_is(0))
         await watching_b.until(score_is(0))
@@ -125,15 +133,35 @@ def lists_app() -> StarModel:
     )
 
 
-def backends(kind: str) -> dict[str, str]:
-    """Redis broadcast with the records in PostgreSQL, or PostgreSQL for both."""
-    postgres = require("STARMODEL_TEST_POSTGRES_URL", "PostgreSQL")
-    broadcast = require("STARMODEL_TEST_REDIS_URL", "Redis") if kind == "redis" else postgres
-    return {
-        "LIVE_WORKER_BROADCAST": broadcast,
-        "LIVE_WORKER_STORE": postgres,
-        "LIVE_WORKER_PREFIX": f"lw{uuid.uuid4().hex[:12]}",
-    }
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[[str], dict[str, str]]]:
+    """``backends(kind)``: Redis broadcast with the records in PostgreSQL, or PostgreSQL for both,
+    under a prefix of the test's own; its tables are dropped afterwards."""
+    made: list[dict[str, str]] = []
+
+    def make(kind: str) -> dict[str, str]:
+        postgres = require("STARMODEL_TEST_POSTGRES_URL", "PostgreSQL")
+        broadcast = require("STARMODEL_TEST_REDIS_URL", "Redis") if kind == "redis" else postgres
+        env = {
+            "LIVE_WORKER_BROADCAST": broadcast,
+            "LIVE_WORKER_STORE": postgres,
+            "LIVE_WORKER_PREFIX": f"lw{uuid.uuid4().hex[:12]}",
+        }
+        made.append(env)
+        return env
+
+    yield make
+    for env in made:
+        engine = create_async_engine(env["LIVE_WORKER_STORE"])
+        try:
+            async with engine.begin() as conn:
+                for table in ("post", "lobby"):
+                    await conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{env["LIVE_WORKER_PREFIX"]}{table}"')
+        finally:
+            await engine.dispose()
+
+
+Backends = Callable[[str], dict[str, str]]
 
 
 def posts(*texts: str) -> object:
@@ -145,7 +173,7 @@ def viewers(name: str, n: int) -> object:
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
-async def test_a_live_list_follows_records_changed_on_either_worker(kind: str) -> None:
+async def test_a_live_list_follows_records_changed_on_either_worker(kind: str, backends: Backends) -> None:
     async with two_workers("lists_app", backends(kind), "/post/live") as (on_a, on_b, watching_a, watching_b):
         for live in (watching_a, watching_b):
             await live.until(viewers("post", 2))  # both streams counted, across the workers
@@ -161,7 +189,7 @@ async def test_a_live_list_follows_records_changed_on_either_worker(kind: str) -
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
-async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(kind: str) -> None:
+async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(kind: str, backends: Backends) -> None:
     env = backends(kind)
     with ExitStack() as stack:
         a, b = (stack.enter_context(run_worker("tests.test_live_workers:lists_app", env, factory=True)) for _ in "ab")
@@ -184,7 +212,7 @@ async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(
             assert gone_after < 2.5, gone_after
 
 
-async def test_a_live_list_shows_every_edit_once_committed_on_postgresql() -> None:
+async def test_a_live_list_shows_every_edit_once_committed_on_postgresql(backends: Backends) -> None:
     """The list re-reads the store when told of a change: told before the commit, it could read
     the old row and keep showing it."""
     async with two_workers("lists_app", backends("postgresql"), "/post/live") as (on_a, _, watching_a, _):

@@ -22,7 +22,7 @@ from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
 from tests.support.headers import DATASTAR, JSON
-from tests.support.services import require
+from tests.support.services import drop_redis_keys, require
 from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -104,11 +104,7 @@ class Backend:
 
     async def cleanup(self) -> None:
         if self.kind == "redis":
-            raw = Redis.from_url(self.url, decode_responses=True)
-            keys = [k async for k in raw.scan_iter(match=f"{self.prefix}*")]
-            if keys:
-                await raw.delete(*keys)
-            await raw.aclose()
+            await drop_redis_keys(self.url, self.prefix)
         elif self.kind in ("sqlite", "postgres"):
             engine = create_async_engine(self.url)
             async with engine.begin() as conn:

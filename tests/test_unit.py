@@ -13,7 +13,6 @@ from typing import Any, Literal
 import anyio
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from starmodel_asgi import Change, Entity, EventRequest, StarModel, event
 from starmodel_asgi.stores import Store
@@ -22,7 +21,7 @@ from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
 from starmodel_asgi.wire import DELETED, channel_name, list_channel
 from tests.support.headers import DATASTAR, JSON
-from tests.support.services import require
+from tests.support.services import drop_redis_keys, require
 from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +80,16 @@ def make_entities(store: Literal["memory", "sql", "redis"]) -> tuple[type[Entity
                 raise RuntimeError("boom after an in-place change")
 
         @event
+        async def steps(self, request: EventRequest, title: str, fail: bool = False) -> AsyncIterator[None]:
+            """A generator: its writes join its unit across yields."""
+            await request.app.create(Card, title=title)
+            yield
+            self.count += 1
+            yield
+            if fail:
+                raise RuntimeError("boom after two steps")
+
+        @event
         async def clear_done(self, request: EventRequest) -> None:
             for card in await request.app.list(Card, limit=1000):
                 if card.done:
@@ -131,11 +140,7 @@ class Backend:
                 for table in list(self.store.metadata.tables.values()):
                     await conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
         elif self.kind == "redis":
-            raw = Redis.from_url(self.url, decode_responses=True)
-            keys = [k async for k in raw.scan_iter(match=f"{self.prefix}*")]
-            if keys:
-                await raw.delete(*keys)
-            await raw.aclose()
+            await drop_redis_keys(self.url, self.prefix)
         await self.sm.aclose()
 
 
@@ -405,3 +410,14 @@ async def test_a_nested_hold_that_stays_busy_rolls_the_unit_back_with_a_503() ->
     assert (await sm.get(card_class, card.id)).count == 0
     assert (await sm.get(tally)).count == 7
     await sm.aclose()
+
+
+async def test_a_generator_event_keeps_its_writes_only_if_it_finishes(b: Backend) -> None:
+    card = await b.card(title="gen")
+    async with b.client() as c:
+        response = await c.post(f"/card/{card}/steps?title=kept", headers=DATASTAR)
+        assert response.status_code == 200
+        response = await c.post(f"/card/{card}/steps?title=dropped&fail=true", headers=DATASTAR)
+        assert "datastar-patch-signals" in response.text  # steps were streamed, then the reset
+    assert await b.titles() == ["gen", "kept"]
+    assert (await b.sm.get(b.Card, card)).count == 1

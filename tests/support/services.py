@@ -17,3 +17,16 @@ def require(env: str, what: str) -> str:
     if os.environ.get("STARMODEL_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (STARMODEL_REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+async def drop_redis_keys(url: str, prefix: str) -> None:
+    """Deletes a test's own Redis keys (everything under its unique ``prefix``)."""
+    from redis.asyncio import Redis
+
+    raw = Redis.from_url(url, decode_responses=True)
+    try:
+        keys = [k async for k in raw.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await raw.delete(*keys)
+    finally:
+        await raw.aclose()
