@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -145,8 +146,9 @@ async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
 
     try:
         form = await Request(incoming.scope, receive).form()
-    except (MultiPartException, HTTPException) as exc:
-        message = exc.message if isinstance(exc, MultiPartException) else exc.detail
+    except (MultiPartException, HTTPException, FormParserError) as exc:
+        # older Starlettes let python-multipart's own parse errors through
+        message = exc.message if isinstance(exc, MultiPartException) else getattr(exc, "detail", str(exc))
         raise EventError(400, f"Malformed form: {message}") from None
     # a file input left empty still sends a part, with no name and no bytes: that is no file
     items = [(k, v) for k, v in form.multi_items() if not (isinstance(v, UploadFile) and not v.filename and not v.size)]
