@@ -26,6 +26,7 @@ from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSi
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.openapi import openapi_json
+from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import not_found, route_path
@@ -188,9 +189,10 @@ class StarModel:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close what the app opened: store connections and the broadcast backend."""
-        backends: list[tuple[str, Store | Broadcast | Presence]] = [
-            ("presence", self.presence),  # tells the other workers first, through the broadcast
+        """Close what the app opened, in order: waiting live messages, presence, stores, broadcast."""
+        backends: list[tuple[str, Store | Broadcast | Presence | Outbox]] = [
+            ("outbox", self.dispatcher.outbox),
+            ("presence", self.presence),
             *self._stores.items(),
             ("broadcast", self.broadcast),
         ]
@@ -264,8 +266,7 @@ class StarModel:
     def on(self, entity: type[Entity], event: str | None = None) -> Callable[[Subscriber], Subscriber]:
         """``@sm.on(Task)`` or ``@sm.on(Task, "toggle")``: ``fn(change)``, sync or async, is called
         once per committed change of ``entity`` (of that event only, if named), after the commit,
-        in the process that made it. At most once: a change whose process dies before the call is
-        not told. Its exceptions are logged and change nothing already saved or answered."""
+        in the process that made it (at most once); its exceptions are logged and change nothing."""
         spec = self.spec(entity)
         if event is not None and event not in {d.info.name for d in spec.events.values()}:
             raise ValueError(f"sm.on: {entity.__name__} has no event {event!r}")

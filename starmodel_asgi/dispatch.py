@@ -30,6 +30,7 @@ from starmodel_asgi.http import (
     invalid,
 )
 from starmodel_asgi.messages import readable_errors
+from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
 from starmodel_asgi.unit import CURRENT, Busy, Held, Unit, instance_of
@@ -213,7 +214,7 @@ class Dispatcher:
     ) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
-        self._wants: Callable[[str], bool] | None = getattr(broadcast, "wants", None)
+        self.outbox = Outbox(broadcast)
         self.subscribers = subscribers or Subscribers()
         #: how long a unit that already holds an instance waits for another before it is ``Busy``
         self.nested_wait = nested_wait
@@ -415,14 +416,8 @@ class Dispatcher:
             yield last
 
     async def send(self, channel: str, message: str) -> None:
-        """Publish, if anyone could hear ``channel``. A broadcast failure is logged, never fatal:
-        the state is saved, and streams re-send the current state when they reconnect."""
-        if self._wants is not None and not self._wants(channel):
-            return
-        try:
-            await self.broadcast.publish(channel, message)
-        except Exception:
-            logger.exception("could not publish on %s", channel)
+        """Publish through the outbox: soon, in order, never waiting for a slow broadcast."""
+        await self.outbox.send(channel, message)
 
     async def create(
         self,

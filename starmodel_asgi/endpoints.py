@@ -308,6 +308,6 @@ class Endpoints:
             offset = int(call.query.get("offset", [0])[0])
         except ValueError:
             raise EventError(422, "limit and offset must be integers", spec.name) from None
-        if not 0 < limit <= self.list_limit or offset < 0:
-            raise EventError(422, f"limit must be 1..{self.list_limit}, offset >= 0", spec.name)
+        if not 0 < limit <= self.list_limit or not 0 <= offset < 2**62:  # what every store can count to
+            raise EventError(422, f"limit must be 1..{self.list_limit}, offset 0..2**62", spec.name)
         return limit, offset

@@ -75,14 +75,28 @@ class Update:
 class Redirect:
     """Return (or yield) ``Redirect("/products/p1")`` from an event to send the page there: a
     Datastar page navigates, a JSON client gets ``303`` with ``Location``. Only paths and http(s)
-    URLs are accepted, so a redirect built from input cannot run script."""
+    URLs are accepted, so a redirect built from input cannot run script; a path stays on this site
+    (``//host`` and backslashes, which browsers read as another site, are refused), and no control
+    character could break the answer's headers."""
 
     url: str
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.url).scheme.lower()
-        if scheme not in ("", "http", "https") or any(ord(c) < 32 for c in self.url):
-            raise ValueError(f"Redirect takes a path or an http(s) URL, not {self.url!r}")
+        url = self.url
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        bad = (
+            parts is None
+            or parts.scheme.lower() not in ("", "http", "https")
+            or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in url)
+            or "\\" in url
+            or (not parts.scheme and (parts.netloc or url.startswith("//")))
+            or (parts.scheme and not parts.netloc)
+        )
+        if bad:
+            raise ValueError(f"Redirect takes a path on this site ('/products/p1') or an http(s) URL, not {url!r}")
 
 
 @dataclass

@@ -19,7 +19,9 @@ HOST_SESSION_KEY = "starmodel_sid"
 class SessionSigner:
     """Signs session ids with itsdangerous (HMAC-SHA256). ``secret_key`` may be a list, newest
     first: new cookies are signed with the first key, cookies signed with any of them verify (key
-    rotation). A value that does not verify is no session at all."""
+    rotation; a cookie signed with an older key is signed again with the first on its next answer,
+    so the old key can be dropped once every visitor has been back). A value that does not verify
+    is no session at all."""
 
     def __init__(self, secret_key: str | bytes | Sequence[str | bytes], cache_size: int = 10_000) -> None:
         given = [secret_key] if isinstance(secret_key, (str, bytes)) else list(secret_key)
@@ -28,13 +30,19 @@ class SessionSigner:
             raise ValueError("secret_key must be a non-empty key, or a list of them (newest first)")
         # itsdangerous takes the keys oldest first and signs with the last
         self._signer = Signer(list(reversed(keys)), salt="starmodel-session", digest_method=hashlib.sha256)
-        self._verified: dict[str, str] = {}  # cookie value -> session id, already checked
+        self._verified: dict[str, tuple[str, str]] = {}  # cookie value -> (session id, its value now)
         self._cache_size = cache_size
 
     def sign(self, session_id: str) -> str:
         return self._signer.sign(session_id).decode()
 
     def unsign(self, value: str | None) -> str | None:
+        verified = self.verify(value)
+        return None if verified is None else verified[0]
+
+    def verify(self, value: str | None) -> tuple[str, str] | None:
+        """The session id a cookie value carries and the value to send back (the same, or signed
+        again with the newest key); ``None`` when it does not verify."""
         if not value or "." not in value:
             return None
         known = self._verified.get(value)
@@ -48,8 +56,8 @@ class SessionSigner:
             return None
         if len(self._verified) >= self._cache_size:
             self._verified.clear()
-        self._verified[value] = session_id
-        return session_id
+        known = self._verified[value] = (session_id, self.sign(session_id))
+        return known
 
     @staticmethod
     def new_session_id() -> str:
@@ -114,10 +122,8 @@ class Sessions:
             if sid is None:
                 sid = host_session[HOST_SESSION_KEY] = SessionSigner.new_session_id()
             return sid, None
-        value = conn.cookies.get(self.cookie_name)
-        sid = self.signer.unsign(value)
-        if sid is None:
-            sid, value = SessionSigner.new_session_id(), None
+        verified = self.signer.verify(conn.cookies.get(self.cookie_name))
+        sid, value = verified if verified is not None else (SessionSigner.new_session_id(), None)
         return sid, self.set_cookie(conn.scope, sid, value)
 
     def set_cookie(self, scope: Scope, sid: str, signed: str | None = None) -> str:

@@ -62,8 +62,12 @@ def check_origin(headers: Mapping[str, str], trusted_origins: Collection[str], s
 
 
 def _same(url: str, own: str, trusted_origins: Collection[str]) -> bool:
-    """Whether ``url`` (an Origin or a Referer) is of this site, scheme included, or trusted."""
-    parts = urlsplit(url)
+    """Whether ``url`` (an Origin or a Referer) is of this site, scheme included, or trusted (a
+    malformed one is not)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     return origin == own.lower() or origin in trusted_origins
 

@@ -5,8 +5,9 @@ Writes made through the server-side API while a unit is open in the current cont
 (``request.app.create/edit/delete/get/list`` inside an event) join it instead of opening their
 own. Nothing is saved until ``commit``: then every changed instance is checked and saved, each
 store's transaction commits (the event's own store first, the others in the order they were
-first used), live pages are told (before the holds are released, so they see an instance's
-changes in commit order), the holds are released, and live lists and subscribers hear of it last.
+first used), live messages go to the outbox (before the holds are released, so an instance's
+changes queue in commit order; nothing waits for the broadcast), the holds are released, and live
+lists and subscribers hear of it last.
 ``rollback`` leaves no write, message, subscriber call, lock or row lock behind.
 """
 
@@ -84,22 +85,23 @@ _LONG_NUMBER = re.compile(r"\d{4301}")
 def serialised(spec: EntitySpec, instance: Entity) -> str:
     """The instance's stored state as JSON, or a 422 naming the fields no page or store could read
     back (lone surrogates; integers past Python's 4,300-digit printing limit, which would save
-    and then fail every answer and live stream): nothing unreadable is saved."""
+    and then fail every answer and live stream): nothing unreadable is saved. ``@computed_field``s
+    are checked too (every answer sends them), though never stored."""
     try:
-        text = instance.stored_json()
+        text = instance.model_dump_json()
+        if len(text) <= 4300 or not _LONG_NUMBER.search(text):
+            return instance.model_dump_json(exclude=cast("set[str]", spec.computed)) if spec.computed else text
     except PydanticSerializationError:
-        text = None
-    if text is not None and (len(text) <= 4300 or not _LONG_NUMBER.search(text)):
-        return text
+        pass
     errors = {}
-    for name, value in instance.stored_state().items():
+    for name, value in instance.model_dump(mode="json").items():
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except (ValueError, UnicodeEncodeError):
             errors[name] = "This value cannot be stored (a number too long to print, or broken text)"
-    if text is not None and not errors:
-        return text  # the long run of digits was inside a string
-    raise invalid(spec.name, errors or {"id": "This state cannot be stored"})
+    if errors:
+        raise invalid(spec.name, errors)
+    return instance.stored_json()  # the long run of digits was inside a string
 
 
 class Unit:
@@ -257,13 +259,7 @@ class Unit:
                     await slot.delete()
                     written.append((held, None))
                 continue
-            spec = held.spec
-            try:
-                text: str | None = held.instance.model_dump_json(exclude=cast("set[str]", spec.computed) or None)
-            except PydanticSerializationError:
-                text = None
-            if text is None or (len(text) > 4300 and _LONG_NUMBER.search(text)):
-                text = serialised(spec, held.instance)
+            text = serialised(held.spec, held.instance)
             if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
                 if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
                     continue

@@ -272,3 +272,32 @@ async def test_prefixes_keep_apps_apart(rb: Backend) -> None:
         await slot.save({"id": "global", "count": 3, "secret": "s"})
     assert await theirs.get(spec_of(Tally), "global") is None
     assert await mine.get(spec_of(Tally), "global") == {"id": "global", "count": 3, "secret": "s"}
+
+
+class Visitor(Entity):
+    model_config = {"store": "redis"}
+    count: int = 0
+
+    @event
+    def visit(self) -> None:
+        self.count += 1
+
+
+async def test_a_thousand_concurrent_requests_wait_for_a_connection_instead_of_failing(rb: Backend) -> None:
+    """1,000 requests at once, each a new visitor (1,000 instances, so nothing queues on an
+    instance's lock): more than the pool's 100 connections are wanted at once, and each request
+    waits for a free one (a bounded wait) instead of answering 500."""
+    sm = StarModel(entities=[Visitor], secret_key="test-secret", stores={"redis": rb.store()})
+    statuses: list[int] = []
+
+    async def one() -> None:
+        async with client(sm) as own:  # no cookie: a new visitor each time
+            statuses.append((await own.post("/visitor/visit", headers=JSON)).status_code)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(1000):
+                tg.start_soon(one)
+    assert {s: statuses.count(s) for s in set(statuses)} == {200: 1000}
+    assert len([k for k in await rb.keys() if ":state:visitor:" in k]) == 1000
+    await sm.aclose()

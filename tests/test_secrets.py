@@ -35,13 +35,17 @@ async def test_rotated_keys_keep_old_sessions_and_sign_new_ones_with_the_first_k
     rotated = StarModel([Visits], secret_key=["new-key", "old-key"], stores=old._stores)
     assert (await visit(rotated, cookies)).json() == {"count": 2}  # the old cookie still verifies
     assert rotated.sessions.signer.unsign(signed_by_old) is not None
-    assert cookies["sm_session"] == signed_by_old  # its session is kept as it is
+    # ... and its answer signs the same session again with the new key
+    assert cookies["sm_session"] != signed_by_old
+    assert rotated.sessions.signer.unsign(cookies["sm_session"]) == rotated.sessions.signer.unsign(signed_by_old)
 
     fresh = httpx.Cookies()
     await visit(rotated, fresh)
-    only_new = StarModel([Visits], secret_key="new-key")
+    only_new = StarModel([Visits], secret_key="new-key", stores=old._stores)
     assert only_new.sessions.signer.unsign(fresh["sm_session"]) is not None  # new cookies: first key
     assert only_new.sessions.signer.unsign(signed_by_old) is None  # the old key, once dropped, is gone
+    # a visitor who came back during the rotation keeps the session once the old key is dropped
+    assert (await visit(only_new, cookies)).json() == {"count": 3}
 
 
 async def test_a_forged_or_tampered_cookie_is_no_session() -> None:

@@ -31,7 +31,8 @@ class Broadcast(Protocol):
 
 
 #: A backend may also define ``wants(channel) -> bool``, false when no subscriber anywhere could
-#: hear the channel (the memory broadcast knows); publishers then skip formatting the message.
+#: hear the channel (the memory broadcast knows); publishers then skip formatting the message; and
+#: ``instant = True`` when publishing cannot hang (in-process), so publishers need not queue.
 
 
 def split_prefix(url: str) -> tuple[str, str]:

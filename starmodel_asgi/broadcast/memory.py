@@ -11,6 +11,9 @@ from starmodel_asgi.broadcast.channels import Channels, Subscriber
 class MemoryBroadcast:
     """Fan-out within one process (``broadcast_url="memory://"``, the default)."""
 
+    #: publishing cannot hang: callers need not queue their messages
+    instant = True
+
     def __init__(self) -> None:
         self._channels = Channels()
 

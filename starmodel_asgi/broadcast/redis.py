@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from starmodel_asgi.broadcast.base import split_prefix
 from starmodel_asgi.broadcast.listener import Listener
+from starmodel_asgi.stores.redis import blocking_client
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -48,6 +49,7 @@ class RedisBroadcast(Listener):
         min_reconnect_delay: float = 0.1,
         max_reconnect_delay: float = 2.0,
         timeout: float = 5.0,
+        max_connections: int = 100,
     ) -> None:
         super().__init__(
             min_reconnect_delay=min_reconnect_delay, max_reconnect_delay=max_reconnect_delay, timeout=timeout
@@ -57,6 +59,7 @@ class RedisBroadcast(Listener):
         self._subscribed: set[str] = set()  # channels SUBSCRIBEd on the current connection
         self._pubsub: PubSub | None = None  # set while connected and listening
         self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE commands
+        self.max_connections = max_connections  # publishing connections; more publishers wait
         self._publisher: Redis | None = None
         self._listener: Redis | None = None
         self._control = f"{self.prefix}sm-listener:{uuid.uuid4().hex}"
@@ -66,9 +69,10 @@ class RedisBroadcast(Listener):
     async def publish(self, channel: str, message: str) -> None:
         if self._publisher is None:
             # one quick retry: a publish runs while the instance is held, so it must fail fast
-            self._publisher = Redis.from_url(
+            self._publisher = blocking_client(
                 self.url,
-                decode_responses=True,
+                max_connections=self.max_connections,
+                timeout=self.timeout,
                 retry=Retry(NoBackoff(), 1),
                 socket_connect_timeout=self.timeout,
                 socket_timeout=self.timeout,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import LockNotOwnedError, RedisError
 
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
@@ -65,6 +65,16 @@ _UNLOCK = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
 """
+
+
+def blocking_client(url: str, *, max_connections: int, timeout: float, **options: Any) -> Redis:
+    """A client whose pool waits (up to ``timeout`` seconds) for a free connection when all
+    ``max_connections`` are busy, instead of failing at once (redis-py 8's default pool raises
+    ``MaxConnectionsError`` past 100): a burst of requests queues rather than answering 500."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, decode_responses=True, **options
+    )
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 
 def _ms(seconds: float) -> int:
@@ -183,6 +193,7 @@ class RedisStore:
         lock_timeout: float = 60.0,
         lock_poll: float = 0.005,
         timeout: float = 5.0,
+        max_connections: int = 100,
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
@@ -196,7 +207,13 @@ class RedisStore:
         self.client: Redis = (
             client
             if client is not None
-            else Redis.from_url(url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout)
+            else blocking_client(
+                url,
+                max_connections=max_connections,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
         )
         self._save = self.client.register_script(_SAVE)
         self._delete = self.client.register_script(_DELETE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -181,6 +182,15 @@ class RedisServer:
         if self._process is not None:
             _stop(self._process)
             self._process = None
+
+    def pause(self) -> None:
+        """``kill -STOP``: connections stay open and nothing answers (a hung server)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> RedisServer:
         self.start()
