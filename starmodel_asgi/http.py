@@ -96,7 +96,7 @@ class Redirect:
             or (parts.scheme and not parts.netloc)
         )
         if bad:
-            raise ValueError(f"Redirect takes a path on this site ('/products/p1') or an http(s) URL, not {url!r}")
+            raise ValueError(f"Redirect takes a path or an http(s) URL ('/products/p1', 'https://...'), not {url!r}")
 
 
 @dataclass

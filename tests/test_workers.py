@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from contextlib import ExitStack
@@ -163,3 +164,37 @@ async def test_one_worker_creates_while_the_other_deletes(kind: str, tmp_path: P
         await _drop(store, url, prefix)
     assert sorted(statuses) == [200] * 20 + [204] * 20
     assert titles == sorted(["parent", *(f"child{i:02}" for i in range(20))])
+
+
+@pytest.mark.parametrize("kind", ["postgres", "redis", "sqlite"])
+async def test_a_worker_killed_while_holding_an_instance_frees_it_within_seconds(kind: str, tmp_path: Path) -> None:
+    """kill -9 of a worker in the middle of an event: the other worker gets the instance within a
+    few seconds (the database ends the dead connection's transaction; a Redis lock's short lease,
+    renewed only by a live holder, runs out), not after a minute."""
+    store, url = _backend(kind, tmp_path)
+    prefix = f"w{uuid.uuid4().hex[:8]}_" if store == "sql" else f"smtest:{uuid.uuid4().hex}:"
+    env = {"SM_WORKER_STORE": store, "SM_WORKER_URL": url, "SM_WORKER_PREFIX": prefix}
+    try:
+        with ExitStack() as stack:
+            one, two = (stack.enter_context(run_worker("tests.support.worker_app:app", env)) for _ in range(2))
+            async with httpx.AsyncClient(timeout=60) as client:
+                assert (await client.post(f"{two}/tally/increment", headers=JSON)).status_code == 200
+
+                async def linger() -> None:
+                    with contextlib.suppress(httpx.HTTPError):  # its worker is killed under it
+                        await client.post(f"{one}/tally/linger?seconds=60", headers=JSON)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(linger)
+                    await anyio.sleep(1.0)  # the lingering event holds the instance by now
+                    one.process.kill()
+                    killed = time.monotonic()
+                    with anyio.fail_after(30):
+                        response = await client.post(f"{two}/tally/increment", headers=JSON)
+                    freed = time.monotonic() - killed
+                    tg.cancel_scope.cancel()
+    finally:
+        await _drop(store, url, prefix)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"count": 2}
+    assert freed < 8, f"the instance stayed locked {freed:.1f} s after its holder died"

@@ -190,7 +190,7 @@ class RedisStore:
         default_ttl: float | None = None,
         *,
         prefix: str = "starmodel:",
-        lock_timeout: float = 60.0,
+        lock_timeout: float = 5.0,
         lock_poll: float = 0.005,
         timeout: float = 5.0,
         max_connections: int = 100,
@@ -223,7 +223,9 @@ class RedisStore:
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
-        self._stale: dict[str, tuple[str, float]] = {}  # locks to delete once Redis answers again
+        # locks to delete once Redis answers again, by name and token: a waiter whose acquire failed
+        # during the outage must not replace the holder's entry (that lock would then stay)
+        self._stale: dict[tuple[str, str], float] = {}
         self._clearer: asyncio.Task[None] | None = None
 
     def _state_key(self, spec: EntitySpec, key: str) -> str:
@@ -285,7 +287,7 @@ class RedisStore:
                 logger.warning("the lock on %s expired while held", name)
         except CONNECTION_ERRORS:
             logger.warning("could not clear the lock on %s; retrying until Redis answers", name)
-            self._stale[name] = (token, time.monotonic() + self.lock_timeout)
+            self._stale[(name, token)] = time.monotonic() + self.lock_timeout
             loop = asyncio.get_running_loop()
             if self._clearer is None or self._clearer.done() or self._clearer.get_loop() is not loop:
                 self._clearer = loop.create_task(self._clear_stale(), name="starmodel-redis-unlock")
@@ -293,13 +295,13 @@ class RedisStore:
     async def _clear_stale(self) -> None:
         while self._stale:
             await asyncio.sleep(self.lock_poll * 20)
-            for name, (token, until) in list(self._stale.items()):
+            for (name, token), until in list(self._stale.items()):
                 try:
                     await self._unlock(keys=[name], args=[token])
                 except CONNECTION_ERRORS:
                     if time.monotonic() < until:
                         continue
-                del self._stale[name]
+                del self._stale[(name, token)]
 
     async def get(self, spec: EntitySpec, key: str) -> State | None:
         text = await self.get_text(spec, key)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal, cast
 
+import anyio
+
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
 from starmodel_asgi.stores import Store
 
@@ -25,6 +27,11 @@ class Tally(Entity):
     @event
     def increment(self, amount: int = 1) -> None:
         self.count += amount
+
+    @event
+    async def linger(self, seconds: float = 30) -> None:
+        """Holds the instance a while: tests kill its worker meanwhile."""
+        await anyio.sleep(seconds)
 
 
 class Visits(Entity):
