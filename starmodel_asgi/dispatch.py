@@ -196,6 +196,10 @@ async def new_record(
     return instance
 
 
+#: ``authorize`` about the instance concerned: raises (403) when refused.
+Check = Callable[[Entity], Awaitable[None]]
+
+
 def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
     """A ``store="client"`` instance: the state the page sent, validated like any input."""
     return cast(Entity, client_instance(spec, request))
@@ -264,6 +268,7 @@ class Dispatcher:
         request: EventRequest,
         *,
         must_exist: bool = False,
+        check: Check | None = None,
     ) -> AsyncGenerator[Update, None]:
         """Yield one ``Update`` per result (one for plain events, one per yield for generators).
 
@@ -277,6 +282,8 @@ class Dispatcher:
         steps: Steps | None = None
         try:
             held = await self._hold(unit, spec, key, descriptor, request, must_exist)
+            if check is not None:  # authorize, on the instance as it is now, under its lock
+                await check(held.instance)
             steps = Steps(spec, held.instance, request, descriptor.info)
             apply_client_writes(spec, held.instance, request)
             async with aclosing(invoke(unit, held.instance, descriptor, kwargs)) as results:
@@ -304,6 +311,7 @@ class Dispatcher:
         request: EventRequest,
         *,
         must_exist: bool = False,
+        check: Check | None = None,
     ) -> Update:
         """``run`` for an event that is not a generator, without an async generator's overhead:
         its one update, returned once the unit has committed. Run again (up to ``RETRIES``
@@ -314,6 +322,8 @@ class Dispatcher:
             unit = Unit(self)
             try:
                 held = await self._hold(unit, spec, key, descriptor, request, must_exist)
+                if check is not None:  # authorize, on the instance as it is now, under its lock
+                    await check(held.instance)
                 steps = Steps(spec, held.instance, request, descriptor.info)
                 apply_client_writes(spec, held.instance, request)
                 bound = descriptor.func.__get__(held.instance)
@@ -433,10 +443,11 @@ class Dispatcher:
             await unit.create(spec, instance)
         return instance
 
-    async def delete(self, spec: EntitySpec, key: str) -> None:
-        """Deletes a record (``NotFound`` if there is none), with the current unit if one is open."""
+    async def delete(self, spec: EntitySpec, key: str, check: Check | None = None) -> None:
+        """Deletes a record (``NotFound`` if there is none), with the current unit if one is open;
+        ``check`` (authorize) sees it under its lock first."""
         async with self.unit() as (unit, _):
-            await unit.delete(spec, key)
+            await unit.delete(spec, key, check)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:
         """Records from the store, as the current unit (if any) sees them."""

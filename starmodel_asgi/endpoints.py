@@ -134,9 +134,10 @@ class Endpoints:
                 check_origin(incoming.headers, self.trusted_origins, incoming.scope.get("scheme", "http"))
             body = await read_input(incoming, self.max_body_size)
             call, set_cookie = await self.call(incoming, route.spec, params, body, shown)
-            if self.with_record and "id" in params:  # the record concerned, as saved
-                record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
-                await self.check(call, route.spec, action.event, record)
+            if self.with_record and "id" in params:
+                if not action.changes_state:  # a read: the record as saved (a change asks under its lock)
+                    record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
+                    await self.check(call, route.spec, action.event, record)
             elif not (self.with_record and action.checks_new_record):
                 await self.check(call, route.spec, action.event)
             response = await action.handler(call)
@@ -242,13 +243,17 @@ class Endpoints:
 
     async def run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
         if descriptor.info.background:
+            if self.with_record and spec.is_record:  # it holds nothing: the record as saved
+                record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
+                await self.check(call, spec, descriptor.info.name, record)
             updates = await self.dispatcher.run_background(spec, self.key(spec, call), descriptor, call)
             return await self.answers.background(call, updates)
         key = self.key(spec, call)
+        check = self.record_check(call, spec, descriptor.info.name)
         if descriptor.is_async_gen or descriptor.is_sync_gen:
-            updates = self.dispatcher.run(spec, key, descriptor, call, must_exist=spec.is_record)
+            updates = self.dispatcher.run(spec, key, descriptor, call, must_exist=spec.is_record, check=check)
             return await self.answers.updates(call, updates, streams=True)
-        update = await self.dispatcher.apply(spec, key, descriptor, call, must_exist=spec.is_record)
+        update = await self.dispatcher.apply(spec, key, descriptor, call, must_exist=spec.is_record, check=check)
         if update.gone and not call.is_datastar:  # the event deleted its own record
             return Response(status_code=204)
         return self.answers.answer(call, [update])
@@ -261,7 +266,8 @@ class Endpoints:
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key))
+        allowed = partial(self.allows_record, call, spec) if self.with_record else None
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed))
 
     def _streaming(self, call: EventRequest) -> Formatter:
         formatter = self.answers.formatter(call)
@@ -279,8 +285,20 @@ class Endpoints:
         return self.answers.answer(call, [update], 200 if call.is_datastar else 201)
 
     async def delete(self, spec: EntitySpec, call: EventRequest) -> Response:
-        await self.dispatcher.delete(spec, self.key(spec, call))
+        await self.dispatcher.delete(spec, self.key(spec, call), self.record_check(call, spec, "delete"))
         return Response(status_code=204)
+
+    def record_check(
+        self, call: EventRequest, spec: EntitySpec, event: str
+    ) -> Callable[[Entity], Awaitable[None]] | None:
+        """``authorize`` about the record an event or delete changes, asked under its lock."""
+        if not (self.with_record and spec.is_record):
+            return None
+
+        async def check(record: Entity) -> None:
+            await self.check(call, spec, event, record)
+
+        return check
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
         limit, offset = self._page(spec, call)

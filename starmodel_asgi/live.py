@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,9 @@ from starmodel_asgi.wire import DELETED, channel_name
 
 logger = logging.getLogger("starmodel_asgi")
 
+#: Asked about each record a stream would send: ``False`` leaves it out (a list) or ends it.
+Allowed = Callable[[Entity], Awaitable[bool]]
+
 _serials = itertools.count(1)
 
 
@@ -39,10 +42,10 @@ class View:
     that were at the same earlier view send the same bytes: ``sent`` keeps them, by the earlier
     view's serial and the formatter, so a thousand streams format a change once."""
 
-    __slots__ = ("elements", "sent", "serial", "state")
+    __slots__ = ("elements", "instance", "sent", "serial", "state")
 
-    def __init__(self, state: dict[str, Any], elements: list[Element]) -> None:
-        self.state, self.elements = state, elements
+    def __init__(self, state: dict[str, Any], elements: list[Element], instance: Entity | None = None) -> None:
+        self.state, self.elements, self.instance = state, elements, instance
         self.serial = next(_serials)
         self.sent: dict[tuple[int, int], bytes] = {}
 
@@ -61,9 +64,12 @@ class Live:
     views: Views = field(default_factory=lambda: Views())
     presence: Presence | None = None
 
-    def response(self, formatter: Formatter, spec: EntitySpec, key: str) -> LiveResponse:
-        """``formatter`` must stream (``formatter.streams``)."""
-        return LiveResponse(self, formatter, spec, key)
+    def response(
+        self, formatter: Formatter, spec: EntitySpec, key: str, allowed: Allowed | None = None
+    ) -> LiveResponse:
+        """``formatter`` must stream (``formatter.streams``); ``allowed`` is asked about each state
+        the stream would send (``authorize`` with the record)."""
+        return LiveResponse(self, formatter, spec, key, allowed)
 
     def viewers(self, spec: EntitySpec) -> Presence | None:
         return self.presence if spec.presence else None
@@ -146,9 +152,11 @@ class LiveResponse(LiveStream):
     from the store.
     """
 
-    def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, key: str) -> None:
+    def __init__(
+        self, live: Live, formatter: Formatter, spec: EntitySpec, key: str, allowed: Allowed | None = None
+    ) -> None:
         super().__init__(live, formatter, spec, channel_name(spec, key))
-        self.key = key
+        self.key, self.allowed = key, allowed
         self._state: dict[str, Any] = {}
         self._elements: list[Element] | None = None
         self._view_serial = 0  # the view last pushed (0: none yet)
@@ -177,7 +185,20 @@ class LiveResponse(LiveStream):
                 view = view_of(instance)
                 if message is not None:
                     self.live.views.put(channel, message, view)
+            if self.allowed is not None and not await self._allowed(view):
+                refused = EventError(403, "Forbidden", self.spec.name)  # tell the page, then end
+                await self._send(send, self.formatter.format_error(refused).encode())
+                return
             await self._push(send, view)
+
+    async def _allowed(self, view: View) -> bool:
+        """``authorize``'s answer about the state a view shows; one that fails refuses (logged)."""
+        assert self.allowed is not None and view.instance is not None
+        try:
+            return await self.allowed(view.instance)
+        except Exception:
+            logger.exception("authorize failed for %s %s; ending its live stream", self.spec.name, self.key)
+            return False
 
     async def _instance(self, message: Message) -> Entity | None:
         """The state a message carries; for ``None`` (or a message that does not parse), the
@@ -223,7 +244,7 @@ def view_of(instance: Entity) -> View:
     except Exception:
         logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
         elements = []
-    return View(instance.public_state(), elements)
+    return View(instance.public_state(), elements, instance)
 
 
 class Views:

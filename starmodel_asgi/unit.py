@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, cast
@@ -189,9 +189,13 @@ class Unit:
         self.held[(spec.name, instance.id)] = held
         return held
 
-    async def delete(self, spec: EntitySpec, key: str) -> Held:
-        """Deletes a record with the unit (``NotFound`` if there is none)."""
+    async def delete(
+        self, spec: EntitySpec, key: str, check: Callable[[Entity], Awaitable[None]] | None = None
+    ) -> Held:
+        """Deletes a record with the unit (``NotFound`` if there is none); ``check`` sees it first."""
         held = await self.hold(spec, key, must_exist=True)
+        if check is not None:
+            await check(held.instance)
         held.deleted = True
         return held
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import httpx
 import pytest
 from starlette.requests import Request
@@ -116,3 +117,76 @@ async def test_the_callers_user_is_known_for_every_scope() -> None:
 def test_authorize_with_the_wrong_number_of_arguments_fails_when_the_app_is_built() -> None:
     with pytest.raises(TypeError, match=r"authorize takes \(request, entity, event\[, record\]\)"):
         StarModel([Note], secret_key="own", authorize=lambda request, entity: True)
+
+
+class Deed(Entity):
+    """A record whose owner changes through an event that holds it a while."""
+
+    model_config = {"scope": "record"}
+    owner: str = ""
+    text: str = ""
+
+    async def on_create(self, request: EventRequest | None) -> None:
+        self.owner = request.user_id or "" if request is not None else "system"
+
+    @event
+    async def give(self, to: str) -> None:
+        self.owner = to
+        await anyio.sleep(0.3)  # still holding the record when the other request arrives
+
+    @event
+    def write(self, text: str) -> None:
+        self.text = text
+
+
+def deeds() -> StarModel:
+    return StarModel([Deed], base_path="", secret_key="own", get_user=user_from_header, authorize=authorize_deed)
+
+
+def authorize_deed(request: EventRequest, entity: type[Entity], event: str | None, record: Any) -> bool:
+    return record is None or record.owner == request.user_id
+
+
+async def test_authorize_judges_the_record_as_it_is_under_the_lock_not_as_it_was() -> None:
+    """Alice gives her deed to Bob; her next write, sent while the gift still holds the record,
+    is judged on the record once it is Bob's: 403, and the text stays Bob's business."""
+    sm = deeds()
+    async with client(sm, "alice") as alice:
+        deed = (await alice.post("/deed", json={})).json()["id"]
+        statuses: dict[str, int] = {}
+
+        async def give() -> None:
+            statuses["give"] = (await alice.post(f"/deed/{deed}/give", json={"to": "bob"})).status_code
+
+        async def write() -> None:
+            await anyio.sleep(0.1)  # the gift holds the record by now
+            statuses["write"] = (await alice.post(f"/deed/{deed}/write", json={"text": "still mine"})).status_code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(give)
+            tg.start_soon(write)
+        assert statuses == {"give": 200, "write": 403}
+        assert (await alice.delete(f"/deed/{deed}")).status_code == 403
+    async with client(sm, "bob") as bob:
+        assert (await bob.get(f"/deed/{deed}")).json() == {"id": deed, "owner": "bob", "text": ""}
+
+
+async def test_a_record_stream_ends_when_authorize_would_refuse_its_next_state() -> None:
+    sm = deeds()
+    with run_server(sm) as url:
+        async with client(sm, "alice", url) as alice:
+            deed = (await alice.post("/deed", json={})).json()["id"]
+            async with LiveStream(alice, f"/deed/{deed}/live", headers={"X-User": "alice"}) as live:
+                await live.until(lambda s: s.signals.get("deed", {}).get("owner") == "alice")
+                await alice.post(f"/deed/{deed}/write", json={"text": "hello"})
+                await live.until(lambda s: s.signals["deed"].get("text") == "hello")
+
+                async def give_away() -> None:  # elsewhere: a task of the server's
+                    async with sm.edit(Deed, deed) as record:
+                        record.owner = "bob"
+                        record.text = "bob's secret"
+
+                await url.run(give_away())
+                await live.until(lambda s: s.signals["deed"].get("_error") == "Forbidden")
+                await live.until(lambda s: s.ended)
+                assert "bob's secret" not in live.raw.decode()
