@@ -167,6 +167,16 @@ async def collect(quick: bool) -> list[str]:
             "<= 1.2",
         )
     )
+    resident = await bench_memory.compressed(n(1000, 20))
+    rows.append(
+        row(
+            "resident memory per idle live stream, identity -> zstd / br (KiB)",
+            f"{resident['identity'] / 1024:,.0f}",
+            f"{resident['zstd'] / 1024:,.0f} / {resident['br'] / 1024:,.0f}",
+            "-",
+            "compression costs < 0.5 MB a stream",
+        )
+    )
     redis = os.environ.get("STARMODEL_TEST_REDIS_URL")
     if redis:
         floor, p50, p90 = await bench_delivery.measure(redis, n(200, 5))
