@@ -33,7 +33,7 @@ from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
-from starmodel_asgi.unit import CURRENT, Busy, Held, Unit, instance_of
+from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -84,10 +84,15 @@ async def invoke(
         gen: Iterator[Any] = bound(**kwargs)
         while (item := await _in_unit(unit, anyio.to_thread.run_sync, next, gen, _DONE)) is not _DONE:
             yield item
-    elif descriptor.is_coroutine:
-        yield await _in_unit(unit, partial(bound, **kwargs))
     else:
-        yield await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
+        yield await call(unit, descriptor, bound, kwargs)
+
+
+async def call(unit: Unit | None, descriptor: EventDescriptor, bound: Any, kwargs: dict[str, Any]) -> Any:
+    """A plain event's one call (sync code in a worker thread), with ``unit`` current."""
+    if descriptor.is_coroutine:
+        return await _in_unit(unit, partial(bound, **kwargs))
+    return await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
 
 
 async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -174,7 +179,7 @@ class Blocks:
 async def new_record(
     spec: EntitySpec,
     request: EventRequest | None,
-    check: Callable[[Entity], Awaitable[None]] | None,
+    check: Check | None,
     fields: dict[str, Any],
 ) -> Entity:
     """A new record with a fresh id: ``fields`` (validated), then what the page may write, then
@@ -194,10 +199,6 @@ async def new_record(
     if check is not None:
         await check(instance)
     return instance
-
-
-#: ``authorize`` about the instance concerned: raises (403) when refused.
-Check = Callable[[Entity], Awaitable[None]]
 
 
 def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
@@ -240,10 +241,7 @@ class Dispatcher:
         unit = self.current()
         store = self.store_for(spec)
         if unit is None and store.keeps_json:  # validated straight from the JSON
-            text = await store.get_text(spec, key)
-            if text is not None:
-                return entity_class(spec).model_validate_json(text)
-            return instance_of(spec, key, None, must_exist)
+            return instance_from_json(spec, key, await store.get_text(spec, key), must_exist)
         state = await (store.get(spec, key) if unit is None else unit.get(spec, key))
         return instance_of(spec, key, state, must_exist)
 
@@ -326,15 +324,7 @@ class Dispatcher:
                     await check(held.instance)
                 steps = Steps(spec, held.instance, request, descriptor.info)
                 apply_client_writes(spec, held.instance, request)
-                bound = descriptor.func.__get__(held.instance)
-                token = CURRENT.set(unit)  # writes the event makes join its unit
-                try:
-                    if descriptor.is_coroutine:
-                        result = await bound(**kwargs)
-                    else:
-                        result = await anyio.to_thread.run_sync(partial(bound, **kwargs))
-                finally:
-                    CURRENT.reset(token)
+                result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
                 update = steps.step(result)
                 await unit.commit()
                 return steps.gone(update) if held.deleted else update
@@ -433,7 +423,7 @@ class Dispatcher:
         self,
         spec: EntitySpec,
         request: EventRequest | None = None,
-        check: Callable[[Entity], Awaitable[None]] | None = None,
+        check: Check | None = None,
         /,
         **fields: Any,
     ) -> Entity:

@@ -82,6 +82,17 @@ def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: boo
 _LONG_NUMBER = re.compile(r"\d{4301}")
 
 
+def instance_from_json(spec: EntitySpec, key: str, text: str | None, must_exist: bool) -> Entity:
+    """``instance_of`` for a state stored as JSON, validated straight from the text."""
+    if text is None:
+        return instance_of(spec, key, None, must_exist)
+    return entity_class(spec).model_validate_json(text)
+
+
+#: ``authorize`` about the instance concerned: raises (403) when refused.
+Check = Callable[[Entity], Awaitable[None]]
+
+
 def serialised(spec: EntitySpec, instance: Entity) -> str:
     """The instance's stored state as JSON, or a 422 naming the fields no page or store could read
     back (lone surrogates; integers past Python's 4,300-digit printing limit, which would save
@@ -108,12 +119,13 @@ class Unit:
     """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
     unit already holds something waits (past it, the unit is ``Busy``)."""
 
-    __slots__ = ("_txns", "dispatcher", "held", "open", "waiting")
+    __slots__ = ("_taken", "_txns", "dispatcher", "held", "open", "waiting")
 
     def __init__(self, dispatcher: Owner) -> None:
         self.dispatcher = dispatcher
         self.held: dict[tuple[str, str], Held] = {}
         self._txns: dict[str, Transaction] = {}  # by store kind, in the order first used
+        self._taken: list[tuple[str, str]] = []  # every hold taken (one may have found no record)
         self.open = True
         self.waiting: Hashable | None = None
 
@@ -127,18 +139,10 @@ class Unit:
             if held.deleted and must_exist:
                 raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
             return held
-        if self.held:
-            slot = await self._take(spec, key)
-        else:  # the first hold (holding nothing, this unit cannot close a circle)
-            txn = self._txns[spec.store] = self.dispatcher.store_for(spec).begin()
-            slot = await txn.hold(spec, key)
-            self.dispatcher.holders[name] = self
+        slot = await self._take(spec, key)
         if slot.keeps_json:  # validated straight from the JSON
             saved = await slot.load_text()
-            if saved is None:
-                instance = instance_of(spec, key, None, must_exist)
-            else:
-                instance = cast("type[Entity]", spec.entity).model_validate_json(saved)
+            instance = instance_from_json(spec, key, saved, must_exist)
         else:
             state = await slot.load()
             instance = instance_of(spec, key, state, must_exist)
@@ -156,13 +160,18 @@ class Unit:
         return held
 
     async def _take(self, spec: EntitySpec, key: str) -> Slot:
-        """A hold taken while the unit holds others: it may wait only so long, and never for a
-        unit that waits (through others, perhaps) for this one."""
+        """The instance's hold, in its store's transaction. Taken while the unit holds others, it
+        may wait only so long, and never for a unit that waits (through others) for this one."""
         txn = self._txns.get(spec.store)
         if txn is None:
             txn = self._txns[spec.store] = self.dispatcher.store_for(spec).begin()
         holders = self.dispatcher.holders
         name = (spec.name, key)
+        if not self._taken:  # holding nothing, this unit cannot close a circle
+            slot = await txn.hold(spec, key)
+            self._taken.append(name)
+            holders[name] = self
+            return slot
         owner = holders.get(name)
         seen = 0
         while owner is not None and owner.waiting is not None and seen < 64:
@@ -179,6 +188,7 @@ class Unit:
             raise Busy(503, f"{spec.name} {key!r} stayed busy; try again", spec.name) from None
         finally:
             self.waiting = None
+        self._taken.append(name)
         holders[name] = self
         return slot
 
@@ -189,9 +199,7 @@ class Unit:
         self.held[(spec.name, instance.id)] = held
         return held
 
-    async def delete(
-        self, spec: EntitySpec, key: str, check: Callable[[Entity], Awaitable[None]] | None = None
-    ) -> Held:
+    async def delete(self, spec: EntitySpec, key: str, check: Check | None = None) -> Held:
         """Deletes a record with the unit (``NotFound`` if there is none); ``check`` sees it first."""
         held = await self.hold(spec, key, must_exist=True)
         if check is not None:
@@ -296,7 +304,7 @@ class Unit:
     async def _release(self) -> None:
         txns, self._txns = self._txns, {}
         holders = self.dispatcher.holders
-        for name in self.held:
+        for name in self._taken:
             if holders.get(name) is self:
                 del holders[name]
         for txn in reversed(txns.values()):

@@ -421,3 +421,18 @@ async def test_a_generator_event_keeps_its_writes_only_if_it_finishes(b: Backend
         assert "datastar-patch-signals" in response.text  # steps were streamed, then the reset
     assert await b.titles() == ["gen", "kept"]
     assert (await b.sm.get(b.Card, card)).count == 1
+
+
+async def test_requests_for_missing_records_leave_nothing_behind(b: Backend) -> None:
+    """A hold that finds no record (a 404, a LookupError) is released with its unit and leaves no
+    entry in the process's table of held instances: a stream of 404s cannot grow memory."""
+    async with b.client() as c:
+        for i in range(20):
+            assert (await c.post(f"/card/missing{i}/bump", headers=JSON)).status_code == 404
+            assert (await c.delete(f"/card/missing{i}", headers=JSON)).status_code == 404
+    with pytest.raises(LookupError):
+        await b.sm.delete(b.Card, "missing")
+    assert b.sm.dispatcher.holders == {}
+    with anyio.fail_after(5):  # and nothing stays locked
+        async with b.sm.edit(b.Tally) as tally:
+            tally.count = 1

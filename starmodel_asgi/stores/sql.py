@@ -186,7 +186,7 @@ class SQLSlot:
         table: Table,
         spec: EntitySpec,
         key: str,
-        deletes: dict[Table, list[str]] | None = None,
+        deletes: dict[Table, list[str]],
     ) -> None:
         self._store, self._conn, self._table, self._spec, self._key = store, conn, table, spec, key
         self._deletes = deletes  # a transaction's deletes, run together at its commit
@@ -226,10 +226,8 @@ class SQLSlot:
         self._exists, self._state = True, state
 
     async def delete(self) -> None:
-        if self._exists and self._deletes is not None:
+        if self._exists:
             self._deletes.setdefault(self._table, []).append(self._key)
-        elif self._exists:
-            await self._conn.execute(delete(self._table).where(self._table.c[KEY] == self._key))
         self._exists, self._state = False, None
 
     def _expiry(self) -> float | None:
@@ -270,9 +268,7 @@ class SQLTransaction:
             # a few waiters per row queue in the database, the others here
             await self._stack.enter_async_context(store._locks.hold((table.name, key)))
         conn = await self._connection()
-        if name not in store._ready and name not in self._tables:
-            await store._create(conn, table)
-            self._tables.add(name)
+        await self._ensure(conn, table)
         try:
             await store._sweep(conn, table)
             slot = SQLSlot(store, conn, table, spec, key, self._deletes)
@@ -293,11 +289,16 @@ class SQLTransaction:
             return await self._store.get(spec, key)
         store = self._store
         table = store._table(spec)
-        if table.name not in store._ready and table.name not in self._tables:
-            await store._create(self._conn, table)
-            self._tables.add(table.name)
+        await self._ensure(self._conn, table)
         row = await store._row(self._conn, table, key, lock=False)
         return None if row is None else store._state(spec, row, store._clock())
+
+    async def _ensure(self, conn: AsyncConnection, table: Table) -> None:
+        """The table, created inside this transaction if this process has not seen it yet (known
+        ready for everyone once the transaction commits)."""
+        if table.name not in self._store._ready and table.name not in self._tables:
+            await self._store._create(conn, table)
+            self._tables.add(table.name)
 
     async def commit(self) -> None:
         if self._transaction is not None:
