@@ -53,7 +53,11 @@ class StarModel:
     viewers drop out within four intervals (8 s by default). ``compress``: answers and live
     streams are compressed (zstd or brotli, by ``Accept-Encoding``) when the ``compress`` extra is
     installed (``None``), required (``True``) or never (``False``). ``nested_wait``: see README
-    (unit of work). Every setting is checked here: a bad entity or a missing extra fails now.
+    (unit of work). ``body_timeout``: seconds a request may take to send its body (``408`` past
+    it); the caller and ``authorize`` are checked before any body is read. ``send_timeout``:
+    seconds a client may take to accept each step of a generator event, which holds its instance
+    meanwhile; past it the event finishes without that client. Every setting is
+    checked here: a bad entity or a missing extra fails now.
     """
 
     def __init__(
@@ -70,6 +74,8 @@ class StarModel:
         formatters: Sequence[Formatter] | None = None,
         session_ttl: float | None = 24 * 3600,
         max_body_size: int = 1024 * 1024,
+        body_timeout: float = 30.0,
+        send_timeout: float = 10.0,
         cookie_name: str = "sm_session",
         cookie_secure: bool | None = None,
         get_user: UserGetter | None = None,
@@ -82,6 +88,9 @@ class StarModel:
         datastar_error_status: int | None = None,
         nested_wait: float = 2.0,
     ) -> None:
+        for name, seconds in (("body_timeout", body_timeout), ("send_timeout", send_timeout)):
+            if not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.list_limit = list_limit
         self.specs: dict[str, EntitySpec] = {}
@@ -105,12 +114,14 @@ class StarModel:
                 formatters if formatters is not None else default_formatters(),
                 datastar_error_status,
                 Compression(compress),
+                send_timeout,
             ),
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
             authorize=authorize,
             trusted_origins=_origins(trusted_origins),
             max_body_size=max_body_size,
+            body_timeout=body_timeout,
             list_limit=list_limit,
             app=self,
         )

@@ -25,7 +25,7 @@ from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Action, Route, RouteTable
-from starmodel_asgi.signals import SAFE_METHODS, Body, check_origin, read_input
+from starmodel_asgi.signals import MULTIPART_TYPE, SAFE_METHODS, Body, check_origin, content_type, read_input
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
@@ -92,6 +92,7 @@ class Endpoints:
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
+    body_timeout: float = 30.0
     app: Any = None  # the StarModel, handed to events as ``request.app``
     windows: Windows = field(default_factory=Windows)
 
@@ -132,14 +133,20 @@ class Endpoints:
                 raise EventError(405, f"{method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
             if action.changes_state or method not in SAFE_METHODS:
                 check_origin(incoming.headers, self.trusted_origins, incoming.scope.get("scheme", "http"))
-            body = await read_input(incoming, self.max_body_size)
-            call, set_cookie = await self.call(incoming, route.spec, params, body, shown)
+            # who asks, and whether they may, before any body is read: a refused or anonymous
+            # caller never gets to make this process buffer or spool what it sends
+            call, set_cookie = await self.call(incoming, route.spec, params, shown)
+            uploads = "id" in params and action.changes_state and content_type(incoming.headers) == MULTIPART_TYPE
             if self.with_record and "id" in params:
-                if not action.changes_state:  # a read: the record as saved (a change asks under its lock)
+                if not action.changes_state or uploads:  # the record as saved (a change asks again under its lock)
                     record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
                     await self.check(call, route.spec, action.event, record)
             elif not (self.with_record and action.checks_new_record):
                 await self.check(call, route.spec, action.event)
+                if uploads:  # files for a record that does not exist are not worth receiving
+                    await self.dispatcher.read(route.spec, params["id"], must_exist=True)
+            body = await read_input(incoming, self.max_body_size, self.body_timeout)
+            call.signals, call.form = body.signals, body.form
             response = await action.handler(call)
         except Exception as exc:
             failed = attributed(internal_error(exc, f"{method} {incoming.path}"), route.spec)
@@ -160,10 +167,10 @@ class Endpoints:
         incoming: Incoming,
         spec: EntitySpec,
         params: Mapping[str, str],
-        body: Body,
         shown: frozenset[str] = frozenset(),
     ) -> tuple[EventRequest, str | None]:
-        """The request as the core sees it, and the ``Set-Cookie`` to send (a session's only)."""
+        """The request as the core sees it (its signals and form come once the body is read), and
+        the ``Set-Cookie`` to send (a session's only)."""
         if "id" in params and (len(params["id"]) > 200 or not params["id"].isprintable()):
             raise EventError(404, f"No {spec.name} with that id", spec.name)
         query = incoming.query
@@ -176,8 +183,6 @@ class Endpoints:
             query=query,
             path_params=params,
             errors_shown=spec.name in shown,
-            form=body.form,
-            signals=body.signals,
             raw=incoming.request,
             app=self.app,
         )

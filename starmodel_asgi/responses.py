@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import anyio
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from starmodel_asgi.compression import MIN_SIZE, Compression, compressing
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
@@ -45,7 +45,11 @@ class Answer(Response):
 
 class UpdatesResponse(StreamResponse):
     """Streams updates as the dispatcher produces them, in the request's own task (so the
-    instance lock is taken and released by one task)."""
+    instance lock is taken and released by one task).
+
+    ``send_timeout``: how long the client may take to accept each piece while the event holds
+    its instance. A client that stops reading no longer holds everyone else up: the event runs
+    to its end (and commits) without it, and its connection is dropped."""
 
     def __init__(
         self,
@@ -54,10 +58,11 @@ class UpdatesResponse(StreamResponse):
         rest: AsyncGenerator[Update, None],
         *,
         until_disconnect: bool = False,
+        send_timeout: float | None = None,
     ) -> None:
         super().__init__(formatter)
         self.formatter, self.first, self.rest = formatter, first, rest
-        self.until_disconnect = until_disconnect
+        self.until_disconnect, self.send_timeout = until_disconnect, send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self.compressed(send)
@@ -79,21 +84,34 @@ class UpdatesResponse(StreamResponse):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         fmt = self.formatter
         async with aclosing(self.rest) as rest:
-            await send({"type": "http.response.body", "body": fmt.format(self.first).encode(), "more_body": True})
+            reading = await self._send(send, fmt.format(self.first).encode())
             try:
                 async for update in rest:
-                    chunk = fmt.format([update]).encode()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if reading:
+                        reading = await self._send(send, fmt.format([update]).encode())
             except Exception as exc:
                 error = internal_error(exc, "streaming an event answer", self.first[0].entity if self.first else None)
                 undo = (
                     [Update(error.entity, error.reset, error.reset)] if error.entity and error.reset is not None else []
                 )
-                body = (fmt.format(undo) + fmt.format_error(error)).encode()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                reading = reading and await self._send(send, (fmt.format(undo) + fmt.format_error(error)).encode())
+        if not reading:  # left unfinished: the server drops the connection
+            return
         await send({"type": "http.response.body", "body": b""})
         if self.background is not None:
             await self.background()
+
+    async def _send(self, send: Send, body: bytes) -> bool:
+        """Sends a piece; ``False`` when the client did not take it within ``send_timeout``."""
+        message: Message = {"type": "http.response.body", "body": body, "more_body": True}
+        if self.send_timeout is None:
+            await send(message)
+            return True
+        with anyio.move_on_after(self.send_timeout):
+            await send(message)
+            return True
+        logger.warning("a client stopped reading an event's answer for %g s: finishing without it", self.send_timeout)
+        return False
 
 
 class Answers:
@@ -104,9 +122,11 @@ class Answers:
         formatters: Sequence[Formatter],
         datastar_error_status: int | None = None,
         compression: Compression | None = None,
+        send_timeout: float | None = 10.0,
     ) -> None:
         self.formatters = list(formatters)
         self.datastar_error_status = datastar_error_status
+        self.send_timeout = send_timeout
         self.compression = compression or Compression(False)
         self.streaming = next((f for f in self.formatters if f.streams), DatastarFormatter())
         self._encoded: dict[int, list[tuple[bytes, bytes]]] = {}
@@ -157,7 +177,7 @@ class Answers:
         try:
             first = await updates.__anext__()
             if formatter.streams and streams:
-                return self.streamed(call, UpdatesResponse(formatter, [first], updates))
+                return self.streamed(call, UpdatesResponse(formatter, [first], updates, send_timeout=self.send_timeout))
             rest = [update async for update in updates]
         except BaseException:
             await updates.aclose()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -76,32 +77,54 @@ def too_big(max_body_size: int) -> EventError:
     return EventError(413, f"Request body over {max_body_size} bytes")
 
 
-def refuse_declared_oversize(incoming: Incoming, max_body_size: int) -> None:
-    """413 before reading, when ``Content-Length`` already says the body is too big."""
+def too_slow(timeout: float) -> EventError:
+    return EventError(408, f"The request body did not arrive within {timeout:g} s")
+
+
+#: A body declared this small that arrives in one piece is read without a timer (the usual case);
+#: one larger, in pieces or of unknown length must arrive within the timeout.
+SMALL_BODY = 64 * 1024
+
+
+def declared_length(incoming: Incoming, max_body_size: int) -> int | None:
+    """``Content-Length``, if given; 413 before reading when it already says the body is too big."""
     length = incoming.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_body_size:
+    if length is None or not length.isdigit():
+        return None
+    if int(length) > max_body_size:
         raise too_big(max_body_size)
+    return int(length)
 
 
-async def read_body(incoming: Incoming, max_body_size: int) -> bytes:
-    """The whole body, refused (413) as soon as it is known to pass ``max_body_size``."""
-    refuse_declared_oversize(incoming, max_body_size)
-    message = await incoming.receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body = message.get("body", b"")  # the usual case: all of it at once
-        if len(body) > max_body_size:
-            raise too_big(max_body_size)
-        return bytes(body)
-    chunks = bytearray()
-    while True:
+async def read_body(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> bytes:
+    """The whole body, refused (413) as soon as it is known to pass ``max_body_size`` and (408)
+    when it has not all arrived within ``timeout`` seconds."""
+    declared = declared_length(incoming, max_body_size)
+    if declared is not None and declared <= SMALL_BODY:
+        message = await incoming.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")  # the usual case: all of it at once
+            if len(body) > max_body_size:
+                raise too_big(max_body_size)
+            return bytes(body)
+        chunks = bytearray(message.get("body", b""))
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunks += message.get("body", b"")
-        if len(chunks) > max_body_size:
-            raise too_big(max_body_size)
-        if not message.get("more_body", False):
-            return bytes(chunks)
-        message = await incoming.receive()
+    else:
+        chunks = bytearray()
+    with anyio.move_on_after(timeout):
+        while True:
+            if len(chunks) > max_body_size:
+                raise too_big(max_body_size)
+            message = await incoming.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunks += message.get("body", b"")
+            if not message.get("more_body", False):
+                if len(chunks) > max_body_size:
+                    raise too_big(max_body_size)
+                return bytes(chunks)
+    raise too_slow(timeout)
 
 
 @dataclass
@@ -118,26 +141,26 @@ class Body:
             await self.uploads.close()
 
 
-async def read_input(incoming: Incoming, max_body_size: int) -> Body:
+async def read_input(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> Body:
     """The signals in the ``datastar`` query parameter of GET/HEAD/DELETE requests, else the body:
     a JSON object of signals, or a urlencoded or multipart form (what Datastar's
-    ``{contentType: 'form'}`` and plain HTML forms send)."""
+    ``{contentType: 'form'}`` and plain HTML forms send), within ``timeout`` seconds."""
     if incoming.method in ("GET", "HEAD", "DELETE"):
         raw = incoming.query.get("datastar") if incoming.scope.get("query_string") else None
         return Body(parse_json(raw[-1].encode())) if raw and raw[-1] else Body()
     kind = content_type(incoming.headers)
     if kind == MULTIPART_TYPE:
-        return await read_multipart(incoming, max_body_size)
-    body = await read_body(incoming, max_body_size)
+        return await read_multipart(incoming, max_body_size, timeout)
+    body = await read_body(incoming, max_body_size, timeout)
     if kind == FORM_TYPE:
         return Body(form=multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return Body(parse_json(body)) if body.strip() else Body()
 
 
-async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
+async def read_multipart(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> Body:
     """A ``multipart/form-data`` body, read as it arrives (files spooled to disk past 1 MB),
-    refused (413) once it passes ``max_body_size``."""
-    refuse_declared_oversize(incoming, max_body_size)
+    refused (413) once it passes ``max_body_size`` and (408) when not all there within ``timeout``."""
+    declared_length(incoming, max_body_size)
     received = 0
 
     async def receive() -> Message:
@@ -149,14 +172,31 @@ async def read_multipart(incoming: Incoming, max_body_size: int) -> Body:
         return message
 
     try:
-        form = await Request(incoming.scope, receive).form()
+        form = None
+        with anyio.move_on_after(timeout):
+            form = await Request(incoming.scope, receive).form()
+        if form is None:
+            raise too_slow(timeout)
     except (MultiPartException, HTTPException, FormParserError) as exc:
         # older Starlettes let python-multipart's own parse errors through
         message = exc.message if isinstance(exc, MultiPartException) else getattr(exc, "detail", str(exc))
         raise EventError(400, f"Malformed form: {message}") from None
     # a file input left empty still sends a part, with no name and no bytes: that is no file
     items = [(k, v) for k, v in form.multi_items() if not (isinstance(v, UploadFile) and not v.filename and not v.size)]
+    for name, value in items:  # whatever charset a part declared, what it gives must be text
+        text = value.filename or "" if isinstance(value, UploadFile) else value
+        if not (_is_text(name) and _is_text(text)):
+            await form.close()
+            raise EventError(400, f"Malformed form: {name!r} is not text (a lone surrogate); send UTF-8")
     return Body(form=multi(items), uploads=form)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: How deep signals may nest: deeper values could exhaust the stack of whatever handles them next.

@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 from typing import Any
 
+import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
@@ -15,6 +16,8 @@ from starmodel_asgi.recent import Recent
 from starmodel_asgi.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
+
+DATASTAR = {"datastar-request": "true"}
 
 
 class Counter(Entity):
@@ -83,7 +86,7 @@ async def test_a_50000_session_flood_keeps_memory_bounded_and_keeps_the_data() -
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert len(store._visitors) == 5_000  # the least recently used sessions went
+    assert len(store._once) + len(store._again) == 5_000  # the least recently used sessions went
     assert grown < 12 * 1024 * 1024, f"{grown / 1e6:.1f} MB"  # ~5,000 sessions of ~1.5 KB, not 50,000
     assert (await sm.get(Board)).count == 7  # global state and records are never evicted
     assert [i.name for i in await sm.list(Item)] == [i.name for i in items]
@@ -97,7 +100,39 @@ async def test_a_recent_session_survives_while_older_ones_are_dropped() -> None:
         async with store.hold(spec, key) as slot:
             await slot.save({"count": 1})
         await store.get(spec, "a")  # "a" keeps being used
-    assert sorted(k for _, k in store._visitors) == ["a", "c", "d"]
+    assert sorted(k for _, k in [*store._once, *store._again]) == ["a", "c", "d"]
+
+
+class Profile(Entity):
+    model_config = {"scope": "user"}
+    name: str = ""
+
+    @event
+    async def rename(self, name: str) -> None:
+        self.name = name
+
+
+async def test_a_flood_of_cookieless_requests_does_not_erase_people_using_the_site() -> None:
+    store = MemoryStore(max_sessions=1_000)
+    sm = StarModel(
+        [Counter, Profile],
+        base_path="",
+        secret_key="flood",
+        stores={"memory": store},
+        get_user=lambda request: request.headers.get("x-user"),
+    )
+    transport = httpx.ASGITransport(app=sm)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as visitor:
+        for _ in range(3):  # a returning visitor, not signed in
+            assert (await visitor.post("/counter/increment", json={}, headers=DATASTAR)).status_code == 200
+        signed_in = {"x-user": "ada"}
+        rename = await visitor.post("/profile/rename", json={"name": "Ada"}, headers={**DATASTAR, **signed_in})
+        assert rename.status_code == 200
+        for _ in range(2_500):  # 2.5x the bound, each without a cookie
+            assert await post_without_cookie(sm, "/counter/increment") == 200
+        assert (await visitor.get("/counter")).json() == {"count": 3, "note": "x" * 500}
+        assert (await visitor.get("/profile", headers=signed_in)).json() == {"name": "Ada"}
+    assert len(store._once) + len(store._again) == 1_000  # still bounded
 
 
 def test_the_live_view_cache_is_bounded_by_bytes() -> None:

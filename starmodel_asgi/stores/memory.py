@@ -92,10 +92,13 @@ def _loads(text: str) -> State:
 class MemoryStore:
     """State kept in this process. Instances idle past their TTL are dropped on a later access.
 
-    Session and user instances are bounded: past ``max_sessions`` of them (about 1-2 KB each for
-    a small entity), the least recently used is dropped, so clients without a cookie cannot grow
-    memory without limit. Global instances and records are never dropped (they are data, not a
-    cache of a visitor)."""
+    Session instances are bounded: past ``max_sessions`` of them (about 1-2 KB each for a small
+    entity) one is dropped, so clients without a cookie cannot grow memory without limit. Sessions
+    used once (a visitor, or a flood of cookieless requests) go first, least recent first; a
+    session that came back is kept while up to 80% of the bound are such returning ones, so a
+    flood of new visitors cannot push out people who are using the site. User instances (keyed by
+    the host's signed-in users), global instances and records are never dropped (they are data,
+    not a cache of a visitor)."""
 
     def __init__(
         self,
@@ -109,7 +112,9 @@ class MemoryStore:
         self.max_sessions = max_sessions
         self._clock = clock
         self._data: dict[Key, _Entry] = {}
-        self._visitors: OrderedDict[Key, None] = OrderedDict()  # session/user keys, least recent first
+        # session keys, least recent first: used once, and used again (kept before the others)
+        self._once: OrderedDict[Key, None] = OrderedDict()
+        self._again: OrderedDict[Key, None] = OrderedDict()
         self._locks = KeyedLocks()
         self._last_sweep = clock()
 
@@ -144,7 +149,8 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         self._data.clear()
-        self._visitors.clear()
+        self._once.clear()
+        self._again.clear()
 
     def _read(self, spec: EntitySpec, key: Key) -> str | None:
         self._sweep()
@@ -157,23 +163,36 @@ class MemoryStore:
             return None
         ttl = ttl_for(spec, self.default_ttl)
         entry.expires = None if ttl is None else now + ttl
-        if key in self._visitors:
-            self._visitors.move_to_end(key)
+        if spec.scope == "session":
+            self._used(key)
         return entry.text
 
     def _write(self, spec: EntitySpec, key: Key, text: str) -> None:
         ttl = ttl_for(spec, self.default_ttl)
         self._data[key] = _Entry(text, None if ttl is None else self._clock() + ttl)
-        if spec.scope in ("session", "user"):
-            self._visitors[key] = None
-            self._visitors.move_to_end(key)
-            while len(self._visitors) > self.max_sessions:
-                oldest, _ = self._visitors.popitem(last=False)
-                self._data.pop(oldest, None)
+        if spec.scope == "session":
+            self._used(key)
+
+    def _used(self, key: Key) -> None:
+        """Notes a use of a session: its first goes to ``_once``, the next ones to ``_again``;
+        past the bound, the least recent of ``_once`` goes first."""
+        if key in self._again:
+            self._again.move_to_end(key)
+        elif key in self._once:
+            del self._once[key]
+            self._again[key] = None
+            if len(self._again) > self.max_sessions * 0.8:  # the oldest returning one is a visitor again
+                self._once[self._again.popitem(last=False)[0]] = None
+        else:
+            self._once[key] = None
+        while len(self._once) + len(self._again) > self.max_sessions:
+            oldest, _ = (self._once or self._again).popitem(last=False)
+            self._data.pop(oldest, None)
 
     def _drop(self, key: Key) -> None:
         self._data.pop(key, None)
-        self._visitors.pop(key, None)
+        self._once.pop(key, None)
+        self._again.pop(key, None)
 
     def _sweep(self) -> None:
         now = self._clock()
