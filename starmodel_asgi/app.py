@@ -17,10 +17,11 @@ from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber
 from starmodel_asgi.compression import Compression
 from starmodel_asgi.dispatch import Dispatcher
-from starmodel_asgi.endpoints import Authorize, Endpoints, UserGetter
+from starmodel_asgi.endpoints import Endpoints, UserGetter
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
+from starmodel_asgi.guard import Authorize, Guard
 from starmodel_asgi.http import EventError
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
 from starmodel_asgi.incoming import Incoming
@@ -30,7 +31,7 @@ from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import not_found, route_path
-from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec
+from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key
 from starmodel_asgi.stores import Store, store_from_kind
 
 __all__ = ["SessionCookieMiddleware", "StarModel"]
@@ -45,19 +46,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class StarModel:
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
-    ``database_url`` serves ``store="sql"`` (default: a SQLite file), ``redis_url`` serves
-    ``store="redis"``, ``broadcast_url`` picks the live-update backend by scheme.
-    ``datastar_error_status=200`` answers Datastar requests' errors with that status instead of
-    4xx/5xx, so the browser applies the ``_error``/``_errors`` signals (it ignores non-200 bodies).
-    ``presence_interval``: how often each worker repeats its viewer counts; a dead worker's
-    viewers drop out within four intervals (8 s by default). ``compress``: answers and live
-    streams are compressed (zstd or brotli, by ``Accept-Encoding``) when the ``compress`` extra is
-    installed (``None``), required (``True``) or never (``False``). ``nested_wait``: see README
-    (unit of work). ``body_timeout``: seconds a request may take to send its body (``408`` past
-    it); the caller and ``authorize`` are checked before any body is read. ``send_timeout``:
-    seconds a client may take to accept each step of a generator event, which holds its instance
-    meanwhile; past it the event finishes without that client. Every setting is
-    checked here: a bad entity or a missing extra fails now.
+    Each setting is described in README's "App settings" table. Every one is checked here: a bad
+    entity, a bad value or a missing extra fails when the app is built, not on a request.
     """
 
     def __init__(
@@ -87,10 +77,9 @@ class StarModel:
         list_limit: int = 100,
         datastar_error_status: int | None = None,
         nested_wait: float = 2.0,
+        max_background: int = 4,
     ) -> None:
-        for name, seconds in (("body_timeout", body_timeout), ("send_timeout", send_timeout)):
-            if not seconds > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        _check_bounds(body_timeout=body_timeout, send_timeout=send_timeout, max_background=max_background)
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.list_limit = list_limit
         self.specs: dict[str, EntitySpec] = {}
@@ -105,7 +94,9 @@ class StarModel:
             self._stores[kind] = self._make_store(kind)
         self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
         self.sessions = Sessions(_signer(secret_key), cookie_name, session_ttl, cookie_secure)
-        self.dispatcher = Dispatcher(self.store_for, self.broadcast, nested_wait=nested_wait)
+        self.dispatcher = Dispatcher(
+            self.store_for, self.broadcast, nested_wait=nested_wait, max_background=max_background
+        )
         self.presence = Presence(self.broadcast, presence_interval)
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
@@ -118,7 +109,7 @@ class StarModel:
             ),
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
-            authorize=authorize,
+            guard=Guard(authorize),
             trusted_origins=_origins(trusted_origins),
             max_body_size=max_body_size,
             body_timeout=body_timeout,
@@ -219,16 +210,10 @@ class StarModel:
         """The instance the caller of a host page sees, to render it (``Counter.holder(instance)``)
         so the page starts in sync. A caller without a session yet sees the defaults."""
         spec = self.spec(entity)
-        if spec.is_record:
-            if id is None:
-                raise TypeError(f"{entity.__name__} is a record entity: pass id=...")
-            key: str | None = id
-        elif spec.scope == "global":
-            key = GLOBAL_KEY
-        elif spec.scope == "user":
-            key = await self.endpoints.user_id(request)
-        else:
-            key = self.sessions.known(request)
+        if spec.is_record and id is None:
+            raise TypeError(f"{entity.__name__} is a record entity: pass id=...")
+        user = await self.endpoints.user_id(request) if spec.scope == "user" else None
+        key = instance_key(spec, id, user, self.sessions.known(request) if spec.scope == "session" else None)
         if key is None:
             return entity()
         try:
@@ -304,6 +289,14 @@ class StarModel:
 
     def known_session(self, request: Request) -> str | None:  # the caller's session id, if any yet
         return self.sessions.known(request)
+
+
+def _check_bounds(*, body_timeout: float, send_timeout: float, max_background: int) -> None:
+    for name, seconds in (("body_timeout", body_timeout), ("send_timeout", send_timeout)):
+        if not seconds > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+    if not (isinstance(max_background, int) and max_background >= 1):
+        raise ValueError(f"max_background must be a whole number >= 1, not {max_background!r}")
 
 
 def _origins(origins: Iterable[str]) -> frozenset[str]:

@@ -7,6 +7,7 @@ import inspect
 import logging
 import random
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
@@ -206,6 +207,38 @@ def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
     return cast(Entity, client_instance(spec, request))
 
 
+class Runs:
+    """The background events running on each instance in this process: at most ``most`` at once
+    (429 past it), so one session cannot fill the process with them."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._running: dict[tuple[str, str], int] = {}
+
+    def take(self, spec: EntitySpec, key: str) -> Callable[[], None]:
+        """Counts one more run of the instance; returns what ends it (once, however often called)."""
+        where = (spec.name, key)
+        running = self._running.get(where, 0)
+        if running >= self.most:
+            raise EventError(
+                429,
+                f"{spec.entity.__name__} already runs {self.most} background events; wait for one to end or cancel it",
+                spec.name,
+            )
+        self._running[where] = running + 1
+        ended = False
+
+        def end() -> None:
+            nonlocal ended
+            if not ended:
+                ended = True
+                left = self._running.pop(where) - 1
+                if left:
+                    self._running[where] = left
+
+        return end
+
+
 class Dispatcher:
     """Runs events, ``sm.edit`` blocks, creates and deletes, each in a ``Unit`` (or in the unit
     already open in the current context, which they then join)."""
@@ -216,6 +249,7 @@ class Dispatcher:
         broadcast: Broadcast,
         subscribers: Subscribers | None = None,
         nested_wait: float = 2.0,
+        max_background: int = 4,
     ) -> None:
         self.store_for = store_for
         self.broadcast = broadcast
@@ -225,6 +259,7 @@ class Dispatcher:
         self.nested_wait = nested_wait
         #: which unit of this process holds each instance (for finding units that wait on each other)
         self.holders: dict[Hashable, Unit] = {}
+        self.runs = Runs(max_background)
 
     def current(self) -> Unit | None:
         """The open unit of this dispatcher in the current context, if any."""
@@ -389,9 +424,16 @@ class Dispatcher:
         """An ``@event(background=True)``: bound and read now (bad input and a missing record
         fail before any answer), then run without the lock; its ``async with self:`` blocks each
         hold the instance in a unit of their own. Each yield is a step for the caller."""
-        kwargs = bind_params(descriptor, spec, request)
-        instance = await self.read(spec, key, must_exist=spec.is_record)
-        return self._background(spec, instance, descriptor, request, kwargs)
+        end = self.runs.take(spec, key)
+        try:
+            kwargs = bind_params(descriptor, spec, request)
+            instance = await self.read(spec, key, must_exist=spec.is_record)
+        except BaseException:
+            end()
+            raise
+        run = self._background(spec, instance, descriptor, request, kwargs, end)
+        weakref.finalize(run, end)  # a run never started never reaches its ``finally``
+        return run
 
     async def _background(
         self,
@@ -400,6 +442,7 @@ class Dispatcher:
         descriptor: EventDescriptor,
         request: EventRequest,
         kwargs: dict[str, Any],
+        end: Callable[[], None],
     ) -> AsyncGenerator[Update, None]:
         steps = Steps(spec, instance, request, descriptor.info)
         instance.__dict__[EDITOR_KEY] = Blocks(self, spec, instance.id, descriptor.info.name)
@@ -412,6 +455,7 @@ class Dispatcher:
             raise failed(exc, spec, descriptor)  # noqa: B904
         finally:
             instance.__dict__.pop(EDITOR_KEY, None)
+            end()
         if last is not None:
             yield last
 

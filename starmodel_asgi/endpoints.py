@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,6 +18,7 @@ from starmodel_asgi.dispatch import Dispatcher, attributed
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
+from starmodel_asgi.guard import Guard
 from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 from starmodel_asgi.identity import Sessions
 from starmodel_asgi.incoming import Incoming
@@ -26,31 +27,10 @@ from starmodel_asgi.live import Live
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Action, Route, RouteTable
 from starmodel_asgi.signals import MULTIPART_TYPE, SAFE_METHODS, Body, check_origin, content_type, read_input
-from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec
+from starmodel_asgi.spec import EntitySpec, instance_key
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
-#: ``authorize(request, entity, event)`` or ``authorize(request, entity, event, record)``: ``event`` is
-#: the event's name, ``"delete"``, or ``None`` for reads, lists, creates and live streams; ``record``
-#: is the record concerned (read, changed, deleted, streamed, each one a list sends, the new one of a
-#: create) or ``None``. May be async. ``False`` answers 403 (or leaves the record out of a list).
-Authorize = Callable[..., bool | Awaitable[bool]]
-
-
-def takes_record(authorize: Authorize) -> bool:
-    """Whether ``authorize`` takes the fourth argument, the record."""
-    try:
-        parameters = list(inspect.signature(authorize).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
-        return True
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) not in (3, 4):
-        raise TypeError(f"authorize takes (request, entity, event[, record]), not {len(positional)} arguments")
-    return len(positional) == 4
-
-
 #: No body: nothing to close.
 NO_BODY = Body()
 
@@ -88,16 +68,13 @@ class Endpoints:
     answers: Answers
     sessions: Sessions
     get_user: UserGetter
-    authorize: Authorize | None
+    guard: Guard
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
     body_timeout: float = 30.0
     app: Any = None  # the StarModel, handed to events as ``request.app``
     windows: Windows = field(default_factory=Windows)
-
-    def __post_init__(self) -> None:
-        self.with_record = self.authorize is not None and takes_record(self.authorize)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
         """Every URL shape of every entity, each with its one handler."""
@@ -137,12 +114,12 @@ class Endpoints:
             # caller never gets to make this process buffer or spool what it sends
             call, set_cookie = await self.call(incoming, route.spec, params, shown)
             uploads = "id" in params and action.changes_state and content_type(incoming.headers) == MULTIPART_TYPE
-            if self.with_record and "id" in params:
+            if self.guard.with_record and "id" in params:
                 if not action.changes_state or uploads:  # the record as saved (a change asks again under its lock)
                     record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
-                    await self.check(call, route.spec, action.event, record)
-            elif not (self.with_record and action.checks_new_record):
-                await self.check(call, route.spec, action.event)
+                    await self.guard.check(call, route.spec, action.event, record)
+            elif not (self.guard.with_record and action.checks_new_record):
+                await self.guard.check(call, route.spec, action.event)
                 if uploads:  # files for a record that does not exist are not worth receiving
                     await self.dispatcher.read(route.spec, params["id"], must_exist=True)
             body = await read_input(incoming, self.max_body_size, self.body_timeout)
@@ -196,45 +173,12 @@ class Endpoints:
         user = self.get_user(request)
         return await user if inspect.isawaitable(user) else user
 
-    async def check(
-        self, call: EventRequest, spec: EntitySpec, event: str | None, record: Entity | None = None
-    ) -> None:
-        """Asks ``authorize``; 403 unless it says ``True``."""
-        if not await self.allows(call, spec, event, record):
-            raise EventError(403, "Forbidden", spec.name)
-
-    async def allows(
-        self, call: EventRequest, spec: EntitySpec, event: str | None, record: Entity | None = None
-    ) -> bool:
-        if self.authorize is None:
-            return True
-        if self.with_record:
-            allowed = self.authorize(call, entity_class(spec), event, record)
-        else:
-            allowed = self.authorize(call, entity_class(spec), event)
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
-        if not isinstance(allowed, bool):
-            raise TypeError(f"authorize must return a bool, not {type(allowed).__name__}")
-        return allowed
-
-    async def allows_record(self, call: EventRequest, spec: EntitySpec, record: Entity) -> bool:
-        """``authorize`` about one record a list, live list or create concerns (its id in
-        ``path_params``)."""
-        return await self.allows(replace(call, path_params={"id": record.id}), spec, None, record)
-
     def key(self, spec: EntitySpec, call: EventRequest) -> str:
         """Which instance the caller means."""
-        if spec.is_record:
-            return call.path_params["id"]
-        if spec.scope == "global":
-            return GLOBAL_KEY
-        if spec.scope == "user":
-            if call.user_id is None:
-                raise EventError(401, "Authentication required", spec.name)
-            return call.user_id
-        assert call.session_id is not None
-        return call.session_id
+        key = instance_key(spec, call.path_params.get("id"), call.user_id, call.session_id)
+        if key is None:  # a user entity, and no user
+            raise EventError(401, "Authentication required", spec.name)
+        return key
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -248,13 +192,13 @@ class Endpoints:
 
     async def run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
         if descriptor.info.background:
-            if self.with_record and spec.is_record:  # it holds nothing: the record as saved
+            if self.guard.with_record and spec.is_record:  # it holds nothing: the record as saved
                 record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
-                await self.check(call, spec, descriptor.info.name, record)
+                await self.guard.check(call, spec, descriptor.info.name, record)
             updates = await self.dispatcher.run_background(spec, self.key(spec, call), descriptor, call)
             return await self.answers.background(call, updates)
         key = self.key(spec, call)
-        check = self.record_check(call, spec, descriptor.info.name)
+        check = self.guard.record_check(call, spec, descriptor.info.name)
         if descriptor.is_async_gen or descriptor.is_sync_gen:
             updates = self.dispatcher.run(spec, key, descriptor, call, must_exist=spec.is_record, check=check)
             return await self.answers.updates(call, updates, streams=True)
@@ -271,7 +215,7 @@ class Endpoints:
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
-        allowed = partial(self.allows_record, call, spec) if self.with_record else None
+        allowed = partial(self.guard.allows_record, call, spec) if self.guard.with_record else None
         return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed))
 
     def _streaming(self, call: EventRequest) -> Formatter:
@@ -280,36 +224,24 @@ class Endpoints:
 
     async def create(self, spec: EntitySpec, call: EventRequest) -> Response:
         async def check(record: Entity) -> None:
-            if not await self.allows_record(call, spec, record):
+            if not await self.guard.allows_record(call, spec, record):
                 raise EventError(403, "Forbidden", spec.name)
 
-        instance = await self.dispatcher.create(spec, call, check if self.with_record else None)
+        instance = await self.dispatcher.create(spec, call, check if self.guard.with_record else None)
         state = instance.public_state()
         # Datastar applies only 200 answers (and clears the page's errors); JSON clients get the precise 201
         update = Update(spec.name, state, state, cleared=spec.no_errors if call.errors_shown else None)
         return self.answers.answer(call, [update], 200 if call.is_datastar else 201)
 
     async def delete(self, spec: EntitySpec, call: EventRequest) -> Response:
-        await self.dispatcher.delete(spec, self.key(spec, call), self.record_check(call, spec, "delete"))
+        await self.dispatcher.delete(spec, self.key(spec, call), self.guard.record_check(call, spec, "delete"))
         return Response(status_code=204)
-
-    def record_check(
-        self, call: EventRequest, spec: EntitySpec, event: str
-    ) -> Callable[[Entity], Awaitable[None]] | None:
-        """``authorize`` about the record an event or delete changes, asked under its lock."""
-        if not (self.with_record and spec.is_record):
-            return None
-
-        async def check(record: Entity) -> None:
-            await self.check(call, spec, event, record)
-
-        return check
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
         limit, offset = self._page(spec, call)
         items = await self.dispatcher.list(spec, limit, offset)
-        if self.with_record:
-            items = [i for i in items if await self.allows_record(call, spec, i)]
+        if self.guard.with_record:
+            items = [i for i in items if await self.guard.allows_record(call, spec, i)]
         return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
 
     async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
@@ -319,7 +251,7 @@ class Endpoints:
             )
         limit, _ = self._page(spec, call)
 
-        checks = partial(self.allows_record, call, spec) if self.authorize is not None else None
+        checks = partial(self.guard.allows_record, call, spec) if self.guard.authorize is not None else None
         return self.answers.streamed(
             call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
         )

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import html as html_escape
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import anyio
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Message
 from starmodel_asgi.elements import rendered
@@ -59,40 +61,65 @@ def row_of(spec: EntitySpec, record: Entity) -> Row | None:
 
 class Windows:
     """The rows each recent list message gives, read and rendered once per process however many
-    streams watch: concurrent askers wait for the first one's read. Bounded by count and bytes."""
+    streams watch, whatever their ``limit``: one read of the widest window open for the entity,
+    which each stream cuts to its own. Concurrent askers wait for the first one's read. Bounded
+    by count and bytes."""
 
     def __init__(self, size: int = 64, max_bytes: int = 16 * 1024 * 1024) -> None:
-        self._done: Recent[tuple[str, int, str], list[Row]] = Recent(size, max_bytes)
-        self._pending: dict[tuple[str, int, str], Reading] = {}
+        self._done: Recent[tuple[str, str], Reading] = Recent(size, max_bytes)
+        self._pending: dict[tuple[str, str], Reading] = {}
+        self._open: dict[str, Counter[int]] = {}  # entity -> the limits of its open lists
 
-    async def get(self, key: tuple[str, int, str], read: Callable[[], Awaitable[list[Row]]]) -> list[Row]:
-        rows = self._done.get(key)
-        if rows is not None:
-            return rows
-        reading = self._pending.get(key)
-        if reading is not None:  # another stream is reading it: its result (or failure) is ours
-            await reading.done.wait()
-            if reading.error is not None:
-                raise reading.error
-            assert reading.rows is not None
-            return reading.rows
-        reading = self._pending[key] = Reading()
+    @contextmanager
+    def watching(self, name: str, limit: int) -> Iterator[None]:
+        """Counts an open list of ``limit`` records while the block runs."""
+        limits = self._open.setdefault(name, Counter())
+        limits[limit] += 1
         try:
-            reading.rows = rows = await read()
+            yield
+        finally:
+            limits[limit] -= 1
+            if not limits[limit]:
+                del limits[limit]
+            if not limits:
+                del self._open[name]
+
+    async def get(
+        self, name: str, message: str, limit: int, read: Callable[[int], Awaitable[list[Row]]]
+    ) -> list[Row]:
+        """The newest ``limit`` rows after ``message``; ``read(width)`` reads the newest ``width``."""
+        key = (name, message)
+        reading = self._done.get(key) or self._pending.get(key)
+        if reading is None or reading.width < limit:
+            reading = await self._read(key, max((limit, *self._open.get(name, ()))), read)
+        else:
+            await reading.done.wait()
+        if reading.error is not None:
+            raise reading.error
+        assert reading.rows is not None
+        return reading.rows[-limit:]
+
+    async def _read(self, key: tuple[str, str], width: int, read: Callable[[int], Awaitable[list[Row]]]) -> Reading:
+        reading = self._pending[key] = Reading(width)  # askers meanwhile wait for it
+        try:
+            reading.rows = await read(width)
         except Exception as exc:
             reading.error = exc
-            raise
         finally:
-            del self._pending[key]
+            if self._pending.get(key) is reading:
+                del self._pending[key]
             reading.done.set()
-        self._done.put(key, rows, sum(3 * len(row.html) for row in rows))  # the records, about their HTML twice
-        return rows
+        if reading.rows is not None:
+            self._done.put(key, reading, sum(3 * len(row.html) for row in reading.rows))  # records, ~HTML twice
+        return reading
 
 
 @dataclass
 class Reading:
-    """A read in progress, shared by the streams that asked for it meanwhile."""
+    """A read of the newest ``width`` rows, done or in progress (shared by the streams that ask
+    meanwhile)."""
 
+    width: int
     done: anyio.Event = field(default_factory=anyio.Event)
     rows: list[Row] | None = None
     error: Exception | None = None
@@ -109,6 +136,10 @@ class ListStream(LiveStream):
         self.target = f"#{spec.name}-list"
         self._sent: dict[str, str] = {}  # id -> HTML, in page order
         self._rows: list[Row] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.windows.watching(self.spec.name, self.limit):
+            await super().__call__(scope, receive, send)
 
     async def start(self) -> None:
         self._rows = await self._window(None)
@@ -133,7 +164,7 @@ class ListStream(LiveStream):
         if message is None:  # messages may have been missed: this stream reads on its own
             rows = await self._read()
         else:
-            rows = await self.windows.get((self.spec.name, self.limit, message), self._read)
+            rows = await self.windows.get(self.spec.name, message, self.limit, self._read)
         if self.allowed is None:
             return rows
         return [row for row in rows if await self._allowed(row)]
@@ -148,8 +179,8 @@ class ListStream(LiveStream):
             logger.exception("authorize failed for %s %s; leaving it out of the live list", self.spec.name, row.id)
             return False
 
-    async def _read(self) -> list[Row]:
-        records = await self.live.dispatcher.list(self.spec, self.limit, 0, newest=True)
+    async def _read(self, width: int | None = None) -> list[Row]:
+        records = await self.live.dispatcher.list(self.spec, width or self.limit, 0, newest=True)
         return [row for record in records if (row := row_of(self.spec, record)) is not None]
 
     def _changes(self, rows: list[Row]) -> list[Element]:

@@ -171,3 +171,13 @@ def spec_of(entity: type[BaseModel]) -> EntitySpec:
         type.__setattr__(entity, "__starmodel_spec__", spec)
     assert isinstance(spec, EntitySpec)
     return spec
+
+
+def instance_key(spec: EntitySpec, record_id: str | None, user_id: str | None, session_id: str | None) -> str | None:
+    """Which instance of ``spec`` is meant: the record's, the global one, the user's or the
+    session's (``None`` when the caller has no such id)."""
+    if spec.is_record:
+        return record_id
+    if spec.scope == "global":
+        return GLOBAL_KEY
+    return user_id if spec.scope == "user" else session_id

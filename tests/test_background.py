@@ -132,3 +132,42 @@ async def test_misuse_is_named() -> None:
     with pytest.raises(RuntimeError, match=r"sm\.edit"):
         async with Job():
             pass
+
+
+class Task(Entity):
+    """A session's own background work."""
+
+    model_config = {"name": "task"}
+    done: int = 0
+
+    @event(background=True)
+    async def work(self, pause: float = 0.3):  # type: ignore[no-untyped-def]
+        await anyio.sleep(pause)
+        async with self:
+            self.done += 1
+        yield None
+
+
+async def test_one_session_runs_at_most_max_background_events_at_once() -> None:
+    sm = StarModel([Task], secret_key="background", max_background=2)
+    with run_server(sm) as url:
+        async with httpx.AsyncClient(base_url=url) as mine, httpx.AsyncClient(base_url=url) as other:
+            await mine.get("/task", headers=JSON)  # the session cookie
+            await other.get("/task", headers=JSON)
+            statuses: list[int] = []
+
+            async def work(client: httpx.AsyncClient, pause: float) -> None:
+                statuses.append((await client.post("/task/work", json={"pause": pause}, headers=JSON)).status_code)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(work, mine, 0.5)
+                await anyio.sleep(0.2)  # both are running
+                refused = await mine.post("/task/work", json={"pause": 0}, headers=JSON)
+                assert refused.status_code == 429
+                assert "Task already runs 2 background events" in refused.json()["error"]
+                assert (await other.post("/task/work", json={"pause": 0}, headers=JSON)).status_code == 200
+            assert statuses == [200, 200]
+            again = await mine.post("/task/work", json={"pause": 0}, headers=JSON)  # ended runs free their places
+            assert again.status_code == 200
+            assert (await mine.get("/task", headers=JSON)).json() == {"done": 3}

@@ -14,6 +14,8 @@ from pydantic import Field
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
 from starmodel_asgi.lists import Row, Windows
+from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.stores.memory import MemoryStore
 from tests.support.headers import DATASTAR
 from tests.support.servers import LiveStream, ServerURL, run_server
 from tests.support.sse import ListPage
@@ -312,20 +314,53 @@ async def test_a_create_into_an_empty_list_is_appended() -> None:
 async def test_streams_waiting_for_one_failed_read_share_its_failure() -> None:
     windows, reads = Windows(), []
 
-    async def failing_read() -> list[Row]:
-        reads.append(1)
+    async def failing_read(width: int) -> list[Row]:
+        reads.append(width)
         await anyio.sleep(0.05)
         raise OSError("the store is down")
 
     async def ask() -> None:
         with pytest.raises(OSError):
-            await windows.get(("message", 10, "token"), failing_read)
+            await windows.get("message", "token", 10, failing_read)
 
     with anyio.fail_after(1):
         async with anyio.create_task_group() as tg:
             for _ in range(20):
                 tg.start_soon(ask)
-    assert reads == [1]  # one read for all twenty, not twenty in a row
+    assert reads == [10]  # one read for all twenty, not twenty in a row
+
+
+class CountingStore(MemoryStore):
+    """The memory store, counting the list reads it serves."""
+
+    reads: list[int]
+
+    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[dict[str, Any]]:
+        self.reads.append(limit)
+        return await super().list(spec, limit, offset, newest)
+
+
+async def test_lists_of_different_lengths_share_one_read_per_change() -> None:
+    store = CountingStore()
+    store.reads = []
+    sm = build(stores={"memory": store})
+    async with serving(sm) as (_, client):
+        for text in ("one", "two", "three"):
+            await post(client, text)
+        async with (
+            LiveStream(client, "/message/live?limit=1") as one,
+            LiveStream(client, "/message/live?limit=2") as two,
+            LiveStream(client, "/message/live?limit=5") as five,
+        ):
+            await one.until(showing("three"))
+            await two.until(showing("two", "three"))
+            await five.until(showing("one", "two", "three"))
+            store.reads.clear()
+            await post(client, "four")
+            await one.until(showing("four"))
+            await two.until(showing("three", "four"))
+            await five.until(showing("one", "two", "three", "four"))
+            assert store.reads == [5]  # the widest window, once, cut to each list's length
 
 
 async def test_closing_the_app_with_viewers_open_then_using_it_again_counts_from_scratch() -> None:
