@@ -113,6 +113,7 @@ class StarModel:
             trusted_origins=_origins(trusted_origins),
             max_body_size=max_body_size,
             body_timeout=body_timeout,
+            session_specs=[s for s in self.specs.values() if s.scope == "session" and not s.in_browser],
             list_limit=list_limit,
             app=self,
         )
@@ -212,8 +213,8 @@ class StarModel:
         spec = self.spec(entity)
         if spec.is_record and id is None:
             raise TypeError(f"{entity.__name__} is a record entity: pass id=...")
-        user = await self.endpoints.user_id(request) if spec.scope == "user" else None
-        key = instance_key(spec, id, user, self.sessions.known(request) if spec.scope == "session" else None)
+        user = await self.endpoints.user_id(request) if spec.scope in ("user", "session") else None
+        key = instance_key(spec, id, user, self.sessions.known(request, user) if spec.scope == "session" else None)
         if key is None:
             return entity()
         try:

@@ -8,7 +8,7 @@ import logging
 import random
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
 from typing import Any, cast
@@ -490,3 +490,19 @@ class Dispatcher:
         if unit is not None:
             states = unit.overlay(spec, states)
         return [instance_of(spec, s["id"], s, False) for s in states]
+
+
+async def move_session(dispatcher: Dispatcher, specs: Iterable[EntitySpec], old: str, new: str, keep: bool) -> None:
+    """A session replaced by ``new`` (its user signed in or out): each of ``old``'s instances moves
+    to ``new`` (``keep``: a sign-in, as Django keeps a session's data at login) or is dropped, in
+    one unit. Concurrent requests that found the same change each try; the first one moves."""
+    async with dispatcher.unit() as (unit, _):
+        for spec in specs:
+            was = await unit.hold(spec, old)
+            if was.saved is None:
+                continue
+            if keep:
+                now = await unit.hold(spec, new)
+                if now.saved is None:
+                    now.instance = entity_class(spec).model_validate({**was.instance.stored_state(), "id": new})
+            was.deleted = True

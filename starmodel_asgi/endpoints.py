@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from starmodel_asgi.dispatch import Dispatcher, attributed
+from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
@@ -73,6 +73,7 @@ class Endpoints:
     max_body_size: int
     list_limit: int
     body_timeout: float = 30.0
+    session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
     app: Any = None  # the StarModel, handed to events as ``request.app``
     windows: Windows = field(default_factory=Windows)
 
@@ -166,7 +167,10 @@ class Endpoints:
         set_cookie = None
         call.user_id = await self.user_id(incoming.request)  # on every request, for authorize and events
         if spec.scope == "session":
-            call.session_id, set_cookie = self.sessions.resolve(incoming)
+            session = self.sessions.resolve(incoming, call.user_id)
+            call.session_id, set_cookie = session.session_id, session.set_cookie
+            if session.moved is not None:  # signed in or out since the session was made
+                await move_session(self.dispatcher, self.session_specs, session.moved, session.session_id, session.keep)
         return call, set_cookie
 
     async def user_id(self, request: Request) -> str | None:

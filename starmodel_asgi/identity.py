@@ -6,14 +6,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from types import EllipsisType
+from typing import Any, NamedTuple, Protocol
 
 from itsdangerous import BadSignature, Signer
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Our session id inside a host's session (``scope["session"]``).
+#: Our session id inside a host's session (``scope["session"]``), and the user it was made for.
 HOST_SESSION_KEY = "starmodel_sid"
+HOST_USER_KEY = "starmodel_user"
 
 
 class SessionSigner:
@@ -30,6 +32,7 @@ class SessionSigner:
             raise ValueError("secret_key must be a non-empty key, or a list of them (newest first)")
         # itsdangerous takes the keys oldest first and signs with the last
         self._signer = Signer(list(reversed(keys)), salt="starmodel-session", digest_method=hashlib.sha256)
+        self._rotator = Signer(keys[0], salt="starmodel-rotate", digest_method=hashlib.sha256)
         self._verified: dict[str, tuple[str, str]] = {}  # cookie value -> (session id, its value now)
         self._cache_size = cache_size
 
@@ -62,6 +65,28 @@ class SessionSigner:
     @staticmethod
     def new_session_id() -> str:
         return secrets.token_urlsafe(24)
+
+    def rotated(self, session_id: str, user: str) -> str:
+        """The session id that follows ``session_id`` once ``user`` (a ``user_tag``) signs in or
+        out: unguessable without the key, and the same for every request that finds the change, so
+        a page's concurrent requests after a sign-in all land in one new session."""
+        return self._rotator.get_signature(f"{session_id}:{user}").decode()
+
+
+def user_tag(user_id: str | None) -> str:
+    """What a session remembers of the user it was made for ("" for none)."""
+    return "" if user_id is None else hashlib.sha256(user_id.encode()).hexdigest()[:24]
+
+
+class Resolved(NamedTuple):
+    """The caller's session: its id, the ``Set-Cookie`` to send (``None`` under a host session),
+    and, when the user changed since the session was made, the session it replaces (``moved``)
+    and whether its state goes along (a sign-in) or is dropped (a sign-out, another user)."""
+
+    session_id: str
+    set_cookie: str | None = None
+    moved: str | None = None
+    keep: bool = False
 
 
 def default_user(scope: Mapping[str, Any]) -> str | None:
@@ -105,33 +130,55 @@ class Sessions:
     def __init__(self, signer: SessionSigner, cookie_name: str, ttl: float | None, secure: bool | None) -> None:
         self.signer, self.cookie_name, self.ttl, self.secure = signer, cookie_name, ttl, secure
 
-    def known(self, conn: Connection) -> str | None:
-        """The caller's session id, if it has one already."""
-        host_session = conn.scope.get("session")
-        if isinstance(host_session, dict):
-            sid = host_session.get(HOST_SESSION_KEY)
-            return sid if isinstance(sid, str) else None
-        return self.signer.unsign(conn.cookies.get(self.cookie_name))
+    def known(self, conn: Connection, user_id: str | EllipsisType | None = ...) -> str | None:
+        """The caller's session id, if it has one already (given ``user_id``: not one made for
+        another user, which the caller's next request replaces)."""
+        sid, user = self._stored(conn)
+        if sid is None or user_id is ... or user in ("", user_tag(user_id)):
+            return sid
+        return None
 
-    def resolve(self, conn: Connection) -> tuple[str, str | None]:
-        """The caller's session id, made up if it has none, and the ``Set-Cookie`` value to send
-        (every use renews the cookie, so its lifetime slides; ``None`` under a host session)."""
+    def _stored(self, conn: Connection) -> tuple[str | None, str]:
+        """The session id the caller brings and the ``user_tag`` it was made for."""
         host_session = conn.scope.get("session")
         if isinstance(host_session, dict):
-            sid = self.known(conn)
-            if sid is None:
-                sid = host_session[HOST_SESSION_KEY] = SessionSigner.new_session_id()
-            return sid, None
+            sid, user = host_session.get(HOST_SESSION_KEY), host_session.get(HOST_USER_KEY, "")
+            return (sid if isinstance(sid, str) else None), (user if isinstance(user, str) else "")
+        sid, _, user = (self.signer.unsign(conn.cookies.get(self.cookie_name)) or "").partition(":")
+        return sid or None, user
+
+    def resolve(self, conn: Connection, user_id: str | None = None) -> Resolved:
+        """The caller's session, made up if it has none, and replaced by a new one when the user
+        changed since it was made (session fixation: whoever knew the old id does not know the
+        new one). Every use renews the cookie, so its lifetime slides."""
+        user = user_tag(user_id)
+        host_session = conn.scope.get("session")
+        if isinstance(host_session, dict):
+            sid, made_for = self._stored(conn)
+            if sid is not None and made_for == user:
+                return Resolved(sid)
+            new = SessionSigner.new_session_id() if sid is None else self.signer.rotated(sid, user)
+            host_session[HOST_SESSION_KEY], host_session[HOST_USER_KEY] = new, user
+            return Resolved(new, None, sid, sid is not None and made_for == "")
         verified = self.signer.verify(conn.cookies.get(self.cookie_name))
-        sid, value = verified if verified is not None else (SessionSigner.new_session_id(), None)
-        return sid, self.set_cookie(conn.scope, sid, value)
+        if verified is None:
+            sid = SessionSigner.new_session_id()
+            return Resolved(sid, self.set_cookie(conn.scope, sid, user=user))
+        payload, value = verified
+        sid, _, made_for = payload.partition(":")
+        if made_for == user:
+            return Resolved(sid, self.set_cookie(conn.scope, sid, value))
+        new = self.signer.rotated(sid, user)
+        return Resolved(new, self.set_cookie(conn.scope, new, user=user), sid, made_for == "")
 
-    def set_cookie(self, scope: Scope, sid: str, signed: str | None = None) -> str:
-        """The ``Set-Cookie`` value carrying ``sid`` (``signed``: its cookie value, when known)."""
+    def set_cookie(self, scope: Scope, sid: str, signed: str | None = None, user: str = "") -> str:
+        """The ``Set-Cookie`` value carrying ``sid`` made for ``user`` (a ``user_tag``; ``signed``:
+        the cookie value, when known)."""
         secure = self.secure
         if secure is None:
             secure = scope.get("scheme") in ("https", "wss")
-        cookie = f"{self.cookie_name}={signed or self.signer.sign(sid)}; Path=/; HttpOnly; SameSite=Lax"
+        value = signed or self.signer.sign(f"{sid}:{user}" if user else sid)
+        cookie = f"{self.cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax"
         if self.ttl:
             cookie += f"; Max-Age={int(self.ttl)}"
         return cookie + ("; Secure" if secure else "")
