@@ -30,3 +30,8 @@ def list_token() -> str:
 def viewers_channel(channel: str) -> str:
     """Where workers tell each other how many streams of ``channel`` they hold open."""
     return f"sm-viewers:{channel}"
+
+
+#: Where each worker says, every presence interval, its viewer counts of all the channels it
+#: watches (a census: it repairs lost notes on ``viewers_channel`` and shows the worker alive).
+CENSUS_CHANNEL = "sm-viewers-census"

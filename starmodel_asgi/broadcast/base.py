@@ -32,7 +32,9 @@ class Broadcast(Protocol):
 
 #: A backend may also define ``wants(channel) -> bool``, false when no subscriber anywhere could
 #: hear the channel (the memory broadcast knows); publishers then skip formatting the message; and
-#: ``instant = True`` when publishing cannot hang (in-process), so publishers need not queue.
+#: ``instant = True`` when publishing cannot hang (in-process), so publishers need not queue; and
+#: ``max_message`` (bytes) when a longer message reaches subscribers as ``None`` only (PostgreSQL),
+#: so a publisher that can split its message does.
 
 
 def split_prefix(url: str) -> tuple[str, str]:

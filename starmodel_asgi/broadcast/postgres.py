@@ -51,6 +51,8 @@ class PostgresBroadcast(Listener):
 
     kind = "PostgreSQL"
     connection_errors = CONNECTION_ERRORS
+    #: the longest message carried whole on a channel whose name takes up to 255 bytes as JSON
+    max_message = MAX_PAYLOAD - 256
 
     def __init__(
         self,
