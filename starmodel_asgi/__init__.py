@@ -5,11 +5,12 @@ from starlette.datastructures import UploadFile
 from starmodel_asgi.app import SessionCookieMiddleware, StarModel
 from starmodel_asgi.changes import Change
 from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import Action, event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
-from starmodel_asgi.http import Element, EventError, EventRequest, Redirect, Signals, Update
 from starmodel_asgi.messages import Message
 from starmodel_asgi.pages import SafeHTML
+from starmodel_asgi.values import Element, EventRequest, Redirect, Signals, Update
 
 __all__ = [
     "Action",

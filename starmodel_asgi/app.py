@@ -7,7 +7,6 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,14 +18,15 @@ from starmodel_asgi.compression import Compression
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Endpoints, UserGetter
 from starmodel_asgi.entity import Entity, entity_class
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.guard import Authorize, Guard
-from starmodel_asgi.http import EventError
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.openapi import openapi_json
+from starmodel_asgi.origins import trusted
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
@@ -110,7 +110,7 @@ class StarModel:
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
             guard=Guard(authorize),
-            trusted_origins=_origins(trusted_origins),
+            trusted_origins=trusted(trusted_origins),
             max_body_size=max_body_size,
             body_timeout=body_timeout,
             session_specs=[s for s in self.specs.values() if s.scope == "session" and not s.in_browser],
@@ -298,17 +298,6 @@ def _check_bounds(*, body_timeout: float, send_timeout: float, max_background: i
             raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
     if not (isinstance(max_background, int) and max_background >= 1):
         raise ValueError(f"max_background must be a whole number >= 1, not {max_background!r}")
-
-
-def _origins(origins: Iterable[str]) -> frozenset[str]:
-    """``trusted_origins``, checked: each a scheme and a host (``https://app.example.com``)."""
-    checked = set()
-    for origin in origins:
-        parts = urlsplit(origin.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-            raise ValueError(f"trusted_origins: {origin!r} is not an origin like 'https://app.example.com'")
-        checked.add(f"{parts.scheme}://{parts.netloc}".lower())
-    return frozenset(checked)
 
 
 def _signer(secret_key: str | bytes | Sequence[str | bytes] | None) -> SessionSigner:

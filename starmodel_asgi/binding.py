@@ -8,10 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from starmodel_asgi.errors import invalid
 from starmodel_asgi.events import EventDescriptor, sequence_names
-from starmodel_asgi.http import EventRequest, invalid
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.values import EventRequest
 
 
 def client_values(spec: EntitySpec, request: EventRequest) -> dict[str, Any]:

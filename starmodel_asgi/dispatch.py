@@ -21,20 +21,14 @@ from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.changes import Subscribers
 from starmodel_asgi.elements import to_elements
 from starmodel_asgi.entity import EDITOR_KEY, Entity, entity_class
+from starmodel_asgi.errors import EventError, internal_error, invalid
 from starmodel_asgi.events import EventDescriptor, EventInfo
-from starmodel_asgi.http import (
-    EventError,
-    EventRequest,
-    Redirect,
-    Update,
-    internal_error,
-    invalid,
-)
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
 from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
+from starmodel_asgi.values import EventRequest, Redirect, Update
 
 logger = logging.getLogger("starmodel_asgi")
 

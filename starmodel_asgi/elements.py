@@ -6,7 +6,7 @@ from typing import Any
 
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventInfo
-from starmodel_asgi.http import Element, Redirect
+from starmodel_asgi.values import Element, Redirect
 
 
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:

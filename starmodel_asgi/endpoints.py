@@ -16,50 +16,25 @@ from starlette.responses import Response
 
 from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
+from starmodel_asgi.errors import EventError, internal_error
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.guard import Guard
-from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
 from starmodel_asgi.identity import Sessions
-from starmodel_asgi.incoming import Incoming
+from starmodel_asgi.incoming import MULTIPART_TYPE, Body, Incoming, content_type, read_input
 from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
+from starmodel_asgi.origins import SAFE_METHODS, check_origin
+from starmodel_asgi.page_errors import errors_shown, remember_errors
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Action, Route, RouteTable
-from starmodel_asgi.signals import MULTIPART_TYPE, SAFE_METHODS, Body, check_origin, content_type, read_input
 from starmodel_asgi.spec import EntitySpec, instance_key
+from starmodel_asgi.values import EventRequest, Update
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
 #: No body: nothing to close.
 NO_BODY = Body()
-
-#: Names the entities whose errors the browser was last sent, so their next success clears them
-#: (Datastar never sends ``_``-signals back, so the page cannot say it shows an error).
-ERRORS_COOKIE = "sm_errors"
-
-
-def errors_shown(incoming: Incoming) -> frozenset[str]:
-    if "cookie" not in incoming.headers:
-        return frozenset()
-    value = incoming.cookies.get(ERRORS_COOKIE)
-    return frozenset(value.split(".")) if value else frozenset()
-
-
-def remember_errors(
-    incoming: Incoming, response: Response, spec: EntitySpec, shown: frozenset[str], failed: EventError | None
-) -> None:
-    """Adds the entity to the errors cookie when a page was sent its error, drops it on success."""
-    named = failed is not None and failed.entity == spec.name and incoming.is_datastar
-    if named == (spec.name in shown):
-        return
-    names = shown | {spec.name} if named else shown - {spec.name}
-    path = incoming.scope.get("root_path") or "/"  # where the app is mounted
-    if names:
-        response.set_cookie(ERRORS_COOKIE, ".".join(sorted(names)), path=path, httponly=True, samesite="lax")
-    else:
-        response.delete_cookie(ERRORS_COOKIE, path=path, httponly=True, samesite="lax")
-
 
 @dataclass
 class Endpoints:
@@ -132,7 +107,7 @@ class Endpoints:
         if set_cookie is not None:
             response.raw_headers.append((b"set-cookie", set_cookie.encode("latin-1")))
         if shown or failed is not None:
-            remember_errors(incoming, response, route.spec, shown, failed)
+            remember_errors(incoming, response, route.spec.name, shown, failed)
         if body.uploads is not None:  # uploaded files live until the answer is sent
             response.background = BackgroundTask(body.aclose)
         return response

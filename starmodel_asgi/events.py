@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.requests import HTTPConnection
 
-from starmodel_asgi.http import EventRequest, Signals
+from starmodel_asgi.values import EventRequest, Signals
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from datastar_py.consts import ElementPatchMode
 from datastar_py.sse import SSE_HEADERS
 from datastar_py.sse import ServerSentEventGenerator as SSE
 
-from starmodel_asgi.http import EventError, EventRequest, Update
+from starmodel_asgi.errors import EventError
+from starmodel_asgi.page_errors import error_signals
+from starmodel_asgi.values import EventRequest, Update
 
 ERROR_NAMESPACE = "sm"
 
@@ -61,8 +63,7 @@ class DatastarFormatter:
         """Errors land in the entity's namespace as ``_error`` (a sentence) and ``_errors``
         (per parameter); leading underscores keep Datastar from sending them back."""
         namespace = error.entity or ERROR_NAMESPACE
-        body: dict[str, Any] = {"_error": error.message, "_errors": {**error.blank, **error.errors}}
-        return SSE.patch_signals({namespace: body})
+        return SSE.patch_signals({namespace: error_signals(error)})
 
 
 def script_string(text: str) -> str:

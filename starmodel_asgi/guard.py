@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from starmodel_asgi.entity import Entity, entity_class
-from starmodel_asgi.http import EventError, EventRequest
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.values import EventRequest
 
 #: ``authorize(request, entity, event)`` or ``authorize(request, entity, event, record)``: ``event`` is
 #: the event's name, ``"delete"``, or ``None`` for reads, lists, creates and live streams; ``record``

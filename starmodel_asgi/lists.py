@@ -24,10 +24,10 @@ from starmodel_asgi.broadcast import Message
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
-from starmodel_asgi.http import Element, Update
 from starmodel_asgi.live import Live, LiveStream
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import list_channel
 
 logger = logging.getLogger("starmodel_asgi")

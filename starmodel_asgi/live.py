@@ -21,12 +21,13 @@ from starmodel_asgi.broadcast import Broadcast, Message
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.formatters import Formatter
-from starmodel_asgi.http import Element, EventError, Update
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse
 from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import DELETED, channel_name
 
 logger = logging.getLogger("starmodel_asgi")

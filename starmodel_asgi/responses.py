@@ -12,8 +12,9 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from starmodel_asgi.compression import MIN_SIZE, Compression, compressing
+from starmodel_asgi.errors import EventError, internal_error
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
-from starmodel_asgi.http import EventError, EventRequest, Update, internal_error
+from starmodel_asgi.values import EventRequest, Update
 
 logger = logging.getLogger("starmodel_asgi")
 

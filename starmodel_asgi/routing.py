@@ -6,13 +6,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from starmodel_asgi.http import EventError
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.spec import EntitySpec
 
 if TYPE_CHECKING:
     from starlette.responses import Response
 
-    from starmodel_asgi.http import EventRequest
+    from starmodel_asgi.values import EventRequest
 
 #: What serves one method of one route, given the call the endpoint built.
 Handler = Callable[["EventRequest"], Awaitable["Response"]]

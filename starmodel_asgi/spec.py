@@ -13,6 +13,7 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from starmodel_asgi.events import EventDescriptor, event_table
+from starmodel_asgi.page_errors import no_errors
 
 Scope = Literal["session", "user", "global", "record"]
 StoreKind = Literal["memory", "sql", "redis", "client"]
@@ -74,7 +75,7 @@ class EntitySpec:
     @cached_property
     def no_errors(self) -> dict[str, Any]:
         """The ``_error``/``_errors`` signals of a page with nothing to complain about."""
-        return {"_error": "", "_errors": dict.fromkeys(sorted(self.error_keys), "")}
+        return no_errors(self.error_keys)
 
     @property
     def is_record(self) -> bool:

@@ -26,7 +26,7 @@ from pydantic_core import PydanticSerializationError
 
 from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity, entity_class
-from starmodel_asgi.http import EventError, NotFound, invalid
+from starmodel_asgi.errors import EventError, NotFound, invalid
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
 from starmodel_asgi.wire import DELETED, channel_name, list_channel, list_token

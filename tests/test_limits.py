@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
-from starmodel_asgi.http import Element
 from starmodel_asgi.live import View, Views
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.values import Element
 
 pytestmark = pytest.mark.anyio
 

@@ -48,7 +48,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
-from starmodel_asgi.http import invalid
+from starmodel_asgi.errors import invalid
 from starmodel_asgi.spec import EntitySpec, spec_of
 from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
 
