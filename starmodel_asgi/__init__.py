@@ -9,7 +9,7 @@ from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import Action, event
 from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatter
 from starmodel_asgi.messages import Message
-from starmodel_asgi.pages import SafeHTML
+from starmodel_asgi.pages import SafeHTML, datastar_script
 from starmodel_asgi.values import Element, EventRequest, Redirect, Signals, Update
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "StarModel",
     "Update",
     "UploadFile",
+    "datastar_script",
     "event",
 ]

@@ -186,11 +186,9 @@ async def new_record(
         raise invalid(spec.name, readable_errors(exc, model)) from None
     if request is not None:
         apply_client_writes(spec, instance, request, creating=True)
-    hook = getattr(instance, "on_create", None)
-    if callable(hook):
-        result = hook(request)
-        if inspect.isawaitable(result):
-            await result
+    result = instance.on_create(request)
+    if inspect.isawaitable(result):
+        await result
     if check is not None:
         await check(instance)
     return instance

@@ -27,7 +27,7 @@ from starmodel_asgi.live import Live
 from starmodel_asgi.origins import SAFE_METHODS, check_origin
 from starmodel_asgi.page_errors import errors_shown, remember_errors
 from starmodel_asgi.responses import Answers
-from starmodel_asgi.routing import Action, Route, RouteTable
+from starmodel_asgi.routing import MethodHandler, Route, RouteTable
 from starmodel_asgi.spec import EntitySpec, instance_key
 from starmodel_asgi.values import EventRequest, Update
 
@@ -47,9 +47,9 @@ class Endpoints:
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
+    app: Any  # the StarModel, handed to events as ``request.app``
     body_timeout: float = 30.0
     session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
-    app: Any = None  # the StarModel, handed to events as ``request.app``
     windows: Windows = field(default_factory=Windows)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
@@ -57,18 +57,18 @@ class Endpoints:
         table = RouteTable()
         for spec in specs:
             if spec.is_record:
-                table.add(spec, "", "GET", Action(partial(self.list, spec)))
-                create = Action(partial(self.create, spec), changes_state=True, checks_new_record=True)
+                table.add(spec, "", "GET", MethodHandler(partial(self.list, spec)))
+                create = MethodHandler(partial(self.create, spec), changes_state=True, checks_new_record=True)
                 table.add(spec, "", "POST", create)
-                table.add(spec, "", "GET", Action(partial(self.read_record, spec)), with_id=True)
-                table.add(spec, "", "DELETE", Action(partial(self.delete, spec), True, "delete"), with_id=True)
-                table.add(spec, "live", "GET", Action(partial(self.live_record, spec)), with_id=True)
-                table.add(spec, "live", "GET", Action(partial(self.live_list, spec)))
+                table.add(spec, "", "GET", MethodHandler(partial(self.read_record, spec)), with_id=True)
+                table.add(spec, "", "DELETE", MethodHandler(partial(self.delete, spec), True, "delete"), with_id=True)
+                table.add(spec, "live", "GET", MethodHandler(partial(self.live_record, spec)), with_id=True)
+                table.add(spec, "live", "GET", MethodHandler(partial(self.live_list, spec)))
             else:
-                table.add(spec, "", "GET", Action(partial(self.read, spec)))
-                table.add(spec, "live", "GET", Action(partial(self.stream, spec)))
+                table.add(spec, "", "GET", MethodHandler(partial(self.read, spec)))
+                table.add(spec, "live", "GET", MethodHandler(partial(self.stream, spec)))
             for segment, descriptor in spec.events.items():
-                action = Action(partial(self.run, spec, descriptor), True, descriptor.info.name)
+                action = MethodHandler(partial(self.run, spec, descriptor), True, descriptor.info.name)
                 table.add(spec, segment, descriptor.info.method, action, with_id=spec.is_record)
         return table
 
@@ -81,7 +81,7 @@ class Endpoints:
         failed: EventError | None = None
         method = incoming.method
         try:
-            action = route.action(method)
+            action = route.handler_for(method)
             if action is None:
                 raise EventError(405, f"{method} not allowed here", route.spec.name, {}, {"Allow": route.allow})
             if action.changes_state or method not in SAFE_METHODS:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar, Literal, Protocol, Self, cast
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.pages import SafeHTML
 from starmodel_asgi.spec import ClientWritable, EntitySpec, Scope, ServerOnly, StoreKind, spec_of
+
+if TYPE_CHECKING:
+    from starmodel_asgi.values import EventRequest
 
 __all__ = ["ClientWritable", "Entity", "EntityConfig", "ServerOnly", "SignalRef"]
 
@@ -140,6 +143,11 @@ class Entity(BaseModel):
 
     def render(self) -> Any:
         """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
+        return None
+
+    def on_create(self, request: EventRequest | None) -> Awaitable[None] | None:
+        """Override (sync or async) to fill in a new record before its first save, e.g.
+        ``self.owner = request.user_id``; ``request`` is ``None`` for ``sm.create`` from Python."""
         return None
 
     @classmethod

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from starmodel_asgi.broadcast import Message
+from starmodel_asgi.broadcast import Payload
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
@@ -149,7 +149,7 @@ class ListStream(LiveStream):
         self._sent = {row.id: row.html for row in rows}
         await self._patch(send, [Element("".join(self._sent.values()), self.target, "inner")])
 
-    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+    async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
         async for message in messages:
             try:
                 rows = await self._window(message)
@@ -158,7 +158,7 @@ class ListStream(LiveStream):
                 continue  # the next change or a reconnection brings them
             await self._patch(send, self._changes(rows))
 
-    async def _window(self, message: Message) -> list[Row]:
+    async def _window(self, message: Payload) -> list[Row]:
         """The rows this stream may show: read once per message and process, then asked of
         ``authorize`` one by one."""
         if message is None:  # messages may have been missed: this stream reads on its own

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
-from starmodel_asgi.broadcast import Broadcast, Message
+from starmodel_asgi.broadcast import Broadcast, Payload
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
@@ -122,7 +122,7 @@ class LiveStream(StreamResponse):
     async def first(self, send: Send) -> None:
         """Send the first view."""
 
-    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+    async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
         """Send what each message changes; return to end the stream."""
 
     async def _keepalive(self, send: Send) -> None:
@@ -133,7 +133,7 @@ class LiveStream(StreamResponse):
                 continue
             await self._send(send, KEEPALIVE)
 
-    async def _viewers(self, send: Send, counts: AsyncIterator[Message]) -> None:
+    async def _viewers(self, send: Send, counts: AsyncIterator[Payload]) -> None:
         async for count in counts:
             update = Update(self.spec.name, {"_viewers": int(count or 0)}, {})
             await self._send(send, self.formatter.format([update]).encode())
@@ -171,7 +171,7 @@ class LiveResponse(LiveStream):
         await self._push(send, view_of(self._instance_read))
         self._instance_read = None
 
-    async def follow(self, send: Send, messages: AsyncIterator[Message]) -> None:
+    async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
         channel = self.channel
         async for message in messages:
             if message == DELETED:  # tell the page, then end: Datastar does not retry a finished stream
@@ -201,7 +201,7 @@ class LiveResponse(LiveStream):
             logger.exception("authorize failed for %s %s; ending its live stream", self.spec.name, self.key)
             return False
 
-    async def _instance(self, message: Message) -> Entity | None:
+    async def _instance(self, message: Payload) -> Entity | None:
         """The state a message carries; for ``None`` (or a message that does not parse), the
         state re-read from the store. ``None`` if that read fails: the stream stays open and the
         next message or reconnection brings the state."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 
 import anyio
 
-from starmodel_asgi.broadcast import Broadcast
+from starmodel_asgi.broadcast import Broadcast, Capabilities
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -24,8 +23,8 @@ class Outbox:
 
     def __init__(self, broadcast: Broadcast) -> None:
         self.broadcast = broadcast
-        self._wants: Callable[[str], bool] | None = getattr(broadcast, "wants", None)
-        self._instant: bool = getattr(broadcast, "instant", False)
+        capabilities = Capabilities.of(broadcast)
+        self._wants, self._instant = capabilities.wants, capabilities.instant
         self._pending: OrderedDict[str, str] = OrderedDict()
         self._wake: asyncio.Event | None = None
         self._sender: asyncio.Task[None] | None = None

@@ -28,8 +28,8 @@ from typing import Any
 
 import anyio
 
-from starmodel_asgi.broadcast import Broadcast, Message
-from starmodel_asgi.broadcast.channels import Channels, Subscriber
+from starmodel_asgi.broadcast import Broadcast, Capabilities, Payload
+from starmodel_asgi.broadcast.channels import Channels, Inbox
 from starmodel_asgi.wire import CENSUS_CHANNEL, viewers_channel
 
 logger = logging.getLogger("starmodel_asgi")
@@ -42,6 +42,7 @@ class Presence:
         self, broadcast: Broadcast, interval: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.broadcast, self.interval, self._clock = broadcast, interval, clock
+        self._max_message = Capabilities.of(broadcast).max_message
         self.worker = uuid.uuid4().hex
         self._local: dict[str, int] = {}  # channel -> streams open here
         self._heard: dict[str, dict[str, int]] = {}  # worker -> channel watched here -> its count
@@ -58,7 +59,7 @@ class Presence:
         return self._totals.get(channel, 0)
 
     @asynccontextmanager
-    async def join(self, channel: str) -> AsyncIterator[Subscriber]:
+    async def join(self, channel: str) -> AsyncIterator[Inbox]:
         """Counts one more viewer of ``channel`` while the block runs; yields the total each time
         it changes (the first right away), as a string."""
         watcher, _ = self._watchers.add(channel)
@@ -116,7 +117,7 @@ class Presence:
         finally:
             ready.set()
 
-    async def _heard_note(self, channel: str, note: Message) -> None:
+    async def _heard_note(self, channel: str, note: Payload) -> None:
         if note is None:  # the backend reconnected: ask everyone again
             await self._say(channel, hello=True)
             return
@@ -170,7 +171,7 @@ class Presence:
             if self._beat is asyncio.current_task():
                 self._beat = None
 
-    async def _read_censuses(self, censuses: AsyncIterator[Message]) -> None:
+    async def _read_censuses(self, censuses: AsyncIterator[Payload]) -> None:
         async for census in censuses:
             if census is None:  # the backend reconnected: censuses come again each interval
                 continue
@@ -224,7 +225,7 @@ class Presence:
         """This worker's counts, in one message, or in several of at most the backend's
         ``max_message`` characters, each covering the channels from its ``a`` up to its ``z``."""
         head = {"w": self.worker, "s": self._said}
-        limit: int | None = getattr(self.broadcast, "max_message", None)
+        limit = self._max_message
         if limit is None:
             return [json.dumps({**head, "c": self._local})]
         names = {channel: json.dumps(channel) for channel in self._local}

@@ -35,7 +35,7 @@ class StreamResponse(Response):
         return compressing(send, self.encoding) if self.encoding else send
 
 
-class Answer(Response):
+class ReadyResponse(Response):
     """A whole answer, its body and headers ready (Starlette's ``Response`` rebuilds its header
     list on every call)."""
 
@@ -151,7 +151,7 @@ class Answers:
         if encoding is not None:
             body = self.compression.whole(encoding, body)
             headers = [*headers, (b"content-encoding", encoding.encode()), (b"vary", b"accept-encoding")]
-        return Answer(body, status, headers)
+        return ReadyResponse(body, status, headers)
 
     def streamed(self, call: EventRequest, response: StreamResponseT) -> StreamResponseT:
         """``response``, compressed if the caller accepts an encoding this app offers."""

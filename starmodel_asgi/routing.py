@@ -19,7 +19,7 @@ Handler = Callable[["EventRequest"], Awaitable["Response"]]
 
 
 @dataclass(frozen=True)
-class Action:
+class MethodHandler:
     """One method of a route: its handler, and whether it may change state (then the request
     must pass the cross-site check, whatever its method)."""
 
@@ -33,14 +33,14 @@ class Action:
 @dataclass
 class Route:
     spec: EntitySpec
-    actions: dict[str, Action] = field(default_factory=dict)
+    handlers: dict[str, MethodHandler] = field(default_factory=dict)
 
     @property
     def allow(self) -> str:
-        return ", ".join(self.actions)
+        return ", ".join(self.handlers)
 
-    def action(self, method: str) -> Action | None:
-        return self.actions.get("GET" if method == "HEAD" else method)
+    def handler_for(self, method: str) -> MethodHandler | None:
+        return self.handlers.get("GET" if method == "HEAD" else method)
 
 
 class RouteTable:
@@ -52,15 +52,15 @@ class RouteTable:
         self._exact: dict[str, Route] = {}
         self._with_id: dict[tuple[str, str], Route] = {}
 
-    def add(self, spec: EntitySpec, tail: str, method: str, action: Action, *, with_id: bool = False) -> None:
+    def add(self, spec: EntitySpec, tail: str, method: str, handler: MethodHandler, *, with_id: bool = False) -> None:
         """Serve ``method`` on ``/{spec.name}[/{id}]/{tail}`` (``tail`` may be empty)."""
         if with_id:
             route = self._with_id.setdefault((spec.name, tail), Route(spec))
         else:
             route = self._exact.setdefault("/" + "/".join(filter(None, (spec.name, tail))), Route(spec))
-        if method in route.actions:
+        if method in route.handlers:
             raise ValueError(f"{spec.entity.__name__}: two handlers for {method} /{spec.name}/{tail}")
-        route.actions[method] = action
+        route.handlers[method] = handler
 
     def resolve(self, path: str) -> tuple[Route, Mapping[str, str]] | None:
         """The route for a path and its parameters, or ``None``."""

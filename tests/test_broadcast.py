@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
-from starmodel_asgi.broadcast import Message, broadcast_from_url
+from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from tests.support.headers import DATASTAR
 from tests.support.servers import ROOT, LiveStream, RedisServer, run_server
@@ -38,7 +38,7 @@ def tally_is(n: int) -> Any:
     return lambda live: live.signals.get("tally", {}).get("count") == n
 
 
-async def next_message(messages: AsyncIterator[Message]) -> str:
+async def next_message(messages: AsyncIterator[Payload]) -> str:
     """The next published message, skipping ``None`` (the "re-read" signal after subscribing)."""
     with anyio.fail_after(10):
         while (message := await anext(messages)) is None:
@@ -68,7 +68,7 @@ async def test_memory_subscriber_keeps_only_the_latest_message() -> None:
 
 async def test_memory_aclose_ends_every_subscription() -> None:
     broadcast = MemoryBroadcast()
-    received: list[Message] = []
+    received: list[Payload] = []
 
     async def listen() -> None:
         async with broadcast.subscribe("a") as messages:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
-from starmodel_asgi.broadcast import Message, broadcast_from_url
+from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.spec import spec_of
 from tests.support.headers import DATASTAR
 from tests.support.servers import ROOT, LiveStream, run_server
@@ -166,7 +166,7 @@ async def test_one_lazy_listener_and_aclose_closes_every_connection(postgres_url
         assert await connections(db, name) == {}  # nothing opened up front
         ended: list[str] = []
 
-        async def follow(room: str, messages: AsyncIterator[Message]) -> None:
+        async def follow(room: str, messages: AsyncIterator[Payload]) -> None:
             async for _ in messages:
                 pass
             ended.append(room)

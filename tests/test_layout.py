@@ -4,6 +4,7 @@ blocks), no class past ~250 lines, and a py.typed marker."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "starmodel_asgi"
@@ -69,3 +70,16 @@ def test_no_class_is_longer_than_250_lines() -> None:
 
 def test_the_package_is_marked_typed() -> None:
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_readme_layout_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme[readme.index("```\nstarmodel_asgi/\n") :]
+    layout = layout[: layout.index("\n```")]
+    listed = set(re.findall(r"[\w/]+\.py", layout))
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        name = str(relative) if relative.parent == Path(".") else relative.name
+        assert name in listed or f"{relative.parent}/" in layout, f"README's layout map does not name {relative}"
+        if relative.parent != Path("."):
+            assert relative.name in layout, f"README's layout map does not name {relative}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from starmodel_asgi.broadcast.base import Broadcast, Message, split_prefix
+from starmodel_asgi.broadcast.base import Broadcast, Capabilities, Payload, split_prefix
 from starmodel_asgi.extras import require
 
-__all__ = ["Broadcast", "Message", "broadcast_from_url", "split_prefix"]
+__all__ = ["Broadcast", "Capabilities", "Payload", "broadcast_from_url", "split_prefix"]
 
 
 def broadcast_from_url(url: str) -> Broadcast:

@@ -9,19 +9,20 @@ has just started listening): the reader should then re-read the state from the s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 #: A published message, or ``None``: "messages may have been missed, re-read the state".
-Message = str | None
+Payload = str | None
 
 
 class Broadcast(Protocol):
     async def publish(self, channel: str, message: str) -> None: ...
 
-    def subscribe(self, channel: str, *, every: bool = False) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+    def subscribe(self, channel: str, *, every: bool = False) -> AbstractAsyncContextManager[AsyncIterator[Payload]]:
         """Messages published on ``channel`` from now on, until the block exits: the newest
         only, or with ``every=True`` each of them (up to a bounded backlog). Iteration stops when
         the backend is closed."""
@@ -30,11 +31,26 @@ class Broadcast(Protocol):
     async def aclose(self) -> None: ...
 
 
-#: A backend may also define ``wants(channel) -> bool``, false when no subscriber anywhere could
-#: hear the channel (the memory broadcast knows); publishers then skip formatting the message; and
-#: ``instant = True`` when publishing cannot hang (in-process), so publishers need not queue; and
-#: ``max_message`` (bytes) when a longer message reaches subscribers as ``None`` only (PostgreSQL),
-#: so a publisher that can split its message does.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend may also say of itself (each optional: any object with ``publish``,
+    ``subscribe`` and ``aclose`` is a broadcast, with these defaults). ``wants(channel)``: false
+    when no subscriber anywhere could hear the channel (the memory broadcast knows), so publishers
+    skip formatting the message; ``instant = True``: publishing cannot hang (in-process), so
+    publishers need not queue; ``max_message``: the longest message (bytes) that reaches
+    subscribers whole (PostgreSQL's ``NOTIFY``), so a publisher that can split its message does."""
+
+    wants: Callable[[str], bool] | None = None
+    instant: bool = False
+    max_message: int | None = None
+
+    @classmethod
+    def of(cls, broadcast: Broadcast) -> Capabilities:
+        return cls(
+            getattr(broadcast, "wants", None),
+            bool(getattr(broadcast, "instant", False)),
+            getattr(broadcast, "max_message", None),
+        )
 
 
 def split_prefix(url: str) -> tuple[str, str]:

@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from starmodel_asgi.broadcast.base import Message
+from starmodel_asgi.broadcast.base import Payload
 
 _EMPTY = object()
 
 
-class Subscriber:
+class Inbox:
     """Holds at most one pending message: a slow reader skips to the newest state, so a stuck
     client costs one message of memory however much is published. ``put`` never blocks.
     (asyncio's ``Event``, reused: a thousand streams wake on every change.)"""
 
     def __init__(self) -> None:
-        self._latest: Message | object = _EMPTY
+        self._latest: Payload | object = _EMPTY
         self._ready = asyncio.Event()
         self._closed = False
 
-    def put(self, message: Message) -> None:
+    def put(self, message: Payload) -> None:
         self._latest = message
         self._ready.set()
 
@@ -29,10 +29,10 @@ class Subscriber:
         self._closed = True
         self._ready.set()
 
-    def __aiter__(self) -> Subscriber:
+    def __aiter__(self) -> Inbox:
         return self
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> Payload:
         await self._ready.wait()
         if self._latest is _EMPTY:  # woken by close()
             raise StopAsyncIteration
@@ -43,19 +43,19 @@ class Subscriber:
         return message
 
 
-class Queue(Subscriber):
+class QueueInbox(Inbox):
     """Keeps every message, up to ``size`` (then the oldest go): for notes that do not replace
     each other, such as each worker's count of viewers."""
 
     def __init__(self, size: int = 1000) -> None:
         super().__init__()
-        self._queue: deque[Message] = deque(maxlen=size)
+        self._queue: deque[Payload] = deque(maxlen=size)
 
-    def put(self, message: Message) -> None:
+    def put(self, message: Payload) -> None:
         self._queue.append(message)
         self._ready.set()
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> Payload:
         while not self._queue:
             if self._closed:
                 raise StopAsyncIteration
@@ -69,7 +69,7 @@ class Channels:
     """Local subscribers by channel name; backends deliver to them without ever blocking."""
 
     def __init__(self) -> None:
-        self._channels: dict[str, set[Subscriber]] = {}
+        self._channels: dict[str, set[Inbox]] = {}
 
     def __contains__(self, channel: object) -> bool:
         return channel in self._channels
@@ -82,15 +82,15 @@ class Channels:
             return len(self._channels.get(channel, ()))
         return sum(len(s) for s in self._channels.values())
 
-    def add(self, channel: str, every: bool = False) -> tuple[Subscriber, bool]:
+    def add(self, channel: str, every: bool = False) -> tuple[Inbox, bool]:
         """A new subscriber (one that keeps ``every`` message, or the newest only), and whether
         it is the channel's first."""
-        subscriber = Queue() if every else Subscriber()
+        subscriber = QueueInbox() if every else Inbox()
         subscribers = self._channels.setdefault(channel, set())
         subscribers.add(subscriber)
         return subscriber, len(subscribers) == 1
 
-    def remove(self, channel: str, subscriber: Subscriber) -> bool:
+    def remove(self, channel: str, subscriber: Inbox) -> bool:
         """Drops the subscriber; says whether the channel has none left."""
         subscribers = self._channels.get(channel)
         if subscribers is None:
@@ -101,7 +101,7 @@ class Channels:
         del self._channels[channel]
         return True
 
-    def deliver(self, channel: str, message: Message) -> None:
+    def deliver(self, channel: str, message: Payload) -> None:
         for subscriber in self._channels.get(channel, ()):
             subscriber.put(message)
 

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from starmodel_asgi.broadcast.channels import Channels, Subscriber
+from starmodel_asgi.broadcast.channels import Channels, Inbox
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -44,7 +44,7 @@ class Listener:
         return self._listening
 
     @asynccontextmanager
-    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Subscriber]:
+    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Inbox]:
         subscriber, first = self._channels.add(channel, every)
         try:
             if self._task is None or self._task.done():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starmodel_asgi.broadcast.channels import Channels, Subscriber
+from starmodel_asgi.broadcast.channels import Channels, Inbox
 
 
 class MemoryBroadcast:
@@ -29,7 +29,7 @@ class MemoryBroadcast:
         self._channels.deliver(channel, message)
 
     @asynccontextmanager
-    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Subscriber]:
+    async def subscribe(self, channel: str, *, every: bool = False) -> AsyncIterator[Inbox]:
         subscriber, _ = self._channels.add(channel, every)
         try:
             yield subscriber
