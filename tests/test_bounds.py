@@ -67,9 +67,11 @@ def scope_of(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def status_of_stalled(app: Any, method: str, path: str, headers: dict[str, str]) -> tuple[int, bool]:
+async def status_of_stalled(
+    app: Any, method: str, path: str, headers: dict[str, str], body: bytearray | None = None
+) -> tuple[int, bool]:
     """The status answered to a client that sends its headers and then never a byte of its body,
-    and whether the app asked for the body at all."""
+    and whether the app asked for the body at all (the answer's body goes into ``body``)."""
     asked = False
     answer: list[int] = []
 
@@ -81,6 +83,8 @@ async def status_of_stalled(app: Any, method: str, path: str, headers: dict[str,
     async def send(message: Any) -> None:
         if message["type"] == "http.response.start":
             answer.append(message["status"])
+        elif body is not None:
+            body += message.get("body", b"")
 
     with anyio.fail_after(5):
         await app(scope_of(method, path, headers), receive, send)
@@ -127,7 +131,9 @@ async def test_a_body_that_never_arrives_is_a_408_after_body_timeout(headers: di
     photo = await sm.create(Photo)
     path = f"/photo/{photo.id}/upload" if headers is UPLOAD else "/board/write"
     started = time.monotonic()
-    assert await status_of_stalled(sm, "POST", path, headers) == (408, True)
+    answer = bytearray()
+    assert await status_of_stalled(sm, "POST", path, headers, answer) == (408, True)
+    assert b"did not arrive within 0.3 s" in answer
     assert 0.25 < time.monotonic() - started < 3
 
 
@@ -138,9 +144,8 @@ def test_a_slow_body_over_real_http_is_a_408_and_the_next_request_is_served() ->
         with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
             head = "POST /board/write HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             slow.sendall(f"{head}Content-Length: 100000\r\n\r\n{{\"text\": \"".encode())  # then nothing
-            answer = slow.recv(4096).decode()
+            answer = slow.recv(4096).decode()  # its body may be lost: the server closes with input unread
         assert answer.startswith("HTTP/1.1 408"), answer
-        assert "did not arrive within 0.5 s" in answer
         ok = httpx.post(f"{url}/board/write", json={"text": "hi"})
         assert ok.status_code == 200
         assert httpx.get(f"{url}/board").json()["text"] == "hi"
