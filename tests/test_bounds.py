@@ -84,7 +84,7 @@ async def status_of_stalled(
         if message["type"] == "http.response.start":
             answer.append(message["status"])
         elif body is not None:
-            body += message.get("body", b"")
+            body.extend(message.get("body", b""))
 
     with anyio.fail_after(5):
         await app(scope_of(method, path, headers), receive, send)
