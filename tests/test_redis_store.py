@@ -216,6 +216,39 @@ async def test_the_lease_is_renewed_while_an_event_runs(rb: Backend) -> None:
     await sm.aclose()
 
 
+async def test_a_renewal_racing_a_release_keeps_renewing_the_next_holder(
+    rb: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal round works from a snapshot of the locks held. An instance released and held again
+    (a new token) while the round runs is the new holder's: the round's stale token must neither
+    stop the new hold's renewals nor be reported as a lost lock."""
+    store = rb.store(lock_timeout=0.6)
+    first, second = f"{rb.prefix}lock:tally:first", f"{rb.prefix}lock:tally:second"
+    renew = store._renew
+    reached, swapped = anyio.Event(), anyio.Event()
+
+    async def renew_once_slowly(keys: list[str], args: list[Any]) -> Any:
+        if keys[0] == first and not swapped.is_set():  # the round is renewing "first"...
+            reached.set()
+            await swapped.wait()  # ... while "second" is released and held again
+        return await renew(keys=keys, args=args)
+
+    store._renew = renew_once_slowly  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, logger="starmodel_asgi"):
+        async with store.hold(spec_of(Tally), "first"):
+            async with store.hold(spec_of(Tally), "second"):
+                with anyio.fail_after(5):
+                    await reached.wait()
+            async with store.hold(spec_of(Tally), "second") as slot:
+                swapped.set()
+                await anyio.sleep(1.2)  # two leases: alive only if its renewals went on
+                assert await rb.raw.get(second) is not None
+                await slot.save({"id": "second", "count": 1, "secret": "s"})
+    assert await store.get(spec_of(Tally), "second") == {"id": "second", "count": 1, "secret": "s"}
+    assert not any("lost the lock" in rec.getMessage() for rec in caplog.records)
+    assert await rb.lock_keys() == []
+
+
 async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
     """A task cancelled while taking the lock (say, after ``SET NX`` ran but before its reply
     came) deletes the lock if it is its own, instead of leaving it for ``lock_timeout``."""

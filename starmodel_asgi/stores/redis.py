@@ -12,13 +12,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from starmodel_asgi.http import EventError
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
@@ -28,6 +32,20 @@ logger = logging.getLogger("starmodel_asgi")
 
 #: What a lost or refused connection raises.
 CONNECTION_ERRORS = (RedisError, OSError)
+#: What a Redis that is down, restarting (still loading its data) or not answering raises.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Redis down, restarting or silent past ``timeout``: the caller is told ``503`` "try again"
+    (a lock lost anyway, or any other error, stays what it is: a ``500``)."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        logger.warning("Redis is unavailable: %r", exc)
+        raise EventError(503, "The state is unavailable; try again") from exc
+
 
 # KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), lock ms, score, member, indexed.
 _SAVE = """
@@ -138,7 +156,8 @@ class RedisTransaction:
         token = uuid.uuid4().hex
         name = store._lock_key(spec, key)
         try:
-            text = await store._acquire(spec, key, name, token)
+            with _unavailable():
+                text = await store._acquire(spec, key, name, token)
         except BaseException:
             # cancelled (or failed) after SET NX may have run: do not leave our lock behind
             with anyio.CancelScope(shield=True):
@@ -158,8 +177,9 @@ class RedisTransaction:
 
     async def commit(self) -> None:
         writes, self._writes = self._writes, {}
-        for slot, text in writes.values():
-            await slot.write(text)
+        with _unavailable():
+            for slot, text in writes.values():
+                await slot.write(text)
 
     async def rollback(self) -> None:
         self._writes.clear()
@@ -181,7 +201,8 @@ class RedisStore:
     keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
     every ``lock_timeout / 3`` seconds (and by every save), so events may run longer than the lease.
     A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write.
-    Commands fail after ``timeout`` seconds rather than hang; a lock that could not be deleted
+    Commands fail after ``timeout`` seconds rather than hang, and while Redis is down, restarting or
+    silent the caller is told ``503`` "try again"; a lock that could not be deleted
     during an outage is deleted as soon as Redis answers again."""
 
     def __init__(
@@ -270,7 +291,10 @@ class RedisStore:
             await asyncio.sleep(self.lock_timeout / 3)
             for name, token in list(self._held.items()):
                 try:
-                    if not await self._renew(keys=[name], args=[token, _ms(self.lock_timeout)]):
+                    renewed = await self._renew(keys=[name], args=[token, _ms(self.lock_timeout)])
+                    # released (and maybe held again, another token) meanwhile: nothing was lost,
+                    # and the next holder's lease is not this round's to drop
+                    if not renewed and self._held.get(name) == token:
                         logger.error(
                             "lost the lock on %s before renewing it; this holder's writes will be refused", name
                         )
@@ -310,20 +334,22 @@ class RedisStore:
     async def get_text(self, spec: EntitySpec, key: str) -> str | None:
         ttl = ttl_for(spec, self.default_ttl)
         name = self._state_key(spec, key)
-        raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
+        with _unavailable():
+            raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
         return None if raw is None else str(raw)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         index = self._index_key(spec)
-        members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1, desc=newest)]
-        if newest:
-            members.reverse()
-        if not members:
-            return []
-        raws = await self.client.mget([self._state_key(spec, m) for m in members])
-        gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
-        if gone:  # expired records: forget them (the index has no TTL of its own)
-            await self.client.zrem(index, *gone)
+        with _unavailable():
+            members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1, desc=newest)]
+            if newest:
+                members.reverse()
+            if not members:
+                return []
+            raws = await self.client.mget([self._state_key(spec, m) for m in members])
+            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+            if gone:  # expired records: forget them (the index has no TTL of its own)
+                await self.client.zrem(index, *gone)
         return [_loads(raw) for raw in raws if raw is not None]
 
     async def aclose(self) -> None:

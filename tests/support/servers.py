@@ -160,27 +160,46 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 class RedisServer:
-    """A throw-away ``redis-server`` on a free port (never the shared one): no persistence,
-    stoppable and restartable on the same port to simulate an outage."""
+    """A throw-away ``redis-server`` on a free port (never the shared one), stoppable and
+    restartable on the same port to simulate an outage. No persistence, unless ``appendfsync``
+    (``"always"``, ``"everysec"``) turns the append-only file on: its data directory (``data_dir``,
+    else a temporary one removed on exit) outlives ``kill()`` and ``stop()``, so ``start()`` again
+    loads what the dead server had written."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, appendfsync: str | None = None, data_dir: Path | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self.binary = binary
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.appendfsync = appendfsync
+        self._tmp = tempfile.TemporaryDirectory() if appendfsync and data_dir is None else None
+        self.data_dir = Path(self._tmp.name) if self._tmp is not None else data_dir
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__, read on failure
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if self.appendfsync is None:
+            command += ["--appendonly", "no"]
+        else:
+            assert self.data_dir is not None
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            command += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.appendfsync]
         self._process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
         _wait_for_port(self.port, self._process, self._log)
 
     def stop(self) -> None:
         if self._process is not None:
             _stop(self._process)
+            self._process = None
+
+    def kill(self) -> None:
+        """``kill -9``: the server dies at once, without flushing or saving anything."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(5)
             self._process = None
 
     def pause(self) -> None:
@@ -199,6 +218,8 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._log.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 class LiveStream:
