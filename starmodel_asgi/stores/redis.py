@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from starmodel_asgi.http import EventError
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
