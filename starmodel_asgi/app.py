@@ -125,7 +125,7 @@ class StarModel:
         if spec.name in self.specs:
             raise ValueError(f"two entities are named {spec.name!r}: give one model_config name=...")
         self.specs[spec.name] = spec
-        type.__setattr__(entity, "__starmodel_served__", spec)  # for the class-level action builder
+        type.__setattr__(entity, "__starmodel_spec__", spec)  # the class-level action builder points here
 
     def _make_store(self, kind: StoreKind) -> Store:
         return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)

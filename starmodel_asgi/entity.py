@@ -112,8 +112,7 @@ class Entity(BaseModel):
     def __starmodel_target__(cls) -> EntitySpec:
         """Where the class-level action builder and holders point: the app that registered this
         class last (``sm.action(...)`` names another), else the default ``/sm``."""
-        served = cls.__dict__.get("__starmodel_served__")
-        return served if isinstance(served, EntitySpec) else spec_of(cls)
+        return spec_of(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.types import Message, Receive, Scope
 
 from starmodel_asgi.errors import EventError, invalid
-from starmodel_asgi.values import Signals
+from starmodel_asgi.values import Signals, is_datastar
 
 
 class Incoming:
@@ -66,7 +66,7 @@ class Incoming:
 
     @property
     def is_datastar(self) -> bool:
-        return self.headers.get("datastar-request", "").lower() == "true"
+        return is_datastar(self.headers)
 
 
 def _pairs(query: str) -> Iterable[tuple[str, str]]:

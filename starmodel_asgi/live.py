@@ -25,7 +25,7 @@ from starmodel_asgi.errors import EventError
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
-from starmodel_asgi.responses import StreamResponse
+from starmodel_asgi.responses import StreamResponse, cancel_on_disconnect
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import DELETED, channel_name
@@ -107,7 +107,7 @@ class LiveStream(StreamResponse):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self.first(send)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
                 tg.start_soon(self._keepalive, send)
                 if viewers is not None:
                     tg.start_soon(self._viewers, send, viewers)
@@ -267,9 +267,3 @@ class Views:
 async def _body(send: Send, body: bytes) -> None:
     message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
     await send(message)
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.incoming import JSON_TYPES, SIMPLE_TYPES, content_type
+from starmodel_asgi.values import is_datastar
 
 #: Methods that change nothing: they skip the check (unless the route changes state anyway).
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -20,7 +21,7 @@ def check_origin(headers: Mapping[str, str], trusted_origins: Collection[str], s
     link) the ``Origin`` must be this site (scheme and host) or a trusted origin; without
     ``Origin``, a ``Sec-Fetch-Site`` other than same-origin is refused, and the ``Referer`` must be
     this site or trusted (required for a form over https, where browsers always send one)."""
-    if headers.get("datastar-request", "").lower() == "true":
+    if is_datastar(headers):
         return
     if content_type(headers) in JSON_TYPES:
         return

@@ -71,13 +71,7 @@ class UpdatesResponse(StreamResponse):
             await self._send_all(send)
             return
         async with anyio.create_task_group() as tg:  # the caller went away: the event is cancelled
-
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
+            tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
             await self._send_all(send)
             tg.cancel_scope.cancel()
 
@@ -203,3 +197,10 @@ class Answers:
         if self.datastar_error_status is not None and call.is_datastar:
             status = self.datastar_error_status  # so the Datastar client applies the error signals
         return Response(formatter.format_error(error), status, error.headers, formatter.media_type)
+
+
+async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancels ``scope`` once the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

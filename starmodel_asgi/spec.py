@@ -165,7 +165,9 @@ def _names(value: Iterable[str] | str) -> Iterable[str]:
 
 
 def spec_of(entity: type[BaseModel]) -> EntitySpec:
-    """The class's own facts (base path ``/sm``), built once and kept on the class."""
+    """The class's spec: the one of the app that registered it last, else its own facts (base
+    path ``/sm``), built once and kept on the class. One spec per class: the facts every app
+    shares (fields, events, scope) are the same in each."""
     spec = entity.__dict__.get("__starmodel_spec__")
     if spec is None:
         spec = build_spec(entity)

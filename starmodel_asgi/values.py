@@ -9,6 +9,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
+def is_datastar(headers: Mapping[str, str]) -> bool:
+    """Whether the request came from Datastar's client (lower-case header names)."""
+    return headers.get("datastar-request", "").lower() == "true"
+
+
 class Signals(dict[str, Any]):
     """The Datastar signals a request carried; annotate an event parameter with it to receive them."""
 
@@ -39,7 +44,7 @@ class EventRequest:
 
     @property
     def is_datastar(self) -> bool:
-        return self.headers.get("datastar-request", "").lower() == "true"
+        return is_datastar(self.headers)
 
 
 @dataclass(frozen=True)

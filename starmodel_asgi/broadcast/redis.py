@@ -18,16 +18,14 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from starmodel_asgi.broadcast.base import split_prefix
 from starmodel_asgi.broadcast.listener import Listener
-from starmodel_asgi.stores.redis import blocking_client
+from starmodel_asgi.stores.redis import CONNECTION_ERRORS, blocking_client
 
 logger = logging.getLogger("starmodel_asgi")
 
 #: What a lost or refused connection raises.
-CONNECTION_ERRORS = (RedisError, OSError)
 
 
 class RedisBroadcast(Listener):
