@@ -142,10 +142,9 @@ class Endpoints:
         set_cookie = None
         call.user_id = await self.user_id(incoming.request)  # on every request, for authorize and events
         if spec.scope == "session":
-            session = self.sessions.resolve(incoming, call.user_id)
-            call.session_id, set_cookie = session.session_id, session.set_cookie
-            if session.moved is not None:  # signed in or out since the session was made
-                await move_session(self.dispatcher, self.session_specs, session.moved, session.session_id, session.keep)
+            call.session_id, set_cookie, moved, keep = self.sessions.resolve(incoming, call.user_id)
+            if moved is not None:  # signed in or out since the session was made
+                await move_session(self.dispatcher, self.session_specs, moved, call.session_id, keep)
         return call, set_cookie
 
     async def user_id(self, request: Request) -> str | None:

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping, Sequence
 from types import EllipsisType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from itsdangerous import BadSignature, Signer
 from starlette.requests import HTTPConnection
@@ -33,7 +33,7 @@ class SessionSigner:
         # itsdangerous takes the keys oldest first and signs with the last
         self._signer = Signer(list(reversed(keys)), salt="starmodel-session", digest_method=hashlib.sha256)
         self._rotator = Signer(keys[0], salt="starmodel-rotate", digest_method=hashlib.sha256)
-        self._verified: dict[str, tuple[str, str]] = {}  # cookie value -> (session id, its value now)
+        self._verified: dict[str, tuple[str, str, str]] = {}  # cookie value -> (sid, user, value now)
         self._cache_size = cache_size
 
     def sign(self, session_id: str) -> str:
@@ -43,23 +43,25 @@ class SessionSigner:
         verified = self.verify(value)
         return None if verified is None else verified[0]
 
-    def verify(self, value: str | None) -> tuple[str, str] | None:
-        """The session id a cookie value carries and the value to send back (the same, or signed
-        again with the newest key); ``None`` when it does not verify."""
+    def verify(self, value: str | None) -> tuple[str, str, str] | None:
+        """The session id a cookie value carries, the ``user_tag`` it was made for, and the value
+        to send back (the same, or signed again with the newest key); ``None`` when it does not
+        verify."""
         if not value or "." not in value:
             return None
         known = self._verified.get(value)
         if known is not None:
             return known
         try:
-            session_id = self._signer.unsign(value).decode()
+            payload = self._signer.unsign(value).decode()
         except (BadSignature, UnicodeError):
             return None
+        session_id, _, user = payload.partition(":")
         if not session_id:
             return None
         if len(self._verified) >= self._cache_size:
             self._verified.clear()
-        known = self._verified[value] = (session_id, self.sign(session_id))
+        known = self._verified[value] = (session_id, user, self.sign(payload))
         return known
 
     @staticmethod
@@ -78,15 +80,10 @@ def user_tag(user_id: str | None) -> str:
     return "" if user_id is None else hashlib.sha256(user_id.encode()).hexdigest()[:24]
 
 
-class Resolved(NamedTuple):
-    """The caller's session: its id, the ``Set-Cookie`` to send (``None`` under a host session),
-    and, when the user changed since the session was made, the session it replaces (``moved``)
-    and whether its state goes along (a sign-in) or is dropped (a sign-out, another user)."""
-
-    session_id: str
-    set_cookie: str | None = None
-    moved: str | None = None
-    keep: bool = False
+#: The caller's session: its id, the ``Set-Cookie`` to send (``None`` under a host session), and,
+#: when the user changed since the session was made, the session it replaces and whether its
+#: state goes along (a sign-in) or is dropped (a sign-out, another user).
+Resolved = tuple[str, str | None, str | None, bool]
 
 
 def default_user(scope: Mapping[str, Any]) -> str | None:
@@ -144,32 +141,31 @@ class Sessions:
         if isinstance(host_session, dict):
             sid, user = host_session.get(HOST_SESSION_KEY), host_session.get(HOST_USER_KEY, "")
             return (sid if isinstance(sid, str) else None), (user if isinstance(user, str) else "")
-        sid, _, user = (self.signer.unsign(conn.cookies.get(self.cookie_name)) or "").partition(":")
-        return sid or None, user
+        verified = self.signer.verify(conn.cookies.get(self.cookie_name))
+        return (None, "") if verified is None else verified[:2]
 
     def resolve(self, conn: Connection, user_id: str | None = None) -> Resolved:
         """The caller's session, made up if it has none, and replaced by a new one when the user
         changed since it was made (session fixation: whoever knew the old id does not know the
         new one). Every use renews the cookie, so its lifetime slides."""
-        user = user_tag(user_id)
+        user = user_tag(user_id) if user_id is not None else ""
         host_session = conn.scope.get("session")
         if isinstance(host_session, dict):
             sid, made_for = self._stored(conn)
             if sid is not None and made_for == user:
-                return Resolved(sid)
+                return sid, None, None, False
             new = SessionSigner.new_session_id() if sid is None else self.signer.rotated(sid, user)
             host_session[HOST_SESSION_KEY], host_session[HOST_USER_KEY] = new, user
-            return Resolved(new, None, sid, sid is not None and made_for == "")
+            return new, None, sid, sid is not None and made_for == ""
         verified = self.signer.verify(conn.cookies.get(self.cookie_name))
         if verified is None:
             sid = SessionSigner.new_session_id()
-            return Resolved(sid, self.set_cookie(conn.scope, sid, user=user))
-        payload, value = verified
-        sid, _, made_for = payload.partition(":")
+            return sid, self.set_cookie(conn.scope, sid, user=user), None, False
+        sid, made_for, value = verified
         if made_for == user:
-            return Resolved(sid, self.set_cookie(conn.scope, sid, value))
+            return sid, self.set_cookie(conn.scope, sid, value), None, False
         new = self.signer.rotated(sid, user)
-        return Resolved(new, self.set_cookie(conn.scope, new, user=user), sid, made_for == "")
+        return new, self.set_cookie(conn.scope, new, user=user), sid, made_for == ""
 
     def set_cookie(self, scope: Scope, sid: str, signed: str | None = None, user: str = "") -> str:
         """The ``Set-Cookie`` value carrying ``sid`` made for ``user`` (a ``user_tag``; ``signed``:
