@@ -107,22 +107,11 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     """Reads and checks an entity class's settings; every mistake is named here, at app build."""
     config: Mapping[str, Any] = entity.model_config
     who = entity.__name__
-    scope, store = config.get("scope", "session"), config.get("store", "memory")
-    if scope not in SCOPES:
-        raise ValueError(f'{who}: model_config "scope" must be one of {SCOPES}, not {scope!r}')
-    if store not in STORES:
-        raise ValueError(f'{who}: model_config "store" must be one of {STORES}, not {store!r}')
-    if scope == "record" and store == "client":
-        raise ValueError(f'{who}: record entities need a server store, not store="client"')
+    scope, store, presence = _where(who, config)
     name = str(config.get("name") or snake_case(who))
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"{who}: name {name!r} must be lower case letters, digits and _ (it is a URL segment)")
     ttl = config.get("ttl")
-    presence = config.get("presence", False)
-    if not isinstance(presence, bool):
-        raise ValueError(f'{who}: model_config "presence" must be True or False, not {presence!r}')
-    if presence and store == "client":
-        raise ValueError(f'{who}: presence counts live streams, and a store="client" entity has none')
     events = event_table(entity)
     for segment in events:
         if not segment or "/" in segment or segment == "live":
@@ -154,6 +143,23 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         presence=presence,
         list_limit=list_limit,
     )
+
+
+def _where(who: str, config: Mapping[str, Any]) -> tuple[Scope, StoreKind, bool]:
+    """``scope``, ``store`` and ``presence`` from ``model_config``, checked together."""
+    scope, store = config.get("scope", "session"), config.get("store", "memory")
+    if scope not in SCOPES:
+        raise ValueError(f'{who}: model_config "scope" must be one of {SCOPES}, not {scope!r}')
+    if store not in STORES:
+        raise ValueError(f'{who}: model_config "store" must be one of {STORES}, not {store!r}')
+    if scope == "record" and store == "client":
+        raise ValueError(f'{who}: record entities need a server store, not store="client"')
+    presence = config.get("presence", False)
+    if not isinstance(presence, bool):
+        raise ValueError(f'{who}: model_config "presence" must be True or False, not {presence!r}')
+    if presence and store == "client":
+        raise ValueError(f'{who}: presence counts live streams, and a store="client" entity has none')
+    return scope, store, presence
 
 
 def _marked(entity: type[BaseModel], marker: Marker) -> frozenset[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from starmodel_asgi import Change, Entity, StarModel, event
 from tests.support.headers import DATASTAR, JSON
-from tests.support.servers import LiveStream, run_server
+from tests.support.servers import LiveReader, run_server
 from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +70,7 @@ async def test_other_events_go_through_while_a_background_event_runs(sm: StarMod
             httpx.AsyncClient(base_url=url) as runner,
             httpx.AsyncClient(base_url=url) as other,
             httpx.AsyncClient(base_url=url) as watcher,
-            LiveStream(watcher, "/job/live") as live,
+            LiveReader(watcher, "/job/live") as live,
         ):
             await live.until(lambda s: s.signals.get("job", {}).get("progress") == 0)
             answers: list[str] = []

@@ -19,7 +19,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from tests.support.headers import DATASTAR
-from tests.support.servers import ROOT, LiveStream, RedisServer, run_server
+from tests.support.servers import ROOT, LiveReader, RedisServer, run_server
 from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
@@ -130,7 +130,7 @@ async def test_a_custom_backend_object_carries_live_updates() -> None:
     sm = StarModel([Tally], base_path="", secret_key="k", broadcast=custom)
     assert sm.broadcast is custom
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveStream(c, "/tally/live") as live:
+        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/tally/live") as live:
             await live.until(tally_is(0))
             await c.post("/tally/increment", headers=DATASTAR)
             await live.until(tally_is(1))
@@ -272,7 +272,7 @@ async def test_live_pages_resume_with_the_missed_state_when_redis_comes_back(pri
     broadcast = RedisBroadcast(private_redis.url, max_reconnect_delay=0.5)
     app = StarModel([Tally], base_path="", secret_key="k", broadcast=broadcast)
     with run_server(app) as url:
-        async with browser(url) as page, browser(url) as writer, LiveStream(page, "/tally/live") as live:
+        async with browser(url) as page, browser(url) as writer, LiveReader(page, "/tally/live") as live:
             await live.until(tally_is(0))
             await _eventually(lambda: _true(url.call(lambda: broadcast.listening)))
             await writer.post("/tally/increment", headers=DATASTAR)
@@ -283,7 +283,7 @@ async def test_live_pages_resume_with_the_missed_state_when_redis_comes_back(pri
             for _ in range(2):  # saved while nobody can be told
                 assert (await writer.post("/tally/increment", headers=DATASTAR)).status_code == 200
             # a page opened during the outage still starts from the current state
-            async with LiveStream(page, "/tally/live") as late:
+            async with LiveReader(page, "/tally/live") as late:
                 await late.until(tally_is(3))
                 assert live.signals["tally"]["count"] == 1
 

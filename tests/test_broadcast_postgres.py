@@ -18,7 +18,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.spec import spec_of
 from tests.support.headers import DATASTAR
-from tests.support.servers import ROOT, LiveStream, run_server
+from tests.support.servers import ROOT, LiveReader, run_server
 from tests.support.services import require
 from tests.test_broadcast import next_message
 
@@ -256,7 +256,7 @@ async def test_a_live_page_sees_a_change_made_through_another_app(postgres_url: 
             async with (
                 httpx.AsyncClient(base_url=reader_url, timeout=10) as page,
                 httpx.AsyncClient(base_url=writer_url, timeout=10) as other,
-                LiveStream(page, "/pg_tally/live") as live,
+                LiveReader(page, "/pg_tally/live") as live,
             ):
                 await live.until(lambda s: s.signals.get("pg_tally") == {"count": 0})
                 await eventually(lambda: _value(reader_url.call(lambda: reader.broadcast.listening)))

@@ -24,7 +24,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from tests.support.headers import DATASTAR, JSON
-from tests.support.servers import LiveStream, ServerURL, run_server, run_worker
+from tests.support.servers import LiveReader, ServerURL, run_server, run_worker
 from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
@@ -134,7 +134,7 @@ async def test_stream_sends_current_state_then_every_change_from_any_route(broad
         async with client(url) as writer, client(url) as watcher:
             for _ in range(5):
                 await post(writer, "/shared/increment")
-            async with LiveStream(watcher, "/shared/live") as live:
+            async with LiveReader(watcher, "/shared/live") as live:
                 await live.until(lambda s: len(s.events) >= 2)
                 assert live.response is not None
                 assert live.response.headers["content-type"].startswith("text/event-stream")
@@ -160,7 +160,7 @@ async def test_stream_sends_current_state_then_every_change_from_any_route(broad
 
 async def test_keepalive_comments_while_nothing_changes() -> None:
     with serve(make_app(keepalive=0.05)) as url:
-        async with client(url) as c, LiveStream(c, "/shared/live") as live:
+        async with client(url) as c, LiveReader(c, "/shared/live") as live:
             await live.until(lambda s: s.raw.count(b": keepalive\n\n") >= 3)
             assert [e.event for e in live.events] == ["datastar-patch-signals", "datastar-patch-elements"]
 
@@ -170,7 +170,7 @@ async def test_live_of_a_missing_record_is_404_and_a_json_client_still_gets_a_st
         async with client(url) as c:
             missing = await c.get("/doc/nope/live", headers=DATASTAR)
             assert missing.status_code == 404
-            async with LiveStream(c, "/board/live", headers=JSON) as live:
+            async with LiveReader(c, "/board/live", headers=JSON) as live:
                 await live.until(count_is(0, "board"))
                 assert live.response is not None
                 assert live.response.headers["content-type"].startswith("text/event-stream")
@@ -181,16 +181,16 @@ async def test_a_retried_stream_resumes_with_the_current_state() -> None:
     with serve(make_app()) as url:
         async with client(url) as page, client(url) as other:
             await post(page, "/board/increment")
-            async with LiveStream(page, "/board/live") as live:
+            async with LiveReader(page, "/board/live") as live:
                 await live.until(count_is(1, "board"))
             # dropped: changes made meanwhile, by this session's other tab and by another session
             await post(page, "/board/increment", amount=10)
             await post(page, "/board/write", text="while away")
             await post(other, "/shared/increment")
-            async with LiveStream(page, "/board/live") as live:
+            async with LiveReader(page, "/board/live") as live:
                 await live.until(lambda s: len(s.events) >= 1)
                 assert live.events[0].signals == {"board": {"count": 11, "note": "while away"}}
-            async with LiveStream(other, "/shared/live") as live:
+            async with LiveReader(other, "/shared/live") as live:
                 await live.until(lambda s: len(s.events) >= 1)
                 assert live.events[0].signals == {"shared": {"count": 1, "padding": 0}}
 
@@ -205,9 +205,9 @@ async def test_session_changes_reach_only_that_sessions_pages(broadcast: Broadca
             await bob.get("/board")
             assert alice.cookies["sm_session"] != bob.cookies["sm_session"]
             async with (
-                LiveStream(alice, "/board/live") as tab1,
-                LiveStream(alice, "/board/live") as tab2,
-                LiveStream(bob, "/board/live") as other,
+                LiveReader(alice, "/board/live") as tab1,
+                LiveReader(alice, "/board/live") as tab2,
+                LiveReader(bob, "/board/live") as other,
             ):
                 for live in (tab1, tab2, other):
                     await live.until(lambda s: len(s.events) >= 1)
@@ -237,9 +237,9 @@ async def test_user_changes_reach_all_of_that_users_sessions(broadcast: Broadcas
         ):
             assert (await anonymous.get("/profile/live", headers=DATASTAR)).status_code == 401
             async with (
-                LiveStream(laptop, "/profile/live") as on_laptop,
-                LiveStream(phone, "/profile/live") as on_phone,
-                LiveStream(bob, "/profile/live") as on_bob,
+                LiveReader(laptop, "/profile/live") as on_laptop,
+                LiveReader(phone, "/profile/live") as on_phone,
+                LiveReader(bob, "/profile/live") as on_bob,
             ):
                 for live in (on_laptop, on_phone, on_bob):
                     await live.until(count_is(0, "profile"))
@@ -258,8 +258,8 @@ async def test_global_changes_reach_everyone(broadcast: Broadcast) -> None:
             client(url) as a,
             client(url) as b,
             client(url, **{"x-user": "carol"}) as c,
-            LiveStream(a, "/shared/live") as on_a,
-            LiveStream(b, "/shared/live") as on_b,
+            LiveReader(a, "/shared/live") as on_a,
+            LiveReader(b, "/shared/live") as on_b,
         ):
             await on_a.until(count_is(0, "shared"))
             await on_b.until(count_is(0, "shared"))
@@ -274,9 +274,9 @@ async def test_record_changes_reach_its_watchers_only(broadcast: Broadcast) -> N
             one = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
             two = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
             async with (
-                LiveStream(a, f"/doc/{one}/live") as a_one,
-                LiveStream(b, f"/doc/{one}/live") as b_one,
-                LiveStream(b, f"/doc/{two}/live") as b_two,
+                LiveReader(a, f"/doc/{one}/live") as a_one,
+                LiveReader(b, f"/doc/{one}/live") as b_one,
+                LiveReader(b, f"/doc/{two}/live") as b_two,
             ):
                 for live in (a_one, b_one, b_two):
                     await live.until(lambda s: len(s.events) >= 1)
@@ -293,7 +293,7 @@ async def test_watchers_of_a_deleted_record_are_told_and_the_stream_ends(broadca
     with serve(make_app(broadcast)) as url:
         async with client(url) as a:
             doc = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
-            async with LiveStream(a, f"/doc/{doc}/live") as live:
+            async with LiveReader(a, f"/doc/{doc}/live") as live:
                 await live.until(lambda s: len(s.events) >= 1)
                 assert (await a.delete(f"/doc/{doc}", headers=JSON)).status_code == 204
                 await live.until(lambda s: s.signals["doc"].get("_deleted") is True)

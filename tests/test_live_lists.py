@@ -17,7 +17,7 @@ from starmodel_asgi.lists import Row, Windows
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores.memory import MemoryStore
 from tests.support.headers import DATASTAR
-from tests.support.servers import LiveStream, ServerURL, run_server
+from tests.support.servers import LiveReader, ServerURL, run_server
 from tests.support.sse import ListPage
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +113,7 @@ async def test_the_list_starts_with_the_newest_records_then_follows_creates_chan
     async with serving(build()) as (_, client):
         for text in ("one", "two", "three"):
             await post(client, text)
-        async with LiveStream(client, "/message/live?limit=2") as live:
+        async with LiveReader(client, "/message/live?limit=2") as live:
             await live.until(showing("two", "three"))
             first = live.events[0]
             assert (first.get("selector"), first.get("mode")) == ("#message-list", "inner")
@@ -130,7 +130,7 @@ async def test_the_list_starts_with_the_newest_records_then_follows_creates_chan
 
 async def test_server_side_creates_edits_and_deletes_reach_the_list() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveStream(client, "/message/live") as live:
+    async with serving(sm) as (url, client), LiveReader(client, "/message/live") as live:
         await live.until(showing())
         record = await url.run(sm.create(Message, text="from a task"))
         await live.until(showing("from a task"))
@@ -150,7 +150,7 @@ async def test_a_record_without_its_element_id_is_wrapped_and_one_that_fails_to_
     async with serving(sm) as (url, client):
         good = await url.run(sm.create(Note, text="fine"))
         await url.run(sm.create(Note, text="boom"))
-        async with LiveStream(client, "/note/live") as live:
+        async with LiveReader(client, "/note/live") as live:
             await live.until(lambda live: bool(live.events))
             assert live.events[0].elements == f'<div id="note-{good.id}"><p>fine</p></div>'
 
@@ -193,7 +193,7 @@ async def test_authorize_is_asked_for_each_record_and_refused_ones_stay_off_the_
         mine = await url.run(sm.create(Message, text="mine"))
         theirs = await url.run(sm.create(Message, text="theirs"))
         hidden.add(theirs.id)
-        async with LiveStream(client, "/message/live") as live:
+        async with LiveReader(client, "/message/live") as live:
             await live.until(showing("mine"))
             assert (None, theirs.id) in asked and (None, mine.id) in asked
             later = await url.run(sm.create(Message, text="later"))
@@ -209,19 +209,19 @@ async def test_presence_counts_the_open_streams_of_an_instance_and_of_a_list() -
         def viewers(n: int) -> Any:
             return lambda live: live.signals.get("room", {}).get("_viewers") == n
 
-        async with LiveStream(client, "/room/live") as first:
+        async with LiveReader(client, "/room/live") as first:
             await first.until(viewers(1))
-            async with LiveStream(client, "/room/live") as second:
+            async with LiveReader(client, "/room/live") as second:
                 await first.until(viewers(2))
                 await second.until(viewers(2))
-                async with LiveStream(client, "/message/live") as listing:  # a list counts its own
+                async with LiveReader(client, "/message/live") as listing:  # a list counts its own
                     await listing.until(lambda live: live.signals.get("message", {}).get("_viewers") == 1)
             await first.until(viewers(1))
 
 
 async def test_the_state_of_a_presence_entity_still_streams_beside_its_viewers() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveStream(client, "/room/live") as live:
+    async with serving(sm) as (url, client), LiveReader(client, "/room/live") as live:
 
         async def set_topic() -> None:
             async with sm.edit(Room) as room:
@@ -256,7 +256,7 @@ def test_presence_settings_are_checked_when_the_app_is_built(config: dict[str, A
 
 async def test_a_viewer_leaving_while_others_stay_is_counted_at_once() -> None:
     async with serving(build()) as (_, client):
-        streams = [LiveStream(client, "/room/live") for _ in range(3)]
+        streams = [LiveReader(client, "/room/live") for _ in range(3)]
         async with streams[0] as a, streams[1] as b:
             async with streams[2] as c:
                 for live in (a, b, c):
@@ -296,7 +296,7 @@ async def test_a_record_whose_authorize_fails_is_left_out_and_the_list_goes_on()
         bad = await url.run(sm.create(Message, text="bad"))
         failing.add(bad.id)
         await url.run(sm.create(Message, text="good"))
-        async with LiveStream(client, "/message/live") as live:
+        async with LiveReader(client, "/message/live") as live:
             await live.until(showing("good"))
             await url.run(sm.create(Message, text="later"))
             await live.until(showing("good", "later"))
@@ -304,7 +304,7 @@ async def test_a_record_whose_authorize_fails_is_left_out_and_the_list_goes_on()
 
 async def test_a_create_into_an_empty_list_is_appended() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveStream(client, "/message/live") as live:
+    async with serving(sm) as (url, client), LiveReader(client, "/message/live") as live:
         await live.until(showing())
         await url.run(sm.create(Message, text="first"))
         await live.until(showing("first"))
@@ -348,9 +348,9 @@ async def test_lists_of_different_lengths_share_one_read_per_change() -> None:
         for text in ("one", "two", "three"):
             await post(client, text)
         async with (
-            LiveStream(client, "/message/live?limit=1") as one,
-            LiveStream(client, "/message/live?limit=2") as two,
-            LiveStream(client, "/message/live?limit=5") as five,
+            LiveReader(client, "/message/live?limit=1") as one,
+            LiveReader(client, "/message/live?limit=2") as two,
+            LiveReader(client, "/message/live?limit=5") as five,
         ):
             await one.until(showing("three"))
             await two.until(showing("two", "three"))
@@ -366,8 +366,8 @@ async def test_lists_of_different_lengths_share_one_read_per_change() -> None:
 async def test_closing_the_app_with_viewers_open_then_using_it_again_counts_from_scratch() -> None:
     sm = build()
     async with serving(sm) as (url, client):
-        async with LiveStream(client, "/room/live") as live:
+        async with LiveReader(client, "/room/live") as live:
             await live.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
             await url.run(sm.presence.aclose())  # e.g. a host's shutdown while pages are open
-        async with LiveStream(client, "/room/live") as again:
+        async with LiveReader(client, "/room/live") as again:
             await again.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)

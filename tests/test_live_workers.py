@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from tests.support.headers import DATASTAR
-from tests.support.servers import LiveStream, run_worker
+from tests.support.servers import LiveReader, run_worker
 from tests.support.services import drop_redis_keys, require
 from tests.support.sse import ListPage
 
@@ -50,7 +50,7 @@ def worker_app() -> StarModel:
 @asynccontextmanager
 async def two_workers(
     factory: str, env: dict[str, str], path: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, LiveStream, LiveStream]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, LiveReader, LiveReader]]:
     """Two uvicorn workers of ``tests.test_live_workers:<factory>``, a client of each, and a live
     stream of ``path`` open on each."""
     with ExitStack() as stack:
@@ -58,8 +58,8 @@ async def two_workers(
         async with (
             httpx.AsyncClient(base_url=a, timeout=10) as on_a,
             httpx.AsyncClient(base_url=b, timeout=10) as on_b,
-            LiveStream(on_a, path) as watching_a,
-            LiveStream(on_b, path) as watching_b,
+            LiveReader(on_a, path) as watching_a,
+            LiveReader(on_b, path) as watching_b,
         ):
             yield on_a, on_b, watching_a, watching_b
 
@@ -193,15 +193,15 @@ async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(
     env = backends(kind)
     with ExitStack() as stack:
         a, b = (stack.enter_context(run_worker("tests.test_live_workers:lists_app", env, factory=True)) for _ in "ab")
-        async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, LiveStream(on_a, "/lobby/live") as watching_a:
+        async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, LiveReader(on_a, "/lobby/live") as watching_a:
             await watching_a.until(viewers("lobby", 1))
             async with httpx.AsyncClient(base_url=b, timeout=10) as on_b:
-                async with LiveStream(on_b, "/lobby/live") as one, LiveStream(on_b, "/lobby/live") as two:
+                async with LiveReader(on_b, "/lobby/live") as one, LiveReader(on_b, "/lobby/live") as two:
                     for live in (watching_a, one, two):
                         await live.until(viewers("lobby", 3))
                 # closed streams are counted out at once
                 await watching_a.until(viewers("lobby", 1), timeout=2)
-                async with LiveStream(on_b, "/lobby/live") as three:
+                async with LiveReader(on_b, "/lobby/live") as three:
                     await watching_a.until(viewers("lobby", 2))
                     await three.until(viewers("lobby", 2))
                     b.process.kill()  # kill -9: worker b says nothing

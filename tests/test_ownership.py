@@ -11,7 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
-from tests.support.servers import LiveStream, run_server
+from tests.support.servers import LiveReader, run_server
 from tests.support.sse import ListPage
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +94,7 @@ async def test_a_live_list_shows_each_user_their_own_records() -> None:
     with run_server(sm) as url:
         async with client(sm, "alice", url) as alice, client(sm, "bob", url) as bob:
             mine = (await alice.post("/note", json={"text": "alice 1"})).json()
-            async with LiveStream(bob, "/note/live", headers={"X-User": "bob"}) as watching:
+            async with LiveReader(bob, "/note/live", headers={"X-User": "bob"}) as watching:
                 await bob.post("/note", json={"text": "bob 1"})
                 await alice.post("/note", json={"text": "alice 2"})
                 await watching.until(lambda live: ListPage("#note-list").apply(live.events).texts == ["bob 1"])
@@ -176,7 +176,7 @@ async def test_a_record_stream_ends_when_authorize_would_refuse_its_next_state()
     with run_server(sm) as url:
         async with client(sm, "alice", url) as alice:
             deed = (await alice.post("/deed", json={})).json()["id"]
-            async with LiveStream(alice, f"/deed/{deed}/live", headers={"X-User": "alice"}) as live:
+            async with LiveReader(alice, f"/deed/{deed}/live", headers={"X-User": "alice"}) as live:
                 await live.until(lambda s: s.signals.get("deed", {}).get("owner") == "alice")
                 await alice.post(f"/deed/{deed}/write", json={"text": "hello"})
                 await live.until(lambda s: s.signals["deed"].get("text") == "hello")

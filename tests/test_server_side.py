@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from starmodel_asgi import Change, Entity, StarModel, event
 from tests.support.headers import JSON
-from tests.support.servers import LiveStream, run_server
+from tests.support.servers import LiveReader, run_server
 
 pytestmark = pytest.mark.anyio
 
@@ -68,7 +68,7 @@ def http(sm: StarModel) -> httpx.AsyncClient:
 
 async def test_edit_saves_and_a_live_page_sees_it(sm: StarModel) -> None:
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveStream(c, "/board/live") as live:
+        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/board/live") as live:
             await live.until(lambda s: s.signals.get("board", {}).get("count") == 0)
 
             async def edit() -> None:  # a background job: no request anywhere
@@ -94,7 +94,7 @@ async def test_an_edit_that_raises_saves_nothing_pushes_nothing_tells_no_one(sm:
             board.count += 1
 
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveStream(c, "/board/live") as live:
+        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/board/live") as live:
             await live.until(lambda s: s.signals.get("board", {}).get("count") == 0)
             with pytest.raises(ZeroDivisionError):
                 await url.run(failing())

@@ -4,7 +4,7 @@
   the base URL (a ``str`` whose ``.call(fn)`` runs ``fn`` on the server's event loop).
 - ``run_worker("module:attr", env={...})``: uvicorn in a subprocess; yields the base URL.
 - ``RedisServer``: a private ``redis-server`` on its own free port that a test may stop and start.
-- ``LiveStream``: an open SSE stream read in the background, parsed as the browser would.
+- ``LiveReader``: an open SSE stream read in the background, parsed as the browser would.
 """
 
 from __future__ import annotations
@@ -222,8 +222,8 @@ class RedisServer:
             self._tmp.cleanup()
 
 
-class LiveStream:
-    """``async with LiveStream(client, "/counter/live") as live``: the stream is read in the
+class LiveReader:
+    """``async with LiveReader(client, "/counter/live") as live``: the stream is read in the
     background into ``raw``; ``await live.until(pred)`` waits until ``pred(live)`` holds."""
 
     def __init__(self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> None:
@@ -236,7 +236,7 @@ class LiveStream:
         self._changed = anyio.Event()
         self._stack = AsyncExitStack()
 
-    async def __aenter__(self) -> LiveStream:
+    async def __aenter__(self) -> LiveReader:
         await self._stack.__aenter__()
         self.response = await self._stack.enter_async_context(self.client.stream("GET", self.url, headers=self.headers))
         tg = await self._stack.enter_async_context(anyio.create_task_group())
@@ -273,7 +273,7 @@ class LiveStream:
     def signals(self) -> dict[str, Any]:
         return merged_signals(self.events)
 
-    async def until(self, predicate: Callable[[LiveStream], bool], timeout: float = 10) -> None:
+    async def until(self, predicate: Callable[[LiveReader], bool], timeout: float = 10) -> None:
         with anyio.fail_after(timeout):
             while not predicate(self):
                 await self._changed.wait()

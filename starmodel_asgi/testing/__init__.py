@@ -1,0 +1,20 @@
+"""``Page``: a browser page's stand-in for testing your own pages, in-process, with no browser.
+
+    async with Page(app) as page:             # your host app, or the StarModel itself
+        await page.open("/")                  # the HTML page: its declared signals, its data-init
+        answer = await page.run(Counter.increment(amount=2))
+        assert answer.signals == {"counter": {"count": 2}}
+        assert page.signals["counter"]["count"] == 2
+
+It speaks to the ASGI app directly, as Datastar's browser client would: cookies kept, every
+signal sent with each action (those whose name starts with ``_`` left out), answers applied to
+``page.signals`` (only ``200`` answers, as the client does). ``page.live(...)`` reads a live stream
+as it arrives.
+"""
+
+from starmodel_asgi.testing.expressions import parse_action, read_object
+from starmodel_asgi.testing.page import LivePage, Page
+from starmodel_asgi.testing.signals import merge
+from starmodel_asgi.testing.sse import Answer, parse_events
+
+__all__ = ["Answer", "LivePage", "Page", "merge", "parse_action", "parse_events", "read_object"]
