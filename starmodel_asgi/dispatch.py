@@ -61,8 +61,9 @@ async def invoke(
     unit: Unit | None, instance: Entity, descriptor: EventDescriptor, kwargs: dict[str, Any]
 ) -> AsyncGenerator[Any, None]:
     """Each result of the event: one for plain events, one per yield for generators. Sync code
-    runs in a worker thread. With a ``unit``, each step runs with it current, so the writes it
-    makes join it (a background event has none: its ``async with self:`` blocks open their own)."""
+    runs on the loop (in a worker thread with ``thread=True``). With a ``unit``, each step runs
+    with it current, so the writes it makes join it (a background event has none: its
+    ``async with self:`` blocks open their own)."""
     bound = descriptor.func.__get__(instance)
     if descriptor.is_async_gen:
         agen = bound(**kwargs)
@@ -77,17 +78,35 @@ async def invoke(
             await agen.aclose()
     elif descriptor.is_sync_gen:
         gen: Iterator[Any] = bound(**kwargs)
-        while (item := await _in_unit(unit, anyio.to_thread.run_sync, next, gen, _DONE)) is not _DONE:
-            yield item
+        if descriptor.info.thread:
+            while (item := await _in_unit(unit, anyio.to_thread.run_sync, next, gen, _DONE)) is not _DONE:
+                yield item
+        else:
+            while (item := _inline(unit, next, gen, _DONE)) is not _DONE:
+                yield item
     else:
         yield await call(unit, descriptor, bound, kwargs)
 
 
 async def call(unit: Unit | None, descriptor: EventDescriptor, bound: Any, kwargs: dict[str, Any]) -> Any:
-    """A plain event's one call (sync code in a worker thread), with ``unit`` current."""
+    """A plain event's one call, with ``unit`` current: sync code on the loop, or in a worker
+    thread when the event asks for one (``thread=True``)."""
     if descriptor.is_coroutine:
         return await _in_unit(unit, partial(bound, **kwargs))
-    return await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
+    if descriptor.info.thread:
+        return await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
+    return _inline(unit, partial(bound, **kwargs))
+
+
+def _inline(unit: Unit | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on the loop, with ``unit`` current (as it is, without one)."""
+    if unit is None:
+        return fn(*args)
+    token = CURRENT.set(unit)
+    try:
+        return fn(*args)
+    finally:
+        CURRENT.reset(token)
 
 
 async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:

@@ -33,6 +33,8 @@ class EventInfo:
     use_view_transition: bool | None = None
     #: runs without holding the instance; ``async with self:`` blocks take it (see ``event``)
     background: bool = False
+    #: a sync event run in a worker thread (blocking code), not on the event loop
+    thread: bool = False
 
     @property
     def segment(self) -> str:
@@ -282,6 +284,7 @@ def event(
     mode: str | None = None,
     use_view_transition: bool | None = None,
     background: bool = False,
+    thread: bool = False,
 ) -> Callable[[Callable[..., Any]], EventDescriptor]: ...
 def event(
     func: Callable[..., Any] | None = None,
@@ -293,6 +296,7 @@ def event(
     mode: str | None = None,
     use_view_transition: bool | None = None,
     background: bool = False,
+    thread: bool = False,
 ) -> Any:
     """Mark an entity method as an event: ``@event`` or ``@event(method="GET", selector="#out")``.
 
@@ -305,6 +309,11 @@ def event(
     each ``async with self:`` block re-reads it under the lock, and leaving the block saves it and
     pushes it live. Changes outside such blocks are not saved. Yields still stream to the caller;
     the event is cancelled when the caller goes away.
+
+    A sync event (``def``, or a sync generator) runs on the event loop, as an ``async def`` with no
+    ``await`` would: quick code that changes state costs no thread hop. ``thread=True`` runs it in
+    a worker thread instead, for blocking code (a sync HTTP or database client, a long
+    computation), so the loop keeps serving others meanwhile.
     """
     method = method.upper()
     if method not in METHODS:
@@ -313,7 +322,9 @@ def event(
     def wrap(f: Callable[..., Any]) -> EventDescriptor:
         if background and not (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
             raise TypeError(f"@event(background=True) {f.__name__}: needs an async def (function or generator)")
-        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition, background)
+        if thread and (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
+            raise TypeError(f"@event(thread=True) {f.__name__}: only a sync def runs in a thread; await instead")
+        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition, background, thread)
         return EventDescriptor(f, info)
 
     return wrap(func) if func is not None else wrap
