@@ -218,6 +218,28 @@ def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
     return cast(Entity, client_instance(spec, request))
 
 
+async def begin(
+    unit: Unit,
+    spec: EntitySpec,
+    key: str,
+    descriptor: EventDescriptor,
+    request: EventRequest,
+    must_exist: bool,
+    check: Check | None,
+) -> tuple[Held, Steps]:
+    """The event's instance held (``authorize`` asked about it as it is now, under its lock),
+    what the page sees of it, and the page's client-writable fields applied."""
+    if spec.in_browser:
+        held = unit.adopt(spec, from_client(spec, request), descriptor.info.name)
+    else:
+        held = await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
+    if check is not None:
+        await check(held.instance)
+    steps = Steps(spec, held.instance, request, descriptor.info)
+    apply_client_writes(spec, held.instance, request)
+    return held, steps
+
+
 class Runs:
     """The background events running on each instance in this process: at most ``most`` at once
     (429 past it), so one session cannot fill the process with them."""
@@ -291,19 +313,6 @@ class Dispatcher:
         state = await (store.get(spec, key) if unit is None else unit.get(spec, key))
         return instance_of(spec, key, state, must_exist)
 
-    async def _hold(
-        self,
-        unit: Unit,
-        spec: EntitySpec,
-        key: str,
-        descriptor: EventDescriptor,
-        request: EventRequest,
-        must_exist: bool,
-    ) -> Held:
-        if spec.in_browser:
-            return unit.adopt(spec, from_client(spec, request), descriptor.info.name)
-        return await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
-
     async def run(
         self,
         spec: EntitySpec,
@@ -325,11 +334,7 @@ class Dispatcher:
         unit = Unit(self)
         steps: Steps | None = None
         try:
-            held = await self._hold(unit, spec, key, descriptor, request, must_exist)
-            if check is not None:  # authorize, on the instance as it is now, under its lock
-                await check(held.instance)
-            steps = Steps(spec, held.instance, request, descriptor.info)
-            apply_client_writes(spec, held.instance, request)
+            held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
             async with aclosing(invoke(unit, held.instance, descriptor, kwargs)) as results:
                 async for result in results:
                     steps.count += 1
@@ -365,11 +370,7 @@ class Dispatcher:
         while True:
             unit = Unit(self)
             try:
-                held = await self._hold(unit, spec, key, descriptor, request, must_exist)
-                if check is not None:  # authorize, on the instance as it is now, under its lock
-                    await check(held.instance)
-                steps = Steps(spec, held.instance, request, descriptor.info)
-                apply_client_writes(spec, held.instance, request)
+                held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
                 result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
                 update = steps.step(result)
                 await unit.commit()
