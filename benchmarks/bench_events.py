@@ -33,7 +33,7 @@ class Counter(Entity):
     count: int = 0
 
     @event
-    async def increment(self, amount: int = 1) -> None:
+    def increment(self, amount: int = 1) -> None:  # README's own style: a plain def
         self.count += amount
 
 
