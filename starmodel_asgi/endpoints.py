@@ -8,7 +8,6 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -29,7 +28,7 @@ from starmodel_asgi.page_errors import errors_shown, remember_errors
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import MethodHandler, Route, RouteTable
 from starmodel_asgi.spec import EntitySpec, instance_key
-from starmodel_asgi.values import EventRequest, Update
+from starmodel_asgi.values import App, EventRequest, Update
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
@@ -47,7 +46,7 @@ class Endpoints:
     trusted_origins: Collection[str]
     max_body_size: int
     list_limit: int
-    app: Any  # the StarModel, handed to events as ``request.app``
+    app: App  # the StarModel, handed to events as ``request.app``
     body_timeout: float = 30.0
     session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
     windows: Windows = field(default_factory=Windows)

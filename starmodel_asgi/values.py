@@ -4,8 +4,9 @@ sees it, and the updates, elements and redirects it answers with."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 
@@ -16,6 +17,25 @@ def is_datastar(headers: Mapping[str, str]) -> bool:
 
 class Signals(dict[str, Any]):
     """The Datastar signals a request carried; annotate an event parameter with it to receive them."""
+
+
+class App(Protocol):
+    """What an event reaches through ``request.app``: the serving ``StarModel``'s server side,
+    whose creates, edits, reads and deletes join the event's unit of work."""
+
+    async def create(self, entity: type[Any], **fields: Any) -> Any: ...
+
+    def edit(self, entity: type[Any], key: str | None = None) -> AbstractAsyncContextManager[Any]: ...
+
+    async def get(self, entity: type[Any], key: str | None = None) -> Any: ...
+
+    async def list(self, entity: type[Any], limit: int = 100, offset: int = 0) -> list[Any]: ...
+
+    async def delete(self, entity: type[Any], key: str) -> None: ...
+
+
+#: ``EventRequest.app`` of a request no app built (one a test makes by hand).
+NO_APP = cast(App, None)
 
 
 @dataclass
@@ -40,7 +60,7 @@ class EventRequest:
     #: the page may still show an earlier failure's ``_error``/``_errors``: a success clears them
     errors_shown: bool = False
     #: the ``StarModel`` serving the event: ``await request.app.create(Message, text=...)``
-    app: Any = None
+    app: App = NO_APP
 
     @property
     def is_datastar(self) -> bool:
