@@ -117,7 +117,7 @@ class StarModel:
             list_limit=list_limit,
             app=self,
         )
-        self.routes = self.endpoints.routes(self.specs.values())
+        self.route_table = self.endpoints.routes(self.specs.values())
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use
 
     def _register(self, entity: type[Entity]) -> None:
@@ -129,6 +129,12 @@ class StarModel:
 
     def _make_store(self, kind: StoreKind) -> Store:
         return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)
+
+    @property
+    def routes(self) -> list[Any]:
+        """Nothing for a host's tooling to walk: Starlette's ``Mount`` (and ``url_for``, and
+        instrumentation that lists routes) looks here; this app resolves its own paths."""
+        return []
 
     def spec(self, entity: type[Entity]) -> EntitySpec:
         """The spec this app serves ``entity`` with."""
@@ -163,7 +169,7 @@ class StarModel:
                 self._openapi = self._openapi or openapi_json(self.specs.values())
                 await Response(self._openapi, media_type="application/json")(scope, receive, send)
                 return
-            found = self.routes.resolve(path)
+            found = self.route_table.resolve(path)
             if found is None:
                 response = self.endpoints.error(incoming, not_found(self.specs, path))
             else:

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.routing import Mount
 
 from starmodel_asgi import Entity, StarModel, event
@@ -300,3 +301,27 @@ def test_fasthtml_keyword_attributes_after_use_datastar_attrs() -> None:
         assert 'data-on:datastar-fetch="$e = 1"' in html and 'data-class:hidden="$off"' in html
     finally:
         fh_cfg["attrmap"] = before
+
+
+async def test_host_url_for_walks_past_the_mount(tmp_path: Path) -> None:
+    """A host route's url_for looks through every mount, ours included (a StaticFiles mount after
+    it is FastAPI's most common layout): the app's routes must be something it can walk."""
+    from fastapi import FastAPI
+    from fastapi.staticfiles import StaticFiles
+
+    (tmp_path / "site.css").write_text("body {}")
+    sm = StarModel([Tally], secret_key="k")
+    host = FastAPI()
+
+    @host.get("/")
+    async def home(request: Request) -> dict[str, str]:
+        return {"css": str(request.url_for("static", path="site.css"))}
+
+    host.mount("/sm", sm)  # unnamed, as README shows: url_for looks inside it
+    host.mount("/static", StaticFiles(directory=tmp_path), name="static")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(host), base_url="http://t") as client:
+        answer = await client.get("/")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"css": "http://t/static/site.css"}
+        assert (await client.get("/static/site.css")).text == "body {}"
+        assert (await client.get("/sm/tally", headers={"accept": "application/json"})).status_code == 200
