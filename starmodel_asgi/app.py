@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
@@ -161,7 +161,7 @@ class StarModel:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await _lifespan(receive, send, self.aclose)
         elif scope["type"] == "http":
             incoming = Incoming(scope, receive)
             path = route_path(scope)
@@ -177,16 +177,6 @@ class StarModel:
             await response(scope, receive, send)
         else:  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1000})
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -294,8 +284,21 @@ class StarModel:
             raise TypeError(f'sm.{doing} needs a record entity: {entity.__name__} is scope="{spec.scope}"')
         return spec
 
-    def known_session(self, request: Request) -> str | None:  # the caller's session id, if any yet
-        return self.sessions.known(request)
+    def known_session(self, request: Request, user_id: str | None = None) -> str | None:
+        """The caller's session id, if it has one made for ``user_id`` (``None``: signed out)."""
+        return self.sessions.known(request, user_id)
+
+
+async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:
+    """The ASGI lifespan, for servers that run it on this app itself: ``close`` at shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _check_bounds(*, body_timeout: float, send_timeout: float, max_background: int) -> None:

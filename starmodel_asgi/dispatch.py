@@ -241,12 +241,14 @@ async def begin(
 
 
 class Runs:
-    """The background events running on each instance in this process: at most ``most`` at once
-    (429 past it), so one session cannot fill the process with them."""
+    """The background events running in this process: at most ``most`` at once on one instance
+    and ``total`` in all (429 past either), so one session, or many cookieless ones, cannot fill
+    the process with them."""
 
-    def __init__(self, most: int) -> None:
-        self.most = most
+    def __init__(self, most: int, total: int = 256) -> None:
+        self.most, self.total = most, total
         self._running: dict[tuple[str, str], int] = {}
+        self._all = 0
 
     def take(self, spec: EntitySpec, key: str) -> Callable[[], None]:
         """Counts one more run of the instance; returns what ends it (once, however often called)."""
@@ -258,13 +260,17 @@ class Runs:
                 f"{spec.entity.__name__} already runs {self.most} background events; wait for one to end or cancel it",
                 spec.name,
             )
+        if self._all >= self.total:
+            raise EventError(429, f"{self.total} background events are running here; try again shortly", spec.name)
         self._running[where] = running + 1
+        self._all += 1
         ended = False
 
         def end() -> None:
             nonlocal ended
             if not ended:
                 ended = True
+                self._all -= 1
                 left = self._running.pop(where) - 1
                 if left:
                     self._running[where] = left

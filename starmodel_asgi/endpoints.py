@@ -20,7 +20,7 @@ from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.guard import Guard
 from starmodel_asgi.identity import Sessions
-from starmodel_asgi.incoming import MULTIPART_TYPE, Body, Incoming, content_type, read_input
+from starmodel_asgi.incoming import Body, Incoming, large_body, read_input
 from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
 from starmodel_asgi.origins import SAFE_METHODS, check_origin
@@ -88,14 +88,16 @@ class Endpoints:
             # who asks, and whether they may, before any body is read: a refused or anonymous
             # caller never gets to make this process buffer or spool what it sends
             call, set_cookie = await self.call(incoming, route.spec, params, shown)
-            uploads = "id" in params and action.changes_state and content_type(incoming.headers) == MULTIPART_TYPE
+            # a large body or an upload for a record is received only once the record exists and
+            # its owner check says yes (as saved; a change asks again under its lock)
+            large = "id" in params and action.changes_state and large_body(incoming)
             if self.guard.with_record and "id" in params:
-                if not action.changes_state or uploads:  # the record as saved (a change asks again under its lock)
+                if not action.changes_state or large:
                     record = await self.dispatcher.read(route.spec, params["id"], must_exist=True)
                     await self.guard.check(call, route.spec, action.event, record)
             elif not (self.guard.with_record and action.checks_new_record):
                 await self.guard.check(call, route.spec, action.event)
-                if uploads:  # files for a record that does not exist are not worth receiving
+                if large:
                     await self.dispatcher.read(route.spec, params["id"], must_exist=True)
             body = await read_input(incoming, self.max_body_size, self.body_timeout)
             call.signals, call.form = body.signals, body.form

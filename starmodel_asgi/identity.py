@@ -33,6 +33,8 @@ class SessionSigner:
         # itsdangerous takes the keys oldest first and signs with the last
         self._signer = Signer(list(reversed(keys)), salt="starmodel-session", digest_method=hashlib.sha256)
         self._rotator = Signer(keys[0], salt="starmodel-rotate", digest_method=hashlib.sha256)
+        self._taggers = [Signer(key, salt="starmodel-user", digest_method=hashlib.sha256) for key in keys]
+        self._tags: dict[str, tuple[str, ...]] = {}  # user id -> its tag under each key, newest first
         self._verified: dict[str, tuple[str, str, str]] = {}  # cookie value -> (sid, user, value now)
         self._cache_size = cache_size
 
@@ -44,7 +46,7 @@ class SessionSigner:
         return None if verified is None else verified[0]
 
     def verify(self, value: str | None) -> tuple[str, str, str] | None:
-        """The session id a cookie value carries, the ``user_tag`` it was made for, and the value
+        """The session id a cookie value carries, the user tag it was made for, and the value
         to send back (the same, or signed again with the newest key); ``None`` when it does not
         verify."""
         if not value or "." not in value:
@@ -68,16 +70,25 @@ class SessionSigner:
     def new_session_id() -> str:
         return secrets.token_urlsafe(24)
 
+    def user_tags(self, user_id: str | None) -> tuple[str, ...]:
+        """What a session remembers of the user it was made for, under each key (newest first;
+        ``("",)`` for nobody): a keyed hash, so a cookie does not tell whose it is."""
+        if user_id is None:
+            return ("",)
+        tags = self._tags.get(user_id)
+        if tags is None:
+            if len(self._tags) >= self._cache_size:
+                self._tags.clear()
+            tags = self._tags[user_id] = tuple(t.get_signature(user_id).decode()[:24] for t in self._taggers)
+        return tags
+
     def rotated(self, session_id: str, user: str) -> str:
-        """The session id that follows ``session_id`` once ``user`` (a ``user_tag``) signs in or
+        """The session id that follows ``session_id`` once ``user`` (a user tag) signs in or
         out: unguessable without the key, and the same for every request that finds the change, so
         a page's concurrent requests after a sign-in all land in one new session."""
         return self._rotator.get_signature(f"{session_id}:{user}").decode()
 
 
-def user_tag(user_id: str | None) -> str:
-    """What a session remembers of the user it was made for ("" for none)."""
-    return "" if user_id is None else hashlib.sha256(user_id.encode()).hexdigest()[:24]
 
 
 #: The caller's session: its id, the ``Set-Cookie`` to send (``None`` under a host session), and,
@@ -131,12 +142,12 @@ class Sessions:
         """The caller's session id, if it has one already (given ``user_id``: not one made for
         another user, which the caller's next request replaces)."""
         sid, user = self._stored(conn)
-        if sid is None or user_id is ... or user in ("", user_tag(user_id)):
+        if sid is None or user_id is ... or user == "" or user in self.signer.user_tags(user_id):
             return sid
         return None
 
     def _stored(self, conn: Connection) -> tuple[str | None, str]:
-        """The session id the caller brings and the ``user_tag`` it was made for."""
+        """The session id the caller brings and the user tag it was made for."""
         host_session = conn.scope.get("session")
         if isinstance(host_session, dict):
             sid, user = host_session.get(HOST_SESSION_KEY), host_session.get(HOST_USER_KEY, "")
@@ -148,11 +159,12 @@ class Sessions:
         """The caller's session, made up if it has none, and replaced by a new one when the user
         changed since it was made (session fixation: whoever knew the old id does not know the
         new one). Every use renews the cookie, so its lifetime slides."""
-        user = user_tag(user_id) if user_id is not None else ""
+        tags = self.signer.user_tags(user_id)
+        user = tags[0]
         host_session = conn.scope.get("session")
         if isinstance(host_session, dict):
             sid, made_for = self._stored(conn)
-            if sid is not None and made_for == user:
+            if sid is not None and made_for in tags:
                 return sid, None, None, False
             new = SessionSigner.new_session_id() if sid is None else self.signer.rotated(sid, user)
             host_session[HOST_SESSION_KEY], host_session[HOST_USER_KEY] = new, user
@@ -162,13 +174,13 @@ class Sessions:
             sid = SessionSigner.new_session_id()
             return sid, self.set_cookie(conn.scope, sid, user=user), None, False
         sid, made_for, value = verified
-        if made_for == user:
+        if made_for in tags:
             return sid, self.set_cookie(conn.scope, sid, value), None, False
         new = self.signer.rotated(sid, user)
         return new, self.set_cookie(conn.scope, new, user=user), sid, made_for == ""
 
     def set_cookie(self, scope: Scope, sid: str, signed: str | None = None, user: str = "") -> str:
-        """The ``Set-Cookie`` value carrying ``sid`` made for ``user`` (a ``user_tag``; ``signed``:
+        """The ``Set-Cookie`` value carrying ``sid`` made for ``user`` (a user tag; ``signed``:
         the cookie value, when known)."""
         secure = self.secure
         if secure is None:

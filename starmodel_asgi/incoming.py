@@ -99,6 +99,12 @@ def too_big(max_body_size: int) -> EventError:
     return EventError(413, f"Request body over {max_body_size} bytes")
 
 
+def gone() -> EventError:
+    """The client went away before its whole body arrived: nobody reads the answer, nothing is
+    logged as an error."""
+    return EventError(400, "The client went away before sending its whole body")
+
+
 def too_slow(timeout: float) -> EventError:
     return EventError(408, f"The request body did not arrive within {timeout:g} s")
 
@@ -111,11 +117,22 @@ SMALL_BODY = 64 * 1024
 def declared_length(incoming: Incoming, max_body_size: int) -> int | None:
     """``Content-Length``, if given; 413 before reading when it already says the body is too big."""
     length = incoming.headers.get("content-length")
-    if length is None or not length.isdigit():
+    if length is None or not (length.isascii() and length.isdigit()):
         return None
     if int(length) > max_body_size:
         raise too_big(max_body_size)
     return int(length)
+
+
+def large_body(incoming: Incoming) -> bool:
+    """Whether the request brings a body worth refusing before it is read: a multipart form, or
+    a body past ``SMALL_BODY``, sent in pieces or of unknown length."""
+    if incoming.method in ("GET", "HEAD", "DELETE"):
+        return False
+    length = incoming.headers.get("content-length")
+    if length is None or not (length.isascii() and length.isdigit()) or int(length) > SMALL_BODY:
+        return True
+    return content_type(incoming.headers) == MULTIPART_TYPE
 
 
 async def read_body(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> bytes:
@@ -131,7 +148,7 @@ async def read_body(incoming: Incoming, max_body_size: int, timeout: float = 30.
             return bytes(body)
         chunks = bytearray(message.get("body", b""))
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            raise gone()
     else:
         chunks = bytearray()
     with anyio.move_on_after(timeout):
@@ -140,7 +157,7 @@ async def read_body(incoming: Incoming, max_body_size: int, timeout: float = 30.
                 raise too_big(max_body_size)
             message = await incoming.receive()
             if message["type"] == "http.disconnect":
-                raise ClientDisconnect()
+                raise gone()
             chunks += message.get("body", b"")
             if not message.get("more_body", False):
                 if len(chunks) > max_body_size:
@@ -172,7 +189,10 @@ async def read_input(incoming: Incoming, max_body_size: int, timeout: float = 30
         return Body(parse_json(raw[-1].encode())) if raw and raw[-1] else Body()
     kind = content_type(incoming.headers)
     if kind == MULTIPART_TYPE:
-        return await read_multipart(incoming, max_body_size, timeout)
+        try:
+            return await read_multipart(incoming, max_body_size, timeout)
+        except ClientDisconnect:  # Starlette's form parser found the client gone
+            raise gone() from None
     body = await read_body(incoming, max_body_size, timeout)
     if kind == FORM_TYPE:
         return Body(form=multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))

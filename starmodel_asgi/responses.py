@@ -48,9 +48,10 @@ class UpdatesResponse(StreamResponse):
     """Streams updates as the dispatcher produces them, in the request's own task (so the
     instance lock is taken and released by one task).
 
-    ``send_timeout``: how long the client may take to accept each piece while the event holds
-    its instance. A client that stops reading no longer holds everyone else up: the event runs
-    to its end (and commits) without it, and its connection is dropped."""
+    ``send_timeout``: how long the client may take to accept each piece. A client that stops
+    reading no longer holds everyone else up: an event that holds its instance runs to its end
+    (and commits) without it; a background event (``until_disconnect``) is cancelled, as when the
+    client goes away. Either way its connection is dropped."""
 
     def __init__(
         self,
@@ -76,25 +77,34 @@ class UpdatesResponse(StreamResponse):
             tg.cancel_scope.cancel()
 
     async def _send_all(self, send: Send) -> None:
+        try:
+            reading = await self._stream(send)
+            if reading:  # else left unfinished: the server drops the connection
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            if self.background is not None:  # uploads are closed however the answer ended
+                with anyio.CancelScope(shield=True):
+                    await self.background()
+
+    async def _stream(self, send: Send) -> bool:
+        """Sends each update as it comes; whether the client kept reading."""
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         fmt = self.formatter
-        async with aclosing(self.rest) as rest:
+        async with aclosing(self.rest) as rest:  # closing a background event cancels it
             reading = await self._send(send, fmt.format(self.first).encode())
             try:
                 async for update in rest:
                     if reading:
                         reading = await self._send(send, fmt.format([update]).encode())
+                    elif self.until_disconnect:
+                        break
             except Exception as exc:
                 error = internal_error(exc, "streaming an event answer", self.first[0].entity if self.first else None)
                 undo = (
                     [Update(error.entity, error.reset, error.reset)] if error.entity and error.reset is not None else []
                 )
                 reading = reading and await self._send(send, (fmt.format(undo) + fmt.format_error(error)).encode())
-        if not reading:  # left unfinished: the server drops the connection
-            return
-        await send({"type": "http.response.body", "body": b""})
-        if self.background is not None:
-            await self.background()
+        return reading
 
     async def _send(self, send: Send, body: bytes) -> bool:
         """Sends a piece; ``False`` when the client did not take it within ``send_timeout``."""
@@ -184,7 +194,8 @@ class Answers:
         goes away, if the format streams; else collected into one answer."""
         formatter = self.formatter(call)
         if formatter.streams:
-            return self.streamed(call, UpdatesResponse(formatter, [], updates, until_disconnect=True))
+            response = UpdatesResponse(formatter, [], updates, until_disconnect=True, send_timeout=self.send_timeout)
+            return self.streamed(call, response)
         async with aclosing(updates):
             return self.answer(call, [update async for update in updates])
 

@@ -104,9 +104,15 @@ async def test_a_refused_caller_is_answered_before_its_body_is_read() -> None:
     assert await status_of_stalled(sm, "POST", "/photo/p1/upload", UPLOAD) == (403, False)
 
 
-async def test_an_upload_for_a_record_that_does_not_exist_is_404_before_its_body_is_read() -> None:
+LARGE_JSON = {"content-type": "application/json", "content-length": "900000"}
+
+
+@pytest.mark.parametrize("headers", [UPLOAD, LARGE_JSON], ids=["upload", "large JSON"])
+async def test_a_large_body_for_a_record_that_does_not_exist_is_404_before_it_is_read(
+    headers: dict[str, str],
+) -> None:
     sm = StarModel([Photo, Board], base_path="", secret_key="b")
-    assert await status_of_stalled(sm, "POST", "/photo/nope/upload", UPLOAD) == (404, False)
+    assert await status_of_stalled(sm, "POST", "/photo/nope/upload", headers) == (404, False)
 
 
 async def test_a_record_owner_check_sees_an_upload_before_its_body_is_read() -> None:
@@ -116,6 +122,8 @@ async def test_a_record_owner_check_sees_an_upload_before_its_body_is_read() -> 
     sm = StarModel([Photo, Board], base_path="", secret_key="b", authorize=authorize)
     locked = await sm.create(Photo, caption="locked")
     assert await status_of_stalled(sm, "POST", f"/photo/{locked.id}/upload", UPLOAD) == (403, False)
+    assert await status_of_stalled(sm, "POST", f"/photo/{locked.id}/upload", LARGE_JSON) == (403, False)
+    assert await status_of_stalled(sm, "POST", "/photo/nope/upload", LARGE_JSON) == (404, False)
 
 
 @pytest.mark.parametrize(
@@ -187,3 +195,43 @@ def test_a_client_that_stops_reading_a_generator_event_does_not_hold_its_instanc
         assert waited < 5, f"the instance was held {waited:.1f} s by a client that stopped reading"
         state = json.loads(httpx.get(f"{url}/board").text)
         assert state["steps"] == 41  # the stalled event ran to its end and was kept, then the bump
+
+
+def test_a_client_that_stops_reading_a_background_event_frees_its_place() -> None:
+    class Log(Entity):
+        model_config = {"scope": "global"}
+        text: str = ""
+        steps: int = 0
+
+        @event(background=True)
+        async def fill(self) -> AsyncIterator[str]:
+            for _ in range(40):  # 40 steps of 512 KB of HTML
+                async with self:
+                    self.steps += 1
+                yield f'<pre id="log">{"z" * 512 * 1024}</pre>'
+
+        @event(background=True)
+        async def ping(self) -> None:
+            async with self:
+                self.text = "pong"
+
+    sm = StarModel([Log], base_path="", secret_key="b", send_timeout=0.5, max_background=1)
+    with run_server(sm) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        try:
+            request = "POST /log/fill HTTP/1.1\r\nHost: t\r\ndatastar-request: true\r\nContent-Length: 2\r\n\r\n{}"
+            stalled.sendall(request.encode())  # and never reads the answer
+            deadline = time.monotonic() + 10
+            while True:  # the stalled run holds the one place until send_timeout ends it
+                answer = httpx.post(f"{url}/log/ping", json={}, headers={"accept": "application/json"})
+                if answer.status_code != 429 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            stalled.close()
+        assert answer.status_code == 200, answer.text
+        state = httpx.get(f"{url}/log").json()
+        assert state["text"] == "pong" and state["steps"] < 40  # the stalled run was cancelled, not finished

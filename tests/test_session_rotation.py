@@ -153,3 +153,17 @@ async def test_a_host_page_after_a_sign_out_renders_none_of_the_signed_in_state(
     assert (await sm.current(Cart, page_request("ada"))).items == 2
     assert (await sm.current(Cart, page_request(None))).items == 0  # signed out: not ada's cart
     assert (await sm.current(Cart, page_request("bob"))).items == 0
+
+
+async def test_a_signed_in_session_survives_key_rotation() -> None:
+    old = StarModel([Cart, Draft], base_path="", secret_key="old", get_user=user_from_header)
+    browser = Browser(old)
+    browser.user = "ada"
+    for _ in range(2):
+        await browser.send("POST", "/cart/add")
+    assert "ada" not in browser.cookies["sm_session"]  # the cookie does not say whose it is
+    rotated = StarModel(
+        [Cart, Draft], base_path="", secret_key=["new", "old"], get_user=user_from_header, stores=old._stores
+    )
+    browser.app = rotated
+    assert await browser.items() == 2  # the same user's session, not a sign-in

@@ -94,11 +94,12 @@ class MemoryStore:
 
     Session instances are bounded: past ``max_sessions`` of them (about 1-2 KB each for a small
     entity) one is dropped, so clients without a cookie cannot grow memory without limit. Sessions
-    used once (a visitor, or a flood of cookieless requests) go first, least recent first; a
-    session that came back is kept while up to 80% of the bound are such returning ones, so a
-    flood of new visitors cannot push out people who are using the site. User instances (keyed by
-    the host's signed-in users), global instances and records are never dropped (they are data,
-    not a cache of a visitor)."""
+    not yet back (a visitor, or a flood of cookieless requests) go first, least recent first; a
+    session used again at least ``returned_after`` seconds after its first use is kept while up
+    to 80% of the bound are such returning ones, so a flood of new visitors (even ones that use
+    their cookie twice at once) cannot push out people who are using the site. User instances
+    (keyed by the host's signed-in users), global instances and records are never dropped (they
+    are data, not a cache of a visitor)."""
 
     def __init__(
         self,
@@ -106,14 +107,15 @@ class MemoryStore:
         sweep_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_sessions: int = 20_000,
+        returned_after: float = 60.0,
     ) -> None:
         self.default_ttl = default_ttl
         self.sweep_interval = sweep_interval
-        self.max_sessions = max_sessions
+        self.max_sessions, self.returned_after = max_sessions, returned_after
         self._clock = clock
         self._data: dict[Key, _Entry] = {}
         # session keys, least recent first: used once, and used again (kept before the others)
-        self._once: OrderedDict[Key, None] = OrderedDict()
+        self._once: OrderedDict[Key, float] = OrderedDict()  # -> when first used
         self._again: OrderedDict[Key, None] = OrderedDict()
         self._locks = KeyedLocks()
         self._last_sweep = clock()
@@ -174,17 +176,21 @@ class MemoryStore:
             self._used(key)
 
     def _used(self, key: Key) -> None:
-        """Notes a use of a session: its first goes to ``_once``, the next ones to ``_again``;
-        past the bound, the least recent of ``_once`` goes first."""
+        """Notes a use of a session: its first goes to ``_once``, one ``returned_after`` seconds
+        later moves it to ``_again``; past the bound, the least recent of ``_once`` goes first."""
         if key in self._again:
             self._again.move_to_end(key)
         elif key in self._once:
+            now = self._clock()
+            if now - self._once[key] < self.returned_after:
+                self._once.move_to_end(key)
+                return
             del self._once[key]
             self._again[key] = None
             if len(self._again) > self.max_sessions * 0.8:  # the oldest returning one is a visitor again
-                self._once[self._again.popitem(last=False)[0]] = None
+                self._once[self._again.popitem(last=False)[0]] = now
         else:
-            self._once[key] = None
+            self._once[key] = self._clock()
         while len(self._once) + len(self._again) > self.max_sessions:
             oldest, _ = (self._once or self._again).popitem(last=False)
             self._data.pop(oldest, None)
