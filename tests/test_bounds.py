@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -175,22 +176,28 @@ def test_a_multipart_part_in_another_charset_that_is_not_text_is_a_400() -> None
         assert httpx.get(f"{url}/board").json()["text"] == "caf\u00e9"
 
 
+@contextmanager
+def not_reading(url: str, path: str) -> Iterator[None]:
+    """A Datastar client that posts to ``path`` and never reads the answer, for the block."""
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    try:
+        request = f"POST {path} HTTP/1.1\r\nHost: t\r\ndatastar-request: true\r\nContent-Length: 2\r\n\r\n{{}}"
+        stalled.sendall(request.encode())
+        yield
+    finally:
+        stalled.close()
+
+
 def test_a_client_that_stops_reading_a_generator_event_does_not_hold_its_instance() -> None:
     sm = StarModel([Board], base_path="", secret_key="b", send_timeout=0.5)
     with run_server(sm) as url:
-        port = int(url.rsplit(":", 1)[1])
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", port))
-        try:
-            request = "POST /board/fill HTTP/1.1\r\nHost: t\r\ndatastar-request: true\r\nContent-Length: 2\r\n\r\n{}"
-            stalled.sendall(request.encode())  # and never reads the answer
+        with not_reading(url, "/board/fill"):
             time.sleep(0.3)
             started = time.monotonic()
             bumped = httpx.post(f"{url}/board/bump", json={}, timeout=20)  # waits for the instance
             waited = time.monotonic() - started
-        finally:
-            stalled.close()
         assert bumped.status_code == 200
         assert waited < 5, f"the instance was held {waited:.1f} s by a client that stopped reading"
         state = json.loads(httpx.get(f"{url}/board").text)
@@ -217,21 +224,13 @@ def test_a_client_that_stops_reading_a_background_event_frees_its_place() -> Non
 
     sm = StarModel([Log], base_path="", secret_key="b", send_timeout=0.5, max_background=1)
     with run_server(sm) as url:
-        port = int(url.rsplit(":", 1)[1])
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", port))
-        try:
-            request = "POST /log/fill HTTP/1.1\r\nHost: t\r\ndatastar-request: true\r\nContent-Length: 2\r\n\r\n{}"
-            stalled.sendall(request.encode())  # and never reads the answer
+        with not_reading(url, "/log/fill"):
             deadline = time.monotonic() + 10
             while True:  # the stalled run holds the one place until send_timeout ends it
                 answer = httpx.post(f"{url}/log/ping", json={}, headers={"accept": "application/json"})
                 if answer.status_code != 429 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-        finally:
-            stalled.close()
         assert answer.status_code == 200, answer.text
         state = httpx.get(f"{url}/log").json()
         assert state["text"] == "pong" and state["steps"] < 40  # the stalled run was cancelled, not finished
