@@ -26,11 +26,11 @@ from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSi
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.openapi import openapi_json
-from starmodel_asgi.origins import trusted
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import not_found, route_path
+from starmodel_asgi.settings import SETTINGS, UNSET, settings
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -39,8 +39,6 @@ __all__ = ["SessionCookieMiddleware", "StarModel"]
 logger = logging.getLogger("starmodel_asgi")
 
 E = TypeVar("E", bound=Entity)
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///starmodel.db"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class StarModel:
@@ -54,67 +52,66 @@ class StarModel:
         self,
         entities: Iterable[type[Entity]],
         base_path: str = "/sm",
-        secret_key: str | bytes | Sequence[str | bytes] | None = None,
-        database_url: str | None = None,
-        redis_url: str | None = None,
-        broadcast_url: str | None = None,
+        secret_key: str | bytes | Sequence[str | bytes] | None = UNSET,
+        database_url: str | None = UNSET,
+        redis_url: str | None = UNSET,
+        broadcast_url: str | None = UNSET,
         *,
         broadcast: Broadcast | None = None,
         stores: dict[str, Store] | None = None,
         formatters: Sequence[Formatter] | None = None,
-        session_ttl: float | None = 24 * 3600,
-        max_body_size: int = 1024 * 1024,
-        body_timeout: float = 30.0,
-        send_timeout: float = 10.0,
+        session_ttl: float | None = UNSET,
+        max_body_size: int = UNSET,
+        body_timeout: float = UNSET,
+        send_timeout: float = UNSET,
         cookie_name: str = "sm_session",
         cookie_secure: bool | None = None,
         get_user: UserGetter | None = None,
         authorize: Authorize | None = None,
-        trusted_origins: Iterable[str] = (),
-        keepalive: float = 15.0,
-        presence_interval: float = 2.0,
-        compress: bool | None = None,
-        list_limit: int = 100,
+        trusted_origins: Iterable[str] = UNSET,
+        keepalive: float = UNSET,
+        presence_interval: float = UNSET,
+        compress: bool | None = UNSET,
+        list_limit: int = UNSET,
         datastar_error_status: int | None = None,
         nested_wait: float = 2.0,
-        max_background: int = 4,
+        max_background: int = UNSET,
     ) -> None:
-        _check_bounds(body_timeout=body_timeout, send_timeout=send_timeout, max_background=max_background)
+        given = locals()  # the deployment settings as given in code (the others: environment, defaults)
+        self.settings = s = settings(**{name: given[name] for name in SETTINGS})
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
-        self.list_limit = list_limit
+        self.list_limit, self.database_url, self.redis_url = s.list_limit, s.database_url, s.redis_url
+        self.session_ttl = s.session_ttl
         self.specs: dict[str, EntitySpec] = {}
         for entity in entities:
             self._register(entity)
         self.entities: dict[str, type[Entity]] = {name: entity_class(spec) for name, spec in self.specs.items()}
-        self.database_url = database_url or os.environ.get("STARMODEL_DATABASE_URL") or DEFAULT_DATABASE_URL
-        self.redis_url = redis_url or os.environ.get("STARMODEL_REDIS_URL") or DEFAULT_REDIS_URL
-        self.session_ttl = session_ttl
         self._stores: dict[str, Store] = dict(stores or {})
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
-        self.broadcast = broadcast or broadcast_from_url(broadcast_url or "memory://")
-        self.sessions = Sessions(_signer(secret_key), cookie_name, session_ttl, cookie_secure)
+        self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
+        self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         self.dispatcher = Dispatcher(
-            self.store_for, self.broadcast, nested_wait=nested_wait, max_background=max_background
+            self.store_for, self.broadcast, nested_wait=nested_wait, max_background=s.max_background
         )
-        self.presence = Presence(self.broadcast, presence_interval)
+        self.presence = Presence(self.broadcast, s.presence_interval)
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
-            live=Live(self.dispatcher, self.broadcast, keepalive, presence=self.presence),
+            live=Live(self.dispatcher, self.broadcast, s.keepalive, presence=self.presence),
             answers=Answers(
                 formatters if formatters is not None else default_formatters(),
                 datastar_error_status,
-                Compression(compress),
-                send_timeout,
+                Compression(s.compress),
+                s.send_timeout,
             ),
             sessions=self.sessions,
             get_user=get_user or (lambda request: default_user(request.scope)),
             guard=Guard(authorize),
-            trusted_origins=trusted(trusted_origins),
-            max_body_size=max_body_size,
-            body_timeout=body_timeout,
-            session_specs=[s for s in self.specs.values() if s.scope == "session" and not s.in_browser],
-            list_limit=list_limit,
+            trusted_origins=s.trusted_origins,
+            max_body_size=s.max_body_size,
+            body_timeout=s.body_timeout,
+            session_specs=[spec for spec in self.specs.values() if spec.scope == "session" and not spec.in_browser],
+            list_limit=s.list_limit,
             app=self,
         )
         self.route_table = self.endpoints.routes(self.specs.values())
@@ -301,18 +298,8 @@ async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[
             return
 
 
-def _check_bounds(*, body_timeout: float, send_timeout: float, max_background: int) -> None:
-    for name, seconds in (("body_timeout", body_timeout), ("send_timeout", send_timeout)):
-        if not seconds > 0:
-            raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
-    if not (isinstance(max_background, int) and max_background >= 1):
-        raise ValueError(f"max_background must be a whole number >= 1, not {max_background!r}")
-
-
 def _signer(secret_key: str | bytes | Sequence[str | bytes] | None) -> SessionSigner:
     """The session signer; without a key, a random one (refused when ``STARMODEL_ENV=production``)."""
-    if secret_key is None:
-        secret_key = os.environ.get("STARMODEL_SECRET_KEY")
     if secret_key is None:
         if os.environ.get("STARMODEL_ENV", "").lower() == "production":
             raise RuntimeError(
