@@ -253,13 +253,15 @@ class StarModel:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
         await self.dispatcher.delete(self._records(entity, "delete"), key)
 
-    def on(self, entity: type[Entity], event: str | None = None) -> Callable[[Subscriber], Subscriber]:
-        """``@sm.on(Task)`` or ``@sm.on(Task, "toggle")``: ``fn(change)``, sync or async, is called
-        once per committed change of ``entity`` (of that event only, if named), after the commit,
-        in the process that made it (at most once); its exceptions are logged and change nothing."""
-        spec = self.spec(entity)
-        if event is not None and event not in {d.info.name for d in spec.events.values()}:
-            raise ValueError(f"sm.on: {entity.__name__} has no event {event!r}")
+    def on(self, entity: type[Entity] | None = None, event: str | None = None) -> Callable[[Subscriber], Subscriber]:
+        """``@sm.on(Task)``, ``@sm.on(Task, "toggle")`` or ``@sm.on()`` (every entity): ``fn(change)``,
+        sync or async, is called once per committed change (of that event only, if named), after
+        the commit, in the process that made it (at most once); its exceptions are logged."""
+        if entity is None and event is not None:
+            raise ValueError(f"sm.on(event={event!r}) needs the entity whose event it is")
+        spec = None if entity is None else self.spec(entity)
+        if spec is not None and event is not None and event not in {d.info.name for d in spec.events.values()}:
+            raise ValueError(f"sm.on: {spec.entity.__name__} has no event {event!r}")
 
         def register(subscriber: Subscriber) -> Subscriber:
             self.dispatcher.subscribers.add(entity, event, subscriber)

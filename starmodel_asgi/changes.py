@@ -1,12 +1,14 @@
-"""Domain events: ``@sm.on(Entity[, "event"])`` subscribers, told of each committed change in the
+"""Domain events: ``@sm.on(Entity[, "event"])`` and ``@sm.on()`` subscribers, told of each committed change in the
 process that made it."""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 logger = logging.getLogger("starmodel_asgi")
@@ -15,14 +17,20 @@ logger = logging.getLogger("starmodel_asgi")
 @dataclass(frozen=True)
 class Change:
     """One committed change: the entity class, the instance's key (session id, user id, record id,
-    or ``"global"``), the event's name (``None`` for ``sm.edit``, creates and deletes), and the
-    public state before and after (``None`` before a create and after a delete)."""
+    or ``"global"``), the event's name (``None`` for ``sm.edit``, creates and deletes), the public
+    state before and after (``None`` before a create and after a delete), and who made it: the
+    caller's ``user_id`` and ``session_id`` (``None`` from scripts and tasks). ``id`` is unique,
+    ``at`` is when it was committed (aware, UTC)."""
 
     entity: type
     key: str
     event: str | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    user_id: str | None = None
+    session_id: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 Subscriber = Callable[[Change], Awaitable[None] | None]
@@ -33,19 +41,19 @@ class Subscribers:
     order of registration; one that raises is logged and the others still run."""
 
     def __init__(self) -> None:
-        self._by_entity: dict[type, list[tuple[str | None, Subscriber]]] = {}
+        self._by_entity: dict[type | None, list[tuple[str | None, Subscriber]]] = {}  # None: every entity
 
-    def add(self, entity: type, event: str | None, subscriber: Subscriber) -> None:
+    def add(self, entity: type | None, event: str | None, subscriber: Subscriber) -> None:
         self._by_entity.setdefault(entity, []).append((event, subscriber))
 
     def __bool__(self) -> bool:
         return bool(self._by_entity)
 
     def wanted(self, entity: type) -> bool:
-        return entity in self._by_entity
+        return entity in self._by_entity or None in self._by_entity
 
     async def notify(self, change: Change) -> None:
-        for event, subscriber in self._by_entity.get(change.entity, ()):
+        for event, subscriber in [*self._by_entity.get(None, ()), *self._by_entity.get(change.entity, ())]:
             if event is not None and event != change.event:
                 continue
             try:

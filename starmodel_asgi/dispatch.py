@@ -173,15 +173,16 @@ class Blocks:
     """``async with self:`` inside a background event: each block holds the instance through
     ``Dispatcher.edit`` (the lock events and ``sm.edit`` use)."""
 
-    def __init__(self, dispatcher: Dispatcher, spec: EntitySpec, key: str, event: str) -> None:
-        self.dispatcher, self.spec, self.key, self.event = dispatcher, spec, key, event
+    def __init__(self, dispatcher: Dispatcher, spec: EntitySpec, key: str, event: str, request: EventRequest) -> None:
+        self.dispatcher, self.spec, self.key, self.event, self.request = dispatcher, spec, key, event, request
         self.open: AsyncExitStack | None = None
 
     async def enter(self, instance: Entity) -> None:
         if self.open is not None:
             raise RuntimeError(f"{self.spec.entity.__name__}: async with self: blocks cannot nest")
         stack = AsyncExitStack()
-        await stack.enter_async_context(self.dispatcher.edit(self.spec, self.key, into=instance, event=self.event))
+        edit = self.dispatcher.edit(self.spec, self.key, into=instance, event=self.event, request=self.request)
+        await stack.enter_async_context(edit)
         self.open = stack
 
     async def exit(self, exc_info: tuple[Any, ...]) -> None:
@@ -337,7 +338,7 @@ class Dispatcher:
         iterator (``contextlib.aclosing``) when done.
         """
         kwargs = bind_params(descriptor, spec, request)
-        unit = Unit(self)
+        unit = Unit(self, request)
         steps: Steps | None = None
         try:
             held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
@@ -374,7 +375,7 @@ class Dispatcher:
         kwargs = bind_params(descriptor, spec, request)
         attempt = 0
         while True:
-            unit = Unit(self)
+            unit = Unit(self, request)
             try:
                 held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
                 result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
@@ -395,14 +396,14 @@ class Dispatcher:
             await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[tuple[Unit, bool]]:
-        """The current unit (joined: ``False``), else a new one made current for the block and
-        committed on a clean exit (``True``)."""
+    async def unit(self, request: EventRequest | None = None) -> AsyncIterator[tuple[Unit, bool]]:
+        """The current unit (joined: ``False``), else a new one (of ``request``'s caller) made
+        current for the block and committed on a clean exit (``True``)."""
         unit = self.current()
         if unit is not None:
             yield unit, False
             return
-        unit = Unit(self)
+        unit = Unit(self, request)
         token = CURRENT.set(unit)
         try:
             yield unit, True
@@ -415,14 +416,19 @@ class Dispatcher:
 
     @asynccontextmanager
     async def edit(
-        self, spec: EntitySpec, key: str, into: Entity | None = None, event: str | None = None
+        self,
+        spec: EntitySpec,
+        key: str,
+        into: Entity | None = None,
+        event: str | None = None,
+        request: EventRequest | None = None,
     ) -> AsyncIterator[Entity]:
         """The instance under its lock (re-read ``into`` an existing instance, if given); saved,
         published and told to subscribers when its unit commits, left as it was when the block
         raises (also inside an event's unit, which then goes on without the block's changes)."""
         if spec.in_browser:
             raise TypeError(f'{spec.entity.__name__} is store="client": its state lives in the page, not here')
-        async with self.unit() as (unit, own):
+        async with self.unit(request) as (unit, own):
             held = await unit.hold(spec, key, must_exist=spec.is_record, event=event)
             if into is not None and into is not held.instance:
                 into.__dict__.update(held.instance.__dict__)  # validated fresh state (keeps EDITOR_KEY)
@@ -463,7 +469,7 @@ class Dispatcher:
         end: Callable[[], None],
     ) -> AsyncGenerator[Update, None]:
         steps = Steps(spec, instance, request, descriptor.info)
-        instance.__dict__[EDITOR_KEY] = Blocks(self, spec, instance.id, descriptor.info.name)
+        instance.__dict__[EDITOR_KEY] = Blocks(self, spec, instance.id, descriptor.info.name, request)
         try:
             async for result in invoke(None, instance, descriptor, kwargs):
                 steps.count += 1
@@ -491,14 +497,16 @@ class Dispatcher:
     ) -> Entity:
         """A new record (``new_record``), saved with the current unit or a unit of its own."""
         instance = await new_record(spec, request, check, fields)
-        async with self.unit() as (unit, _):
+        async with self.unit(request) as (unit, _):
             await unit.create(spec, instance)
         return instance
 
-    async def delete(self, spec: EntitySpec, key: str, check: Check | None = None) -> None:
+    async def delete(
+        self, spec: EntitySpec, key: str, check: Check | None = None, request: EventRequest | None = None
+    ) -> None:
         """Deletes a record (``NotFound`` if there is none), with the current unit if one is open;
         ``check`` (authorize) sees it under its lock first."""
-        async with self.unit() as (unit, _):
+        async with self.unit(request) as (unit, _):
             await unit.delete(spec, key, check)
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:

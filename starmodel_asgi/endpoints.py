@@ -213,7 +213,7 @@ class Endpoints:
         return self.answers.answer(call, [update], 200 if call.is_datastar else 201)
 
     async def delete(self, spec: EntitySpec, call: EventRequest) -> Response:
-        await self.dispatcher.delete(spec, self.key(spec, call), self.guard.record_check(call, spec, "delete"))
+        await self.dispatcher.delete(spec, self.key(spec, call), self.guard.record_check(call, spec, "delete"), call)
         return Response(status_code=204)
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:

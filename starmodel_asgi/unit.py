@@ -29,6 +29,7 @@ from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import EventError, NotFound, invalid
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
+from starmodel_asgi.values import EventRequest
 from starmodel_asgi.wire import DELETED, channel_name, list_channel, list_token
 
 
@@ -119,10 +120,12 @@ class Unit:
     """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
     unit already holds something waits (past it, the unit is ``Busy``)."""
 
-    __slots__ = ("_taken", "_txns", "dispatcher", "held", "open", "waiting")
+    __slots__ = ("_taken", "_txns", "caller", "dispatcher", "held", "open", "waiting")
 
-    def __init__(self, dispatcher: Owner) -> None:
+    def __init__(self, dispatcher: Owner, request: EventRequest | None = None) -> None:
         self.dispatcher = dispatcher
+        #: who made the changes (user id, session id), for subscribers: ``None``s from scripts
+        self.caller = (None, None) if request is None else (request.user_id, request.session_id)
         self.held: dict[tuple[str, str], Held] = {}
         self._txns: dict[str, Transaction] = {}  # by store kind, in the order first used
         self._taken: list[tuple[str, str]] = []  # every hold taken (one may have found no record)
@@ -292,7 +295,9 @@ class Unit:
             if subscribers.wanted(held.spec.entity):
                 after = None if text is None else held.instance.public_state()
                 before = None if held.created else held.before
-                await subscribers.notify(Change(held.spec.entity, held.key, held.event, before, after))
+                user_id, session_id = self.caller
+                change = Change(held.spec.entity, held.key, held.event, before, after, user_id, session_id)
+                await subscribers.notify(change)
 
     async def _abort(self) -> None:
         try:
