@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 
-from starmodel_asgi import ClientWritable, Entity, Redirect, Signals, StarModel, UploadFile, event
+from starmodel_asgi import ClientWritable, Entity, EventRequest, Redirect, Signals, StarModel, UploadFile, event
 from starmodel_asgi.testing import Page, parse_action, read_object
 
 pytestmark = pytest.mark.anyio
@@ -330,3 +330,26 @@ async def test_pages_page_cannot_read_and_lifespans_that_fail_to_stop_are_errors
     with pytest.raises(RuntimeError, match="failed to shut down"):
         async with Page(Starlette(lifespan=stuck)):
             pass
+
+
+class Mailbox(Entity):
+    model_config = {"scope": "global"}
+    sent: str = ""
+
+    @event
+    def send(self, request: EventRequest) -> None:
+        self.sent = request.raw.state.mailer  # what the host's lifespan put in its state
+
+
+async def test_page_gives_each_request_the_host_lifespan_state_as_servers_do() -> None:
+    sm = StarModel([Mailbox], secret_key="state")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield {"mailer": "smtp://test"}
+
+    host = Starlette(routes=[Mount("/sm", sm)], lifespan=lifespan)
+    async with Page(host) as page:
+        answer = await page.run(Mailbox.send())
+        assert answer.status == 200, answer.text
+        assert page.signals["mailbox"]["sent"] == "smtp://test"

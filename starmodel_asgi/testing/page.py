@@ -216,7 +216,7 @@ class Page:
             "raw_path": path.encode(),
             "query_string": query.encode(),
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-            "state": {},
+            "state": dict(self._lifespan.state) if self._lifespan is not None else {},
         }
         return scope, body
 

@@ -8,6 +8,7 @@ import logging
 import math
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -113,6 +114,8 @@ class Lifespan:
         self._replies, self._from_app = anyio.create_memory_object_stream[Message](math.inf)
         self._answered: set[str] = set()
         self._tg: TaskGroup | None = None
+        #: what the app's lifespan put in its state; each request gets a copy, as servers do
+        self.state: dict[str, Any] = {}
 
     async def start(self) -> None:
         self._tg = anyio.create_task_group()
@@ -129,7 +132,7 @@ class Lifespan:
             raise RuntimeError(f"the app's lifespan failed to start: {reply.get('message', '')}")
 
     async def _run(self) -> None:
-        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
 
         async def send(message: Message) -> None:
             self._answered.add(message["type"].rpartition(".")[0])  # lifespan.startup, lifespan.shutdown
