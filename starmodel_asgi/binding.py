@@ -63,6 +63,10 @@ def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventReq
     typed as a Pydantic model that no value names is built from the values named like the
     model's fields (a whole form in one parameter); its errors are keyed by those names."""
     model = descriptor.params_model
+    if request.query and (unknown := request.query.keys() - descriptor.accepts):
+        takes = ", ".join(sorted(descriptor.accepts)) or "none"
+        event = f"{spec.entity.__name__}.{descriptor.info.name}"
+        raise invalid(spec.name, dict.fromkeys(sorted(unknown), f"{event} has no such parameter (it takes: {takes})"))
     kwargs: dict[str, Any] = {}
     if descriptor.param_names:
         data = pick(descriptor.param_names, sources(spec, request, descriptor.sequence_params))

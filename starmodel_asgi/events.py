@@ -70,7 +70,7 @@ class EventDescriptor:
     def __get__(self, obj: object, owner: type) -> Callable[..., Any]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
-            return ActionBuilder(self.info, owner=owner)
+            return ActionBuilder(self.info, owner=owner, accepts=self.accepts)
         return self.func.__get__(obj, owner)
 
     @cached_property
@@ -93,7 +93,15 @@ class EventDescriptor:
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"@event {self.info.name}: *args/**kwargs are not supported")
-            annotation = self._resolve(p.annotation)
+            if p.annotation is p.empty:
+                if p.default is p.empty or p.default is None:
+                    raise TypeError(
+                        f"@event {self.info.name}: parameter {p.name!r} needs a type ({p.name}: int, say), "
+                        "so the request's value can be checked"
+                    )
+                annotation: Any = type(p.default)  # the default's type
+            else:
+                annotation = self._resolve(p.annotation)
             if annotation is EventRequest:
                 injected.request.append(p.name)
                 continue
@@ -128,6 +136,12 @@ class EventDescriptor:
     def param_names(self) -> tuple[str, ...]:
         """The parameters the request binds (not the injected ones)."""
         return tuple(self.params_model.model_fields)
+
+    @cached_property
+    def accepts(self) -> frozenset[str]:
+        """The names a request may give: the parameters, and the fields of a whole-form one."""
+        fields = {key for model in self.form_models.values() for key in _field_names(model)}
+        return frozenset(self.param_names) | fields
 
     @cached_property
     def sequence_params(self) -> frozenset[str]:
@@ -171,13 +185,23 @@ class ActionBuilder:
     ``sm.action(Counter.increment, ...)`` names the app when an entity class serves several.
     """
 
-    def __init__(self, info: EventInfo, *, owner: type | None = None, target: ActionTarget | None = None) -> None:
-        self.info, self._owner, self._target = info, owner, target
+    def __init__(
+        self,
+        info: EventInfo,
+        *,
+        owner: type | None = None,
+        target: ActionTarget | None = None,
+        accepts: frozenset[str] | None = None,
+    ) -> None:
+        self.info, self._owner, self._target, self._accepts = info, owner, target, accepts
 
     def at(self, target: ActionTarget) -> ActionBuilder:
-        return ActionBuilder(self.info, target=target)
+        return ActionBuilder(self.info, target=target, accepts=self._accepts)
 
     def url(self, id: str | int | None = None, **params: Any) -> str:
+        if self._accepts is not None and (unknown := params.keys() - self._accepts):
+            takes = ", ".join(sorted(self._accepts)) or "none"
+            raise TypeError(f"{self.info.name}() has no parameter {', '.join(sorted(unknown))} (it takes: {takes})")
         target = self._target or cast("type[_Served]", self._owner).__starmodel_target__()
         url = target.event_url(self.info.segment, id)
         query = {k: _query_value(v) for k, v in params.items() if v is not None}
@@ -208,12 +232,24 @@ class Action(str):
         return self
 
     def options(self, **options: Any) -> Action:
-        """``.options(contentType="form")`` -> ``@post('/sm/product/p1/save', {contentType: 'form'})``."""
+        """``.options(contentType="form")`` -> ``@post('/sm/product/p1/save', {contentType: 'form'})``;
+        an option Datastar's fetch actions do not have is a ``TypeError`` naming it."""
+        if unknown := options.keys() - ACTION_OPTIONS:
+            known = ", ".join(sorted(ACTION_OPTIONS))
+            raise TypeError(f"Datastar's actions have no option {', '.join(sorted(unknown))} (they take: {known})")
         return Action(self.method, self.url, {**self.opts, **options})
 
     def __html__(self) -> str:
         return str(self)
 
+
+#: The options of Datastar's fetch actions (``@post(url, {...})``).
+ACTION_OPTIONS = frozenset(
+    {
+        "contentType", "filterSignals", "selector", "headers", "openWhenHidden", "payload", "retry",
+        "retryInterval", "retryScaler", "retryMaxWaitMs", "retryMaxCount", "requestCancellation",
+    }
+)  # fmt: skip
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
@@ -338,3 +374,7 @@ def event_table(entity: type) -> dict[str, EventDescriptor]:
             if isinstance(value, EventDescriptor):
                 table[value.info.segment] = value
     return table
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    return {field.alias or key for key, field in model.model_fields.items()}

@@ -342,7 +342,12 @@ def test_actions_take_datastar_options() -> None:
         "@post('/sm/product/p1/save', {selector: '#f\\'x', headers: {'X-Y': '1'}, openWhenHidden: true,"
         " retryMaxCount: 3})"
     )
-    assert action.options(a=1).options(b=None) == "@post('/sm/product/p1/save', {a: 1, b: null})"
+    chained = action.options(retryMaxCount=1).options(payload=None)
+    assert chained == "@post('/sm/product/p1/save', {retryMaxCount: 1, payload: null})"
+    with pytest.raises(TypeError, match="Datastar's actions have no option contenttype"):
+        action.options(contenttype="form")  # a typo is named, not sent to the page
+    with pytest.raises(TypeError, match=r"save\(\) has no parameter nmae \(it takes: .*name"):
+        Product.save(id="p1", nmae="x")
     with pytest.raises(TypeError):
         action.options(x=object())
 

@@ -7,15 +7,11 @@ import json
 import re
 from typing import Any
 
-from starmodel_asgi.events import Action
+from starmodel_asgi.events import ACTION_OPTIONS, Action
 
 _ACTION = re.compile(r"""^\s*@(get|post|put|patch|delete)\(\s*'((?:[^'\\]|\\.)*)'\s*(?:,\s*(\{.*\}))?\s*\)\s*$""", re.S)
 _ACTION_START = re.compile(r"@(?:get|post|put|patch|delete)\(")
-#: the options of Datastar's fetch actions (``@post(url, {...})``)
-_OPTIONS = {
-    "contentType", "filterSignals", "selector", "headers", "openWhenHidden", "payload", "retry",
-    "retryInterval", "retryScaler", "retryMaxWaitMs", "retryMaxCount", "requestCancellation",
-}  # fmt: skip
+_OPTIONS = ACTION_OPTIONS
 
 
 def actions_in(expression: str) -> list[str]:

@@ -1,0 +1,59 @@
+"""Typos in actions are named, not silently ignored: a parameter the event does not have (in the
+builder, and over HTTP), a Datastar option that does not exist, an event parameter without a type."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from starmodel_asgi import Entity, StarModel, event
+from tests.support.headers import JSON
+
+pytestmark = pytest.mark.anyio
+
+
+class Counter(Entity):
+    count: int = 0
+
+    @event
+    def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+    @event
+    def bump(self, step=2) -> None:  # type: ignore[no-untyped-def]  # the default gives its type: int
+        self.count += step
+
+
+async def test_a_parameter_the_event_does_not_have_is_a_422_naming_it() -> None:
+    sm = StarModel([Counter], base_path="", secret_key="typo")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+        answer = await client.post("/counter/increment?amont=5", json={}, headers=JSON)
+        assert answer.status_code == 422
+        assert answer.json()["errors"] == {"amont": "Counter.increment has no such parameter (it takes: amount)"}
+        assert (await client.get("/counter", headers=JSON)).json() == {"count": 0}  # nothing changed
+        assert (await client.post("/counter/increment?amount=5", json={}, headers=JSON)).json() == {"count": 5}
+
+
+async def test_an_unannotated_parameter_takes_its_defaults_type() -> None:
+    sm = StarModel([Counter], base_path="", secret_key="typo")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+        assert (await client.post("/counter/bump?step=3", json={}, headers=JSON)).json() == {"count": 3}
+        refused = await client.post("/counter/bump?step=two", json={}, headers=JSON)
+        assert refused.status_code == 422 and "step" in refused.json()["errors"]
+
+
+def test_the_builder_names_a_parameter_the_event_does_not_have() -> None:
+    StarModel([Counter], secret_key="typo")
+    assert Counter.increment(amount=2) == "@post('/sm/counter/increment?amount=2')"
+    with pytest.raises(TypeError, match=r"increment\(\) has no parameter amont \(it takes: amount\)"):
+        Counter.increment(amont=2)
+
+
+def test_a_parameter_without_a_type_or_default_is_refused_when_the_app_is_built() -> None:
+    class Loose(Entity):
+        @event
+        def go(self, where) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    with pytest.raises(TypeError, match=r"@event go: parameter 'where' needs a type \(where: int, say\)"):
+        StarModel([Loose], secret_key="typo")
