@@ -4,6 +4,7 @@ from starlette.datastructures import UploadFile
 
 from starmodel_asgi.app import SessionCookieMiddleware, StarModel
 from starmodel_asgi.changes import Change
+from starmodel_asgi.depends import Depends
 from starmodel_asgi.entity import ClientWritable, Entity, EntityConfig, ServerOnly, SignalRef
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import Action, event
@@ -17,6 +18,7 @@ __all__ = [
     "Change",
     "ClientWritable",
     "DatastarFormatter",
+    "Depends",
     "Element",
     "Entity",
     "EntityConfig",

@@ -13,8 +13,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
-from starmodel_asgi.changes import Subscriber
+from starmodel_asgi.changes import Subscriber, Subscribers
 from starmodel_asgi.compression import Compression
+from starmodel_asgi.depends import Provider
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Endpoints, UserGetter
 from starmodel_asgi.entity import Entity, entity_class
@@ -91,9 +92,10 @@ class StarModel:
             self._stores[kind] = self._make_store(kind)
         self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
-        self.dispatcher = Dispatcher(
-            self.store_for, self.broadcast, nested_wait=nested_wait, max_background=s.max_background
-        )
+        #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
+        self.dependency_overrides: dict[Provider, Provider] = {}
+        subscribers = Subscribers(self.dependency_overrides)
+        self.dispatcher = Dispatcher(self.store_for, self.broadcast, subscribers, nested_wait, s.max_background)
         self.presence = Presence(self.broadcast, s.presence_interval)
         self.endpoints = Endpoints(
             dispatcher=self.dispatcher,
@@ -113,6 +115,7 @@ class StarModel:
             session_specs=[spec for spec in self.specs.values() if spec.scope == "session" and not spec.in_browser],
             list_limit=s.list_limit,
             app=self,
+            overrides=self.dependency_overrides,
         )
         self.route_table = self.endpoints.routes(self.specs.values())
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use

@@ -84,6 +84,8 @@ def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventReq
         kwargs[name] = request.raw
     for name in descriptor.injected.signals:
         kwargs[name] = request.signals
+    for name in descriptor.injected.depends:
+        kwargs[name] = request.services[name]
     return kwargs
 
 

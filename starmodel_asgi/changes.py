@@ -6,10 +6,13 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from starmodel_asgi.depends import Depends, Provider, provided, wanted
+from starmodel_asgi.values import EventRequest
 
 logger = logging.getLogger("starmodel_asgi")
 
@@ -40,11 +43,14 @@ class Subscribers:
     """Who hears of which entity's changes. Each is called once per change, after the commit, in
     order of registration; one that raises is logged and the others still run."""
 
-    def __init__(self) -> None:
+    def __init__(self, overrides: Mapping[Provider, Provider] | None = None) -> None:
         self._by_entity: dict[type | None, list[tuple[str | None, Subscriber]]] = {}  # None: every entity
+        self._wants: dict[Subscriber, dict[str, Depends]] = {}  # the Depends parameters of each
+        self.overrides = {} if overrides is None else overrides
 
     def add(self, entity: type | None, event: str | None, subscriber: Subscriber) -> None:
         self._by_entity.setdefault(entity, []).append((event, subscriber))
+        self._wants[subscriber] = wanted(subscriber)
 
     def __bool__(self) -> bool:
         return bool(self._by_entity)
@@ -57,9 +63,13 @@ class Subscribers:
             if event is not None and event != change.event:
                 continue
             try:
-                result = subscriber(change)
-                if inspect.isawaitable(result):
-                    await result
+                wants = self._wants.get(subscriber)
+                if wants:
+                    caller = EventRequest("", "", {}, user_id=change.user_id, session_id=change.session_id)
+                    async with provided(wants, caller, self.overrides) as services:
+                        await _call(subscriber, change, services)
+                else:
+                    await _call(subscriber, change, {})
             except Exception:
                 logger.exception(
                     "subscriber %s of %s failed on %s",
@@ -67,3 +77,9 @@ class Subscribers:
                     change.entity.__name__,
                     change.event or "a change",
                 )
+
+
+async def _call(subscriber: Subscriber, change: Change, services: dict[str, Any]) -> None:
+    result = subscriber(change, **services)
+    if inspect.isawaitable(result):
+        await result

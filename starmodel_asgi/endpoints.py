@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -13,6 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from starmodel_asgi.depends import Provider, provided
 from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import EventError, internal_error
@@ -49,6 +51,7 @@ class Endpoints:
     app: App  # the StarModel, handed to events as ``request.app``
     body_timeout: float = 30.0
     session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
+    overrides: dict[Provider, Provider] = field(default_factory=dict)  # sm.dependency_overrides
     windows: Windows = field(default_factory=Windows)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
@@ -110,7 +113,7 @@ class Endpoints:
         if shown or failed is not None:
             remember_errors(incoming, response, route.spec.name, shown, failed)
         if body.uploads is not None:  # uploaded files live until the answer is sent
-            response.background = BackgroundTask(body.aclose)
+            response.background = _after(response.background, body.aclose)
         return response
 
     def error(self, incoming: Incoming, error: EventError) -> Response:
@@ -170,6 +173,21 @@ class Endpoints:
         return self.answers.state(call, spec.name, instance.public_state())
 
     async def run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
+        """The event, its ``Depends`` providers first; theirs cleanups once the answer is sent (or
+        at once, told of the failure, when the event fails)."""
+        if not descriptor.injected.depends:
+            return await self._run(spec, descriptor, call)
+        stack = AsyncExitStack()
+        call.services = await stack.enter_async_context(provided(descriptor.injected.depends, call, self.overrides))
+        try:
+            response = await self._run(spec, descriptor, call)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        response.background = BackgroundTask(stack.aclose)
+        return response
+
+    async def _run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
         if descriptor.info.background:
             if self.guard.with_record and spec.is_record:  # it holds nothing: the record as saved
                 record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
@@ -245,3 +263,17 @@ class Endpoints:
         if not 0 < limit <= self.list_limit or not 0 <= offset < 2**62:  # what every store can count to
             raise EventError(422, f"limit must be 1..{self.list_limit}, offset 0..2**62", spec.name)
         return limit, offset
+
+
+def _after(first: BackgroundTask | None, then: Callable[[], Awaitable[None]]) -> BackgroundTask:
+    """``first`` (if any), then ``then``, once the answer is sent."""
+    if first is None:
+        return BackgroundTask(then)
+
+    async def both() -> None:
+        try:
+            await first()
+        finally:
+            await then()
+
+    return BackgroundTask(both)

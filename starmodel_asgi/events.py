@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, create_model
 from starlette.requests import HTTPConnection
 
+from starmodel_asgi.depends import Depends, depends_of
 from starmodel_asgi.values import EventRequest, Signals
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -48,6 +49,7 @@ class Injected:
     request: list[str] = field(default_factory=list)
     host_request: list[str] = field(default_factory=list)  # the host's own request object
     signals: list[str] = field(default_factory=list)
+    depends: dict[str, Depends] = field(default_factory=dict)  # filled by providers
 
 
 class EventDescriptor:
@@ -102,6 +104,10 @@ class EventDescriptor:
                 annotation: Any = type(p.default)  # the default's type
             else:
                 annotation = self._resolve(p.annotation)
+            dependency = depends_of(annotation, p.default)
+            if dependency is not None:
+                injected.depends[p.name] = dependency
+                continue
             if annotation is EventRequest:
                 injected.request.append(p.name)
                 continue

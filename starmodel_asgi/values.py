@@ -59,6 +59,8 @@ class EventRequest:
     raw: Any = None
     #: the page may still show an earlier failure's ``_error``/``_errors``: a success clears them
     errors_shown: bool = False
+    #: what the event's ``Depends`` providers gave, by parameter name
+    services: dict[str, Any] = field(default_factory=dict)
     #: the ``StarModel`` serving the event: ``await request.app.create(Message, text=...)``
     app: App = NO_APP
 
