@@ -23,7 +23,7 @@ from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.guard import Authorize, Guard
-from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner, default_user
+from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
 from starmodel_asgi.openapi import openapi_json
@@ -107,7 +107,7 @@ class StarModel:
                 s.send_timeout,
             ),
             sessions=self.sessions,
-            get_user=get_user or (lambda request: default_user(request.scope)),
+            get_user=get_user,
             guard=Guard(authorize),
             trusted_origins=s.trusted_origins,
             max_body_size=s.max_body_size,

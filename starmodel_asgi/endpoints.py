@@ -21,7 +21,7 @@ from starmodel_asgi.errors import EventError, internal_error
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.guard import Guard
-from starmodel_asgi.identity import Sessions
+from starmodel_asgi.identity import Sessions, default_user
 from starmodel_asgi.incoming import Body, Incoming, large_body, read_input
 from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
@@ -43,7 +43,7 @@ class Endpoints:
     live: Live
     answers: Answers
     sessions: Sessions
-    get_user: UserGetter
+    get_user: UserGetter | None  # None: the user host auth middleware put in the scope
     guard: Guard
     trusted_origins: Collection[str]
     max_body_size: int
@@ -144,7 +144,8 @@ class Endpoints:
             app=self.app,
         )
         set_cookie = None
-        call.user_id = await self.user_id(incoming.request)  # on every request, for authorize and events
+        # on every request, for authorize and events
+        call.user_id = default_user(incoming.scope) if self.get_user is None else await self.user_id(incoming.request)
         if spec.scope == "session":
             call.session_id, set_cookie, moved, keep = self.sessions.resolve(incoming, call.user_id)
             if moved is not None:  # signed in or out since the session was made
@@ -152,6 +153,8 @@ class Endpoints:
         return call, set_cookie
 
     async def user_id(self, request: Request) -> str | None:
+        if self.get_user is None:
+            return default_user(request.scope)
         user = self.get_user(request)
         return await user if inspect.isawaitable(user) else user
 
