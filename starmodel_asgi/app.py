@@ -241,7 +241,8 @@ class StarModel:
         return instance
 
     async def create(self, entity: type[E], **fields: Any) -> E:
-        """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``."""
+        """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``
+        (made up, or ``id="..."`` when moving data in: ``ValueError``, 409 over HTTP, if it exists)."""
         spec = self._records(entity, "create")
         instance = await self.dispatcher.create(spec, **fields)
         assert isinstance(instance, entity)

@@ -197,11 +197,15 @@ async def new_record(
     check: Check | None,
     fields: dict[str, Any],
 ) -> Entity:
-    """A new record with a fresh id: ``fields`` (validated), then what the page may write, then
-    its ``on_create(request)`` hook; ``check`` (authorize) sees it last."""
+    """A new record with a fresh id (or the ``id`` given, when moving data in): ``fields``
+    (validated), then what the page may write, then its ``on_create(request)`` hook; ``check``
+    (authorize) sees it last."""
     model = entity_class(spec)
+    chosen = fields.get("id")
+    if chosen is not None and not (isinstance(chosen, str) and 0 < len(chosen) <= 200 and chosen.isprintable()):
+        raise invalid(spec.name, {"id": "An id is text of 1 to 200 printable characters."})
     try:
-        instance = model(**{**fields, "id": uuid.uuid4().hex})
+        instance = model(**{**fields, "id": chosen or uuid.uuid4().hex})
     except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
         raise invalid(spec.name, readable_errors(exc, model)) from None
     if request is not None:
@@ -498,7 +502,7 @@ class Dispatcher:
         """A new record (``new_record``), saved with the current unit or a unit of its own."""
         instance = await new_record(spec, request, check, fields)
         async with self.unit(request) as (unit, _):
-            await unit.create(spec, instance)
+            await unit.create(spec, instance, chosen="id" in fields)
         return instance
 
     async def delete(

@@ -31,6 +31,10 @@ class NotFound(EventError, LookupError):
     """A missing record: ``404`` over HTTP, a ``LookupError`` to Python callers."""
 
 
+class Conflict(EventError, ValueError):
+    """A record that already exists: ``409`` over HTTP, a ``ValueError`` to Python callers."""
+
+
 class Invalid(EventError, ValueError):
     """Bad values: ``422`` over HTTP with a sentence per value, a ``ValueError`` to Python callers."""
 

@@ -26,7 +26,7 @@ from pydantic_core import PydanticSerializationError
 
 from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity, entity_class
-from starmodel_asgi.errors import EventError, NotFound, invalid
+from starmodel_asgi.errors import Conflict, EventError, NotFound, invalid
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
 from starmodel_asgi.values import EventRequest
@@ -195,9 +195,14 @@ class Unit:
         holders[name] = self
         return slot
 
-    async def create(self, spec: EntitySpec, instance: Entity) -> Held:
-        """A new record, saved with the unit."""
-        slot = await self._take(spec, instance.id)
+    async def create(self, spec: EntitySpec, instance: Entity, chosen: bool = False) -> Held:
+        """A new record, saved with the unit; one whose id was ``chosen`` (not made up) must not
+        exist yet (``Conflict``)."""
+        taken = chosen and (spec.name, instance.id) in self.held  # this unit holds (or deleted) it
+        slot = None if taken else await self._take(spec, instance.id)
+        if chosen and (slot is None or (await slot.load_text() if slot.keeps_json else await slot.load()) is not None):
+            raise Conflict(409, f"{spec.name} {instance.id!r} already exists", spec.name)
+        assert slot is not None
         held = Held(spec, instance.id, instance, slot, created=True)
         self.held[(spec.name, instance.id)] = held
         return held

@@ -275,3 +275,22 @@ async def test_memory_sessions_expire_when_idle() -> None:
         assert (await c.get("/visits", headers=JSON)).json() == {"count": 0}
         assert len(store) == 0
     await sm.aclose()
+
+
+async def test_a_record_created_with_a_chosen_id_keeps_it_and_an_existing_one_is_refused(backend: Backend) -> None:
+    sm = backend.app()
+    Todo = backend.entity
+    moved = await sm.create(Todo, id="from-sqlite-42", title="moved in")
+    assert moved.id == "from-sqlite-42"
+    assert (await backend.stored("from-sqlite-42") or {})["title"] == "moved in"
+    with pytest.raises(ValueError, match="todo 'from-sqlite-42' already exists"):
+        await sm.create(Todo, id="from-sqlite-42", title="again")
+    assert (await sm.get(Todo, "from-sqlite-42")).title == "moved in"  # untouched
+    for bad in ("", "x" * 201, "tab\there"):
+        with pytest.raises(ValueError, match="An id is text of 1 to 200 printable characters"):
+            await sm.create(Todo, id=bad)
+    fresh = await sm.create(Todo, title="new")
+    assert len(fresh.id) == 32 and fresh.id != "from-sqlite-42"  # made up when not given
+    async with client(sm) as c:  # the HTTP create never takes an id from the page
+        made = await c.post("/todo", json={"id": "from-sqlite-42", "title": "page"}, headers=JSON)
+        assert made.status_code == 201 and made.json()["id"] != "from-sqlite-42"
