@@ -1,0 +1,139 @@
+"""The unit of work as an event sees it: the behaviours mutation testing (issue 19 point 11) found no
+test for in ``unit.py``: reads of records the unit does not hold (in a store it has a transaction in,
+and in one it has not), lists inside a unit, and a record the unit deleted, named in its 404."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import httpx
+import pytest
+
+from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
+from starmodel_asgi.wire import list_channel
+from tests.support.headers import DATASTAR, JSON
+from tests.support.sse import merged_signals, parse_sse
+
+pytestmark = pytest.mark.anyio
+
+
+class Sheet(Entity):
+    model_config = {"scope": "record", "store": "sql", "name": "sheet"}
+    title: Annotated[str, ClientWritable] = ""
+
+    @event
+    async def copy(self, request: EventRequest, other: str) -> None:
+        """Reads another sheet, in the same store as the one it holds."""
+        self.title = (await request.app.get(Sheet, other)).title
+
+
+class Doc(Entity):
+    model_config = {"scope": "record", "name": "doc"}
+    title: Annotated[str, ClientWritable] = ""
+
+    @event
+    async def copy_sheet(self, request: EventRequest, sheet: str) -> None:
+        """Reads a sheet, in a store the unit has no transaction in yet."""
+        self.title = (await request.app.get(Sheet, sheet)).title
+
+    @event
+    async def erase_then_edit(self, request: EventRequest) -> None:
+        await request.app.delete(Doc, self.id)
+        async with request.app.edit(Doc, self.id) as doc:  # gone for this unit too
+            doc.title = "edited"
+
+    @event
+    async def spawn_and_count(self, request: EventRequest) -> None:
+        await request.app.create(Doc, title="spawned")
+        self.title = ",".join(sorted(d.title for d in await request.app.list(Doc)))
+
+    @event
+    async def edit_other_and_count(self, request: EventRequest, other: str) -> None:
+        async with request.app.edit(Doc, other) as doc:
+            doc.title = "edited"
+        self.title = ",".join(d.title for d in await request.app.list(Doc, limit=1))
+
+    @event
+    def rename(self, title: str) -> None:
+        self.title = title
+
+
+@pytest.fixture
+def sm(tmp_path: Path) -> StarModel:
+    return StarModel([Sheet, Doc], secret_key="k", database_url=f"sqlite+aiosqlite:///{tmp_path / 'unit.db'}")
+
+
+@pytest.fixture
+async def c(sm: StarModel) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as client:
+        yield client
+    await sm.aclose()
+
+
+async def new(c: httpx.AsyncClient, entity: str, title: str) -> str:
+    response = await c.post(f"/{entity}", json={"title": title}, headers=JSON)
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def title(c: httpx.AsyncClient, entity: str, key: str) -> str:
+    return str((await c.get(f"/{entity}/{key}", headers=JSON)).json()["title"])
+
+
+async def test_an_event_reads_a_record_of_another_store(c: httpx.AsyncClient) -> None:
+    sheet, doc = await new(c, "sheet", "from the sheet"), await new(c, "doc", "")
+    assert (await c.post(f"/doc/{doc}/copy_sheet", json={"sheet": sheet}, headers=JSON)).status_code == 200
+    assert await title(c, "doc", doc) == "from the sheet"
+
+
+async def test_an_event_reads_another_record_of_the_store_it_holds_one_in(c: httpx.AsyncClient) -> None:
+    source, target = await new(c, "sheet", "source"), await new(c, "sheet", "")
+    assert (await c.post(f"/sheet/{target}/copy", json={"other": source}, headers=JSON)).status_code == 200
+    assert await title(c, "sheet", target) == "source"
+
+
+async def test_a_record_the_unit_deleted_is_not_found_by_it_and_nothing_is_kept(c: httpx.AsyncClient) -> None:
+    doc = await new(c, "doc", "kept")
+    response = await c.post(f"/doc/{doc}/erase_then_edit", headers=JSON)
+    assert response.status_code == 404
+    assert response.json()["error"] == f"doc {doc!r} not found"
+    response = await c.post(f"/doc/{doc}/erase_then_edit", headers=DATASTAR)
+    assert merged_signals(parse_sse(response.text))["doc"]["_error"] == f"doc {doc!r} not found"
+    assert await title(c, "doc", doc) == "kept"  # the event failed: the delete was rolled back too
+
+
+async def test_a_missing_record_is_named_in_its_entitys_namespace(c: httpx.AsyncClient) -> None:
+    response = await c.post("/doc/nosuchdoc/rename", json={"title": "x"}, headers=DATASTAR)
+    assert merged_signals(parse_sse(response.text))["doc"]["_error"] == "doc 'nosuchdoc' not found"
+    response = await c.get("/doc/nosuchdoc", headers=DATASTAR)
+    assert merged_signals(parse_sse(response.text))["doc"]["_error"] == "doc 'nosuchdoc' not found"
+
+
+async def test_a_list_inside_an_event_shows_the_units_new_records(c: httpx.AsyncClient) -> None:
+    doc = await new(c, "doc", "first")
+    assert (await c.post(f"/doc/{doc}/spawn_and_count", headers=JSON)).status_code == 200
+    assert await title(c, "doc", doc) == "first,spawned"
+
+
+async def test_a_list_inside_an_event_keeps_its_limit_when_the_unit_holds_records_past_it(
+    c: httpx.AsyncClient,
+) -> None:
+    first, second = await new(c, "doc", "first"), await new(c, "doc", "second")
+    assert (await c.post(f"/doc/{first}/edit_other_and_count", json={"other": second}, headers=JSON)).status_code == 200
+    assert await title(c, "doc", first) == "first"  # one record, as asked: not the edited one past the limit
+    assert await title(c, "doc", second) == "edited"
+
+
+async def test_live_lists_are_told_of_a_committed_record_with_a_token(sm: StarModel, c: httpx.AsyncClient) -> None:
+    """Every commit that touches records sends their list channel a fresh token (what a Redis or
+    PostgreSQL broadcast can carry; other workers' live lists refresh on it)."""
+    channel = list_channel(sm.spec(Doc))
+    async with sm.broadcast.subscribe(channel, every=True) as messages:
+        doc = await new(c, "doc", "a")
+        await c.post(f"/doc/{doc}/rename", json={"title": "b"}, headers=JSON)
+        with anyio.fail_after(5):
+            tokens = [await anext(aiter(messages)), await anext(aiter(messages))]
+    assert all(isinstance(t, str) and len(t) == 32 for t in tokens) and tokens[0] != tokens[1]
