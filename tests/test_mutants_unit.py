@@ -11,9 +11,10 @@ from typing import Annotated
 import anyio
 import httpx
 import pytest
+from pydantic import computed_field
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
-from starmodel_asgi.wire import list_channel
+from starmodel_asgi.wire import channel_name, list_channel
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import merged_signals, parse_sse
 
@@ -28,6 +29,20 @@ class Sheet(Entity):
     async def copy(self, request: EventRequest, other: str) -> None:
         """Reads another sheet, in the same store as the one it holds."""
         self.title = (await request.app.get(Sheet, other)).title
+
+
+class Badge(Entity):
+    model_config = {"scope": "record", "store": "sql", "name": "badge"}
+    title: Annotated[str, ClientWritable] = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def shout(self) -> str:
+        return self.title.upper()
+
+    @event
+    def rename(self, title: str) -> None:
+        self.title = title
 
 
 class Doc(Entity):
@@ -63,7 +78,7 @@ class Doc(Entity):
 
 @pytest.fixture
 def sm(tmp_path: Path) -> StarModel:
-    return StarModel([Sheet, Doc], secret_key="k", database_url=f"sqlite+aiosqlite:///{tmp_path / 'unit.db'}")
+    return StarModel([Sheet, Doc, Badge], secret_key="k", database_url=f"sqlite+aiosqlite:///{tmp_path / 'unit.db'}")
 
 
 @pytest.fixture
@@ -137,3 +152,19 @@ async def test_live_lists_are_told_of_a_committed_record_with_a_token(sm: StarMo
         with anyio.fail_after(5):
             tokens = [await anext(aiter(messages)), await anext(aiter(messages))]
     assert all(isinstance(t, str) and len(t) == 32 for t in tokens) and tokens[0] != tokens[1]
+
+
+async def test_an_event_that_changes_nothing_on_an_entity_with_a_computed_field_saves_and_tells_nothing(
+    sm: StarModel, c: httpx.AsyncClient
+) -> None:
+    """Computed fields are sent, never stored: they do not make an unchanged instance look changed."""
+    badge = await new(c, "badge", "a")
+    async with sm.broadcast.subscribe(channel_name(sm.spec(Badge), badge), every=True) as messages:
+        response = await c.post(f"/badge/{badge}/rename", json={"title": "a"}, headers=JSON)
+        assert response.json() == {"id": badge, "title": "a", "shout": "A"}
+        with anyio.move_on_after(0.3) as waited:
+            await anext(aiter(messages))
+        assert waited.cancelled_caught  # nothing was published
+        await c.post(f"/badge/{badge}/rename", json={"title": "b"}, headers=JSON)
+        with anyio.fail_after(5):
+            assert await anext(aiter(messages)) == f'{{"id":"{badge}","title":"b"}}'
