@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import httpx
 import pytest
 from pydantic import Field
@@ -52,6 +53,12 @@ class Note(Entity):
         yield Redirect("/notes")
         self.title = "edited after"
         yield None
+
+    @event
+    async def remove_loudly(self, request: EventRequest) -> str:
+        self.title = "removed"
+        await request.app.delete(Note, self.id)
+        return "<p id='bye'>bye</p>"
 
     @event
     async def price(self, request: EventRequest, price: str) -> None:
@@ -303,4 +310,89 @@ async def test_a_record_created_with_a_bad_value_is_refused_in_the_fields_own_wo
         assert response.status_code == 422
         assert response.json()["errors"] == {"price": "Unit price must be a whole number."}
         assert (await c.get("/item", headers=JSON)).json() == []
+    await sm.aclose()
+
+
+async def test_a_plain_event_that_deletes_its_record_still_sends_its_changes_and_html() -> None:
+    sm = StarModel(ENTITIES, secret_key="k")
+    async with client(sm) as c:
+        key = await note(c, "a")
+        response = await c.post(f"/note/{key}/remove_loudly", headers=DATASTAR)
+        events = parse_sse(response.text)
+        assert merged_signals(events)["note"] == {"title": "removed", "_deleted": True}
+        assert [e.elements for e in events if e.event == "datastar-patch-elements"] == ["<p id='bye'>bye</p>"]
+        assert (await c.get(f"/note/{key}", headers=JSON)).status_code == 404
+    await sm.aclose()
+
+
+class Other(Entity):
+    model_config = {"scope": "global", "name": "other"}
+    count: int = 0
+
+
+class Caller(Entity):
+    model_config = {"scope": "global", "name": "caller"}
+    count: int = 0
+
+    @event
+    async def poke_other_app(self) -> None:
+        """Edits an entity of another app in this process: that app's own unit, not this one's."""
+        async with OTHER_APP.edit(Other) as other:
+            other.count += 1
+        self.count += 1
+
+
+OTHER_APP = StarModel([Other], secret_key="other")
+
+
+async def test_an_event_editing_another_apps_entity_leaves_it_to_that_app() -> None:
+    sm = StarModel([Caller], secret_key="k")
+    async with client(sm) as c:
+        assert (await c.post("/caller/poke_other_app", headers=JSON)).json() == {"count": 1}
+    assert (await OTHER_APP.get(Other)).count == 1
+    async with OTHER_APP.edit(Other) as other:  # and its lock was released
+        other.count = 0
+    await sm.aclose()
+
+
+RUNS: list[str] = []
+
+
+class Lockbox(Entity):
+    model_config = {"scope": "global", "name": "lockbox"}
+    count: int = 0
+
+
+class Knocker(Entity):
+    model_config = {"scope": "global", "name": "knocker"}
+    count: int = 0
+
+    @event
+    async def knock(self, request: EventRequest) -> None:
+        RUNS.append("run")
+        async with request.app.edit(Lockbox) as box:  # held elsewhere the whole time
+            box.count += 1
+
+
+async def test_a_plain_event_whose_nested_hold_stays_busy_is_run_four_times_then_refused() -> None:
+    """The first run and three more (``RETRIES``), then 503; nothing of it is kept."""
+    sm = StarModel([Lockbox, Knocker], secret_key="k", nested_wait=0.05)
+    RUNS.clear()
+    holding, released = anyio.Event(), anyio.Event()
+
+    async def long_block() -> None:
+        async with sm.edit(Lockbox):
+            holding.set()
+            await released.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_block)
+        await holding.wait()
+        async with client(sm) as c:
+            with anyio.fail_after(10):
+                response = await c.post("/knocker/knock", headers=JSON)
+        released.set()
+    assert response.status_code == 503
+    assert RUNS == ["run"] * 4
+    assert (await sm.get(Knocker)).count == 0 and (await sm.get(Lockbox)).count == 0
     await sm.aclose()
