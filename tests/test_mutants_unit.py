@@ -5,6 +5,7 @@ and in one it has not), lists inside a unit, and a record the unit deleted, name
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +46,16 @@ class Badge(Entity):
         self.title = title
 
 
+class Stamp(Entity):
+    model_config = {"scope": "global", "name": "stamp"}
+    at: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+    text: str = ""
+
+    @event
+    def scribble(self) -> None:
+        self.text = "\ud800"  # a lone surrogate: no page or store could read it back
+
+
 class Doc(Entity):
     model_config = {"scope": "record", "name": "doc"}
     title: Annotated[str, ClientWritable] = ""
@@ -78,7 +89,9 @@ class Doc(Entity):
 
 @pytest.fixture
 def sm(tmp_path: Path) -> StarModel:
-    return StarModel([Sheet, Doc, Badge], secret_key="k", database_url=f"sqlite+aiosqlite:///{tmp_path / 'unit.db'}")
+    return StarModel(
+        [Sheet, Doc, Badge, Stamp], secret_key="k", database_url=f"sqlite+aiosqlite:///{tmp_path / 'unit.db'}"
+    )
 
 
 @pytest.fixture
@@ -168,3 +181,12 @@ async def test_an_event_that_changes_nothing_on_an_entity_with_a_computed_field_
         await c.post(f"/badge/{badge}/rename", json={"title": "b"}, headers=JSON)
         with anyio.fail_after(5):
             assert await anext(aiter(messages)) == f'{{"id":"{badge}","title":"b"}}'
+
+
+async def test_unstorable_text_beside_a_date_is_a_422_naming_the_field(c: httpx.AsyncClient) -> None:
+    response = await c.post("/stamp/scribble", headers=JSON)
+    assert response.status_code == 422
+    assert response.json()["errors"] == {
+        "text": "This value cannot be stored (a number too long to print, or broken text)"
+    }
+    assert (await c.get("/stamp", headers=JSON)).json()["text"] == ""
