@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -86,6 +86,15 @@ class Doc(Entity):
     def rename(self, title: str) -> None:
         self.title = title
 
+    @event
+    async def cross(self, request: EventRequest, other: str) -> AsyncIterator[None]:
+        """A generator event (never run again): holds its own record, then another's."""
+        self.title = "crossed"
+        yield None
+        await anyio.sleep(0.2)  # both hold their own record before reaching the other
+        async with request.app.edit(Doc, other) as doc:
+            doc.title = f"reached from {self.id}"
+
 
 @pytest.fixture
 def sm(tmp_path: Path) -> StarModel:
@@ -155,6 +164,17 @@ async def test_a_list_inside_an_event_keeps_its_limit_when_the_unit_holds_record
     assert await title(c, "doc", second) == "edited"
 
 
+async def test_an_event_with_a_nested_hold_leaves_no_entry_in_the_table_of_holders(
+    sm: StarModel, c: httpx.AsyncClient
+) -> None:
+    """The process's table of who holds what (for finding units that wait on each other) empties
+    when a unit ends, for its nested holds too: no entry, so no memory, is left per request."""
+    first, second = await new(c, "doc", "first"), await new(c, "doc", "second")
+    for _ in range(3):
+        await c.post(f"/doc/{first}/edit_other_and_count", json={"other": second}, headers=JSON)
+    assert sm.dispatcher.holders == {}
+
+
 async def test_live_lists_are_told_of_a_committed_record_with_a_token(sm: StarModel, c: httpx.AsyncClient) -> None:
     """Every commit that touches records sends their list channel a fresh token (what a Redis or
     PostgreSQL broadcast can carry; other workers' live lists refresh on it)."""
@@ -190,3 +210,28 @@ async def test_unstorable_text_beside_a_date_is_a_422_naming_the_field(c: httpx.
         "text": "This value cannot be stored (a number too long to print, or broken text)"
     }
     assert (await c.get("/stamp", headers=JSON)).json()["text"] == ""
+
+
+async def test_crossing_generator_events_one_is_refused_as_waiting_for_the_other(c: httpx.AsyncClient) -> None:
+    """Two events each holding the record the other wants: the one that would close the circle is
+    refused at once (503, named; a generator event is not run again), the other goes on."""
+    first, second = await new(c, "doc", "1"), await new(c, "doc", "2")
+    answers: dict[str, Any] = {}
+
+    async def cross(key: str, other: str) -> None:
+        answers[key] = await c.post(f"/doc/{key}/cross", json={"other": other}, headers=JSON)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cross, first, second)
+            tg.start_soon(cross, second, first)
+    statuses = sorted(r.status_code for r in answers.values())
+    assert statuses == [200, 503]
+    (refused,) = [key for key, r in answers.items() if r.status_code == 503]
+    (went_on,) = [key for key in answers if key != refused]
+    body = answers[refused].json()
+    assert body["error"] == f"doc {went_on!r} is held by an event waiting for this one; try again"
+    assert await title(c, "doc", went_on) == "crossed"
+    assert await title(c, "doc", refused) == f"reached from {went_on}"
+    datastar = await c.post(f"/doc/{refused}/rename", json={"title": "x"}, headers=DATASTAR)
+    assert datastar.status_code == 200  # nothing left held
