@@ -8,6 +8,10 @@
 # Needs PostgreSQL and Redis as the test suite does (STARMODEL_TEST_POSTGRES_URL, STARMODEL_TEST_REDIS_URL;
 # defaults below: the local services, Redis db 9). Results stay in mutants/ (`mutmut results`,
 # `mutmut show NAME`); scripts/mutant_check.py reruns chosen tests against chosen mutants.
+#
+# Measured on the 2-core machine, 2 children, beside other test suites: identity 25 min (228
+# mutants), dispatch 29 min (546), unit 50 min (348); the other modules (endpoints, stores, live,
+# lists: about 2,800 mutants) were not run yet: expect several hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
