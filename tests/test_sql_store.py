@@ -296,7 +296,14 @@ def test_alembic_autogenerate_sees_the_tables(tmp_path: Path) -> None:
     config.set_main_option("sqlalchemy.url", f"sqlite:///{db_file}")
     command.init(config, str(tmp_path / "migrations"))
     env = tmp_path / "migrations" / "env.py"
-    env.write_text(env.read_text().replace("target_metadata = None", "target_metadata = config.attributes['metadata']"))
+    # alembic's template calls fileConfig(), which by default disables every logger already made
+    # (starmodel_asgi's too), so a later test reading the library's log would see nothing
+    text = env.read_text().replace("target_metadata = None", "target_metadata = config.attributes['metadata']")
+    text = text.replace(
+        "fileConfig(config.config_file_name)", "fileConfig(config.config_file_name, disable_existing_loggers=False)"
+    )
+    assert "disable_existing_loggers=False" in text
+    env.write_text(text)
     config.attributes["metadata"] = metadata_for([Sheet, Visits, _memory_entity()])
 
     command.revision(config, message="entities", autogenerate=True)
