@@ -61,9 +61,9 @@ class Note(Entity):
         await request.app.delete(Note, self.id)
         return "<p id='bye'>bye</p>"
 
-    @event
+    @event(thread=True)
     def spawn_in_steps(self, request: EventRequest, fail: bool = False) -> Iterator[None]:
-        """A sync generator: each step runs in a worker thread, with the event's unit current."""
+        """A sync generator in a worker thread (thread=True), with the event's unit current."""
         anyio.from_thread.run(partial(request.app.create, Note, title="spawned"))
         yield None
         if fail:
@@ -407,13 +407,6 @@ async def test_a_plain_event_whose_nested_hold_stays_busy_is_run_four_times_then
     await sm.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (reported, issue 19 point 11): a write made from a sync event's worker thread with "
-    "anyio.from_thread.run joins the event's unit, but its hold is taken by another task; the unit's "
-    "release then fails ('The current task is not holding this lock') and the memory store's locks "
-    "stay held, so the next event on the record fails",
-)
 async def test_writes_from_a_sync_generator_step_join_the_events_unit() -> None:
     sm = StarModel(ENTITIES, secret_key="k")
     async with client(sm) as c:

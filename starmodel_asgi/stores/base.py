@@ -160,8 +160,8 @@ class KeyHold:
         self._forget()
 
     def _new(self) -> anyio.Lock | anyio.Semaphore:
-        if self._width == 1:
-            return anyio.Lock(fast_acquire=True)
+        # a semaphore, not a Lock: a unit may be released by another task than the one that held
+        # (a write from a sync event's worker thread runs in a task of its own)
         return anyio.Semaphore(self._width, fast_acquire=True)
 
     def _forget(self) -> None:
