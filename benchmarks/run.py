@@ -137,7 +137,7 @@ async def collect(quick: bool) -> list[str]:
     base, ours = over_http(n(5, 1), n(5, 1))
     rows.append(
         row(
-            "session counter event, uvicorn + wrk (req/s)",
+            "session counter event (def), uvicorn + wrk (req/s)",
             f"{base:,.0f}",
             f"{ours:,.0f}",
             f"{ours / base:.2f}",
