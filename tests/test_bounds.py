@@ -234,3 +234,38 @@ def test_a_client_that_stops_reading_a_background_event_frees_its_place() -> Non
         assert answer.status_code == 200, answer.text
         state = httpx.get(f"{url}/log").json()
         assert state["text"] == "pong" and state["steps"] < 40  # the stalled run was cancelled, not finished
+
+
+async def test_a_client_gone_mid_body_is_a_quiet_400(caplog: pytest.LogCaptureFixture) -> None:
+    sm = StarModel([Board], base_path="", secret_key="b")
+    sent = [{"type": "http.disconnect"}, {"type": "http.request", "body": b'{"text": "h', "more_body": True}]
+    answer: list[int] = []
+
+    async def receive() -> Any:
+        return sent.pop()
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            answer.append(message["status"])
+
+    headers = {"content-type": "application/json", "content-length": "50"}
+    await sm(scope_of("POST", "/board/write", headers), receive, send)
+    assert answer == [400]
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_content_length_of_other_digits_is_not_a_server_error() -> None:
+    sm = StarModel([Board], base_path="", secret_key="b")
+    scope = scope_of("POST", "/board/write", {"content-type": "application/json"})
+    scope["headers"].append((b"content-length", b"\xb2"))  # latin-1 "²": str.isdigit() says yes, int() says no
+    answer: list[int] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b'{"text": "x"}', "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            answer.append(message["status"])
+
+    await sm(scope, receive, send)
+    assert answer == [200]
