@@ -37,6 +37,7 @@ UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
 #: No body: nothing to close.
 NO_BODY = Body()
 
+
 @dataclass
 class Endpoints:
     dispatcher: Dispatcher

@@ -89,8 +89,6 @@ class SessionSigner:
         return self._rotator.get_signature(f"{session_id}:{user}").decode()
 
 
-
-
 #: The caller's session: its id, the ``Set-Cookie`` to send (``None`` under a host session), and,
 #: when the user changed since the session was made, the session it replaces and whether its
 #: state goes along (a sign-in) or is dropped (a sign-out, another user).

@@ -84,9 +84,7 @@ class Windows:
             if not limits:
                 del self._open[name]
 
-    async def get(
-        self, name: str, message: str, limit: int, read: Callable[[int], Awaitable[list[Row]]]
-    ) -> list[Row]:
+    async def get(self, name: str, message: str, limit: int, read: Callable[[int], Awaitable[list[Row]]]) -> list[Row]:
         """The newest ``limit`` rows after ``message``; ``read(width)`` reads the newest ``width``."""
         key = (name, message)
         reading = self._done.get(key) or self._pending.get(key)

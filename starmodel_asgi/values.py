@@ -122,5 +122,3 @@ class Redirect:
         )
         if bad:
             raise ValueError(f"Redirect takes a path or an http(s) URL ('/products/p1', 'https://...'), not {url!r}")
-
-

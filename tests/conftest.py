@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import StarModel
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.hosts import HOSTS
 
 
@@ -26,7 +27,7 @@ def make_client(host: str) -> Callable[[StarModel], httpx.AsyncClient]:
 
     def make(sm: StarModel) -> httpx.AsyncClient:
         app, prefix = HOSTS[host](sm)
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://testserver{prefix}")
+        return httpx.AsyncClient(transport=StreamingTransport(app), base_url=f"http://testserver{prefix}")
 
     return make
 

@@ -23,6 +23,7 @@ from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from starmodel_asgi.identity import default_user
 from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.entities import ENTITIES, Counter, Shared
 from tests.support.headers import JSON
 
@@ -85,17 +86,17 @@ async def test_host_lifespan_hook_closes_the_backends() -> None:
 
 async def test_cookie_is_secure_under_https() -> None:
     sm = StarModel(entities=ENTITIES, secret_key="k")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="https://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="https://t") as c:
         r = await c.post("/counter/increment", headers=JSON)
         assert "; Secure" in r.headers["set-cookie"]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         r = await c.post("/counter/increment", headers=JSON)
         assert "Secure" not in r.headers["set-cookie"]
 
 
 async def test_sessions_survive_a_restart_with_the_same_secret_and_not_with_another() -> None:
     first = StarModel(entities=ENTITIES, secret_key="k1")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(first), base_url="http://t") as c:
         await c.post("/counter/increment", headers=JSON)
         cookie = c.cookies["sm_session"]
     assert StarModel(entities=ENTITIES, secret_key="k1").sessions.signer.unsign(cookie)
@@ -105,12 +106,12 @@ async def test_sessions_survive_a_restart_with_the_same_secret_and_not_with_anot
 async def test_host_session_is_used_when_there_is_one() -> None:
     sm = StarModel(entities=ENTITIES, secret_key="k")
     host = Starlette(routes=[Mount("/sm", app=sm)], middleware=[Middleware(SessionMiddleware, secret_key="host")])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://t/sm") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t/sm") as c:
         r = await c.post("/counter/increment?amount=2", headers=JSON)
         assert "sm_session" not in r.headers.get("set-cookie", "")
         assert "session=" in r.headers["set-cookie"]  # the host's own cookie carries our session
         assert (await c.get("/counter", headers=JSON)).json()["count"] == 2
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://t/sm") as other:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t/sm") as other:
         assert (await other.get("/counter", headers=JSON)).json()["count"] == 0
 
 
@@ -123,7 +124,7 @@ async def test_current_gives_a_host_page_the_callers_instance() -> None:
         return HTMLResponse(Counter.holder(counter) + Shared.holder(shared))
 
     host = Starlette(routes=[Route("/", page), Mount("/sm", app=sm)])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t") as c:
         assert "&quot;count&quot;:0" in (await c.get("/")).text  # no session yet: defaults
         await c.post("/sm/counter/increment?amount=3", headers=JSON)
         await c.post("/sm/shared/bump", headers=JSON)
@@ -139,7 +140,7 @@ async def test_authorize_may_be_async_and_guards_every_scope() -> None:
         return request.headers.get("x-role") == "admin"
 
     sm = StarModel(entities=ENTITIES, secret_key="k", authorize=authorize)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         assert (await c.post("/shared/bump", headers=JSON)).status_code == 403
         assert (await c.get("/counter", headers=JSON)).status_code == 403
         assert (await c.post("/shared/bump", headers={**JSON, "x-role": "admin"})).json() == {"total": 1}
@@ -148,7 +149,7 @@ async def test_authorize_may_be_async_and_guards_every_scope() -> None:
 
 async def test_authorize_returning_a_non_bool_is_a_server_error() -> None:
     sm = StarModel(entities=ENTITIES, secret_key="k", authorize=lambda request, entity, event: "yes")  # type: ignore[arg-type, return-value]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         assert (await c.post("/shared/bump", headers=JSON)).status_code == 500
         assert (await c.get("/shared", headers=JSON)).status_code == 500
 
@@ -210,7 +211,7 @@ class ClosingMemory(MemoryBroadcast):
 async def test_a_store_that_is_down_gives_clear_errors_and_shutdown_still_closes_the_rest() -> None:
     backend = ClosingMemory()
     sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": Unavailable()}, broadcast=backend)  # type: ignore[dict-item]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         r = await c.post("/counter/increment", headers=JSON)
         assert r.status_code == 500 and "down" not in r.text
         assert (await c.get("/counter", headers=JSON)).status_code == 500
@@ -231,7 +232,7 @@ async def test_session_cookie_middleware_gives_the_first_page_its_session() -> N
         routes=[Route("/", page), Mount("/sm", app=sm)],
         middleware=[Middleware(SessionCookieMiddleware, sm=sm)],
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t") as c:
         first = await c.get("/")
         assert first.headers["set-cookie"].startswith("sm_session=")
         session = c.cookies["sm_session"]
@@ -259,7 +260,7 @@ async def test_a_failed_save_is_a_500_and_nothing_is_published() -> None:
     backend = ClosingMemory()
     sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": FullDisk()}, broadcast=backend)
     async with backend.subscribe("sm:shared:global") as messages:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
             r = await c.post("/shared/bump", headers=JSON)
             assert r.status_code == 500 and "space" not in r.text
             assert (await c.get("/shared", headers=JSON)).json() == {"total": 0}

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from starmodel_asgi import Change, Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
-from tests.support.servers import LiveReader, run_server
+from tests.support.servers import read_live, run_server
 from tests.support.sse import merged_signals, parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -70,9 +71,9 @@ async def test_other_events_go_through_while_a_background_event_runs(sm: StarMod
             httpx.AsyncClient(base_url=url) as runner,
             httpx.AsyncClient(base_url=url) as other,
             httpx.AsyncClient(base_url=url) as watcher,
-            LiveReader(watcher, "/job/live") as live,
+            read_live(watcher, "/job/live") as live,
         ):
-            await live.until(lambda s: s.signals.get("job", {}).get("progress") == 0)
+            await live.wait(lambda s: s.signals.get("job", {}).get("progress") == 0)
             answers: list[str] = []
 
             async def run() -> None:
@@ -81,13 +82,13 @@ async def test_other_events_go_through_while_a_background_event_runs(sm: StarMod
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run)
-                await live.until(lambda s: s.signals["job"]["progress"] >= 1)  # it has started
+                await live.wait(lambda s: s.signals["job"]["progress"] >= 1)  # it has started
                 started = time.monotonic()
                 for _ in range(3):
                     assert (await other.post("/job/click", headers=JSON)).status_code == 200
                 waited = time.monotonic() - started
                 assert waited < 0.5, f"three clicks took {waited:.2f} s behind the background event"
-                await live.until(lambda s: s.signals["job"]["progress"] == 5)  # every block pushed live
+                await live.wait(lambda s: s.signals["job"]["progress"] == 5)  # every block pushed live
 
             assert await state(other) == {"progress": 5, "clicks": 3}  # no block lost a click
             steps = [e.signals["job"]["progress"] for e in parse_sse(answers[0]) if e.event == "datastar-patch-signals"]
@@ -109,7 +110,7 @@ async def test_a_caller_that_goes_away_cancels_the_event(sm: StarModel) -> None:
 
 
 async def test_a_block_that_raises_saves_nothing_and_answers_500(sm: StarModel) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         r = await c.post("/job/broken", headers=JSON)
         assert r.status_code == 500 and "half way" not in r.text
         assert await state(c) == {"progress": 0, "clicks": 0}

@@ -19,7 +19,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from tests.support.headers import DATASTAR
-from tests.support.servers import ROOT, LiveReader, RedisServer, run_server
+from tests.support.servers import ROOT, RedisServer, read_live, run_server
 from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
@@ -130,10 +130,10 @@ async def test_a_custom_backend_object_carries_live_updates() -> None:
     sm = StarModel([Tally], base_path="", secret_key="k", broadcast=custom)
     assert sm.broadcast is custom
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/tally/live") as live:
-            await live.until(tally_is(0))
+        async with httpx.AsyncClient(base_url=url) as c, read_live(c, "/tally/live") as live:
+            await live.wait(tally_is(0))
             await c.post("/tally/increment", headers=DATASTAR)
-            await live.until(tally_is(1))
+            await live.wait(tally_is(1))
     assert [channel for channel, _ in custom.published] == ["sm:tally:global"]
 
 
@@ -276,26 +276,26 @@ async def test_live_pages_resume_with_the_missed_state_when_redis_comes_back(pri
     broadcast = RedisBroadcast(private_redis.url, max_reconnect_delay=0.5)
     app = StarModel([Tally], base_path="", secret_key="k", broadcast=broadcast)
     with run_server(app) as url:
-        async with browser(url) as page, browser(url) as writer, LiveReader(page, "/tally/live") as live:
-            await live.until(tally_is(0))
+        async with browser(url) as page, browser(url) as writer, read_live(page, "/tally/live") as live:
+            await live.wait(tally_is(0))
             await _eventually(lambda: _true(url.call(lambda: broadcast.listening)))
             await writer.post("/tally/increment", headers=DATASTAR)
-            await live.until(tally_is(1))
+            await live.wait(tally_is(1))
 
             private_redis.stop()
             await _eventually(lambda: _true(not url.call(lambda: broadcast.listening)))
             for _ in range(2):  # saved while nobody can be told
                 assert (await writer.post("/tally/increment", headers=DATASTAR)).status_code == 200
             # a page opened during the outage still starts from the current state
-            async with LiveReader(page, "/tally/live") as late:
-                await late.until(tally_is(3))
+            async with read_live(page, "/tally/live") as late:
+                await late.wait(tally_is(3))
                 assert live.signals["tally"]["count"] == 1
 
                 private_redis.start()
-                await live.until(tally_is(3), timeout=20)  # the missed state, re-sent on reconnect
+                await live.wait(tally_is(3), timeout=20)  # the missed state, re-sent on reconnect
                 await writer.post("/tally/increment", headers=DATASTAR)
-                await live.until(tally_is(4))  # and live again
-                await late.until(tally_is(4))
+                await live.wait(tally_is(4))  # and live again
+                await late.wait(tally_is(4))
 
 
 async def _true(value: bool) -> bool:

@@ -18,7 +18,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Payload, broadcast_from_url
 from starmodel_asgi.spec import spec_of
 from tests.support.headers import DATASTAR
-from tests.support.servers import ROOT, LiveReader, run_server
+from tests.support.servers import ROOT, read_live, run_server
 from tests.support.services import require
 from tests.test_broadcast import next_message
 
@@ -256,13 +256,13 @@ async def test_a_live_page_sees_a_change_made_through_another_app(postgres_url: 
             async with (
                 httpx.AsyncClient(base_url=reader_url, timeout=10) as page,
                 httpx.AsyncClient(base_url=writer_url, timeout=10) as other,
-                LiveReader(page, "/pg_tally/live") as live,
+                read_live(page, "/pg_tally/live") as live,
             ):
-                await live.until(lambda s: s.signals.get("pg_tally") == {"count": 0})
+                await live.wait(lambda s: s.signals.get("pg_tally") == {"count": 0})
                 await eventually(lambda: _value(reader_url.call(lambda: reader.broadcast.listening)))
                 for n in (1, 2):
                     assert (await other.post("/pg_tally/increment", headers=DATASTAR)).status_code == 200
-                    await live.until(lambda s, n=n: s.signals["pg_tally"]["count"] == n)
+                    await live.wait(lambda s, n=n: s.signals["pg_tally"]["count"] == n)
     finally:
         async with admin(postgres_url) as db:
             await db.execute(f'DROP TABLE IF EXISTS "{table_name(spec_of(PgTally), table_prefix)}"')

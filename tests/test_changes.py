@@ -12,6 +12,7 @@ import pytest
 from starlette.requests import Request
 
 from starmodel_asgi import Change, Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ async def test_an_audit_log_hears_who_changed_what_and_when() -> None:
     baskets: list[Change] = []
     sm.on(Basket)(baskets.append)
     started = datetime.now(UTC)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         assert (await client.post("/basket/add", json={}, headers={**JSON, "x-user": "ada"})).status_code == 200
         session_id = sm.sessions.signer.unsign(client.cookies["sm_session"])
         created = await client.post("/shelf", json={"name": "a"}, headers={**JSON, "x-user": "bob"})

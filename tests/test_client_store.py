@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import merged_signals, parse_sse
 
@@ -35,7 +36,7 @@ def sm() -> StarModel:
 
 @pytest.fixture
 async def c(sm: StarModel) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver") as client:
         yield client
 
 

@@ -13,6 +13,7 @@ import zstandard
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.compression import _accepted
 from starmodel_asgi.extras import MissingExtra
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.servers import run_server
 
 pytestmark = pytest.mark.anyio
@@ -88,7 +89,7 @@ async def test_bytes_on_the_wire_for_100_html_patches_shrink() -> None:
 
 async def test_whole_answers_are_compressed_only_when_worth_it() -> None:
     sm = StarModel([Feed], base_path="", secret_key="compress")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         small = await client.get("/feed", headers={"Accept-Encoding": "br"})
         assert "content-encoding" not in small.headers
         big = await client.post("/feed/post", json={"text": "x" * 2000}, headers={"Accept-Encoding": "br"})
@@ -99,7 +100,7 @@ async def test_whole_answers_are_compressed_only_when_worth_it() -> None:
 
 async def test_compress_false_sends_everything_as_is() -> None:
     sm = StarModel([Feed], base_path="", secret_key="compress", compress=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         response = await client.post("/feed/post", json={"text": "x" * 2000}, headers={"Accept-Encoding": "zstd, br"})
         assert "content-encoding" not in response.headers
 

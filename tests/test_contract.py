@@ -11,6 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from starmodel_asgi import StarModel
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.entities import ENTITIES
 from tests.support.headers import DATASTAR, JSON
 from tests.support.hosts import HOST_SESSIONS
@@ -276,7 +277,7 @@ async def test_the_next_success_clears_the_error_signals(client: httpx.AsyncClie
 
 async def test_datastar_errors_can_be_answered_200_so_the_page_applies_them() -> None:
     sm = StarModel(entities=ENTITIES, secret_key="k", datastar_error_status=200)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         r = await c.post("/counter/increment?amount=lots", headers=DATASTAR)
         assert r.status_code == 200
         assert "amount" in parse_sse(r.text)[0].signals["counter"]["_errors"]

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,7 @@ CASES = [
 async def test_a_bodyless_post_from_a_non_browser_client_over_https_passes() -> None:
     """No form encoding, no Origin, no Referer: no browser sends that, so it forges nothing."""
     sm = StarModel([Tally], base_path="", secret_key="csrf")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="https://site.test") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="https://site.test") as client:
         assert (await client.post("/tally/add", headers={"Accept": "application/json"})).status_code == 200
 
 
@@ -55,7 +56,7 @@ async def test_a_plain_form_post_is_checked_like_django_does(
     scheme: str, headers: dict[str, str], allowed: bool
 ) -> None:
     sm = StarModel([Tally], base_path="", secret_key="csrf", trusted_origins=["https://partner.test"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url=f"{scheme}://site.test") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url=f"{scheme}://site.test") as client:
         response = await client.post("/tally/add", headers={**FORM, **headers}, content=b"")
         assert response.status_code == (200 if allowed else 403), response.text
         assert (await sm.get(Tally)).count == (1 if allowed else 0)  # refused: nothing changed

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Change, Depends, Entity, EventError, EventRequest, StarModel, event
-from starmodel_asgi.testing import Page
+from starmodel_asgi.testing import Page, StreamingTransport
 from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
@@ -95,21 +95,21 @@ def build() -> StarModel:
 
 async def test_providers_fill_parameters_once_per_call_and_clean_up_after_the_unit() -> None:
     sm = build()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         answer = await client.post("/order/pay?amount=3", json={}, headers={**JSON, "x-user": "ada"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["note"] == "shop@example.com shop@example.com session"
     assert LOG == ["settings", "mailer for ada", "open", "closed"]
 
     LOG.clear()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         assert (await client.post("/order/fail", json={}, headers=JSON)).status_code == 409
     assert LOG == ["open", "rolled back: 409 refused", "closed"]  # told of the failure
 
 
 async def test_a_service_parameter_is_never_bound_from_the_request_nor_documented() -> None:
     sm = build()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         answer = await client.post("/order/pay?amount=1", json={"mailer": "evil", "db": "x"}, headers=JSON)
         assert answer.json()["note"] == "shop@example.com shop@example.com session"
         smuggled = await client.post("/order/pay?amount=1&db=x", json={}, headers=JSON)
@@ -120,7 +120,7 @@ async def test_a_service_parameter_is_never_bound_from_the_request_nor_documente
 
 async def test_a_provider_that_raises_is_a_500_naming_it(caplog: pytest.LogCaptureFixture) -> None:
     sm = build()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         answer = await client.post("/order/needs_broken", json={}, headers=JSON)
     assert answer.status_code == 500
     assert answer.json()["error"] == "Internal error in the provider broken"
@@ -144,7 +144,7 @@ async def test_background_events_and_subscribers_get_services() -> None:
     def notify(change: Change, mailer: Annotated[Mailer, Depends(get_mailer)]) -> None:
         heard.append((change.event, mailer.name))
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         assert (await client.post("/order/later", json={}, headers=JSON)).status_code == 200
         assert (await client.post("/order/pay?amount=1", json={}, headers=JSON)).status_code == 200
     assert "flushed ['done']" in LOG

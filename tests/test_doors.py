@@ -10,6 +10,7 @@ import pytest
 from pydantic import computed_field
 
 from starmodel_asgi import Entity, Redirect, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests import test_unit
 from tests.test_unit import Backend
 
@@ -57,7 +58,7 @@ async def sm() -> AsyncIterator[StarModel]:
     ],
 )
 async def test_a_malformed_origin_or_referer_is_refused_not_a_500(sm: StarModel, headers: dict[str, str]) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         response = await c.post("/note/write", data={"text": "x"}, headers=headers)
         assert response.status_code == 403
         assert (await c.get("/note", headers={"Accept": "application/json"})).json() == {"text": ""}
@@ -65,7 +66,7 @@ async def test_a_malformed_origin_or_referer_is_refused_not_a_500(sm: StarModel,
 
 @pytest.mark.parametrize("to", ["//evil.example", "/\\evil.example", "\\\\evil.example", "/a\x7fb", "https:///x"])
 async def test_a_redirect_off_the_site_or_with_control_characters_saves_nothing(sm: StarModel, to: str) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         response = await c.post("/note/go", json={"to": to}, headers={"Accept": "application/json"})
         assert response.status_code == 500  # the event's own bug: it built a bad Redirect
         assert (await c.get("/note", headers={"Accept": "application/json"})).json() == {"text": ""}
@@ -91,7 +92,7 @@ async def test_a_computed_field_no_page_could_read_is_refused_before_it_is_saved
     """A side of 2,201 digits is fine; its area of 4,401 digits would save, then fail every answer
     and live stream of the instance: it is a 422 naming the field, and the state stays as it was."""
     sm = StarModel([Square], secret_key="doors")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         response = await c.post("/square/grow?digits=2200", headers={"Accept": "application/json"})
         assert response.status_code == 422
         assert "area" in response.json()["errors"]

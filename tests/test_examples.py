@@ -19,11 +19,12 @@ from tests.support.sse import merged_signals, parse_sse
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HOSTS = ["starlette", "fastapi", "fasthtml", "litestar", "django"]
 
-#: imports the example's ``app`` and sends it requests through httpx's ASGITransport, in order,
+#: imports the example's ``app`` and sends it requests through ``starmodel_asgi.testing.StreamingTransport``, in order,
 #: with one cookie jar (one browser); prints each answer as JSON
 DRIVER = """
 import asyncio, importlib.util, json, sys
 import httpx
+from starmodel_asgi.testing import StreamingTransport
 
 spec = importlib.util.spec_from_file_location("example", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
@@ -32,7 +33,7 @@ spec.loader.exec_module(module)
 
 async def main():
     answers = []
-    transport = httpx.ASGITransport(app=module.app)
+    transport = StreamingTransport(module.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
         for method, path, headers, body in json.loads(sys.argv[2]):
             r = await client.request(method, path, headers=headers, json=body)

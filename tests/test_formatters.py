@@ -9,6 +9,7 @@ import pytest
 
 from starmodel_asgi import EventError, EventRequest, StarModel, Update
 from starmodel_asgi.formatters import default_formatters
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.entities import ENTITIES
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import parse_sse
@@ -36,7 +37,7 @@ class HtmxFormatter:
 @pytest.fixture
 async def client():
     sm = StarModel(entities=ENTITIES, secret_key="k", formatters=[HtmxFormatter(), *default_formatters()])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         yield c
 
 
@@ -61,6 +62,6 @@ async def test_builtin_formatters_still_answer_theirs(client: httpx.AsyncClient)
 
 async def test_without_a_matching_formatter_the_answer_is_406() -> None:
     sm = StarModel(entities=ENTITIES, secret_key="k", formatters=[HtmxFormatter()])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         r = await c.post("/counter/increment", headers=JSON)
         assert r.status_code == 406

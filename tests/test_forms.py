@@ -25,6 +25,7 @@ from starmodel_asgi import (
     UploadFile,
     event,
 )
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import merged_signals, parse_sse
 
@@ -111,7 +112,7 @@ class Product(Entity):
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     sm = StarModel([Product], secret_key="forms", max_body_size=64 * 1024)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver") as c:
         yield c
 
 

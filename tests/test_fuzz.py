@@ -20,6 +20,7 @@ from pydantic import Field
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from starmodel_asgi.stores.sql import SQLStore
+from starmodel_asgi.testing import StreamingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -188,7 +189,7 @@ def test_hostile_requests_never_get_a_server_error(store: str, tmp_path: Path) -
             headers["content-type"] = content_type.encode()
 
         async def call() -> httpx.Response:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+            async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
                 target = path.replace("{id}", record)
                 return await client.request(method, target, content=body, headers=headers, params=query)
 
@@ -234,7 +235,7 @@ def test_values_no_store_or_page_could_hold_are_refused_and_nothing_is_saved(
         status = 200  # memory holds any text; only the SQL stores cannot
 
     async def call() -> tuple[httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
             headers = {"content-type": "application/json", "accept": "application/json"}
             content = body.encode() if isinstance(body, str) else body
             answer = await client.post("/profile/update", content=content, headers=headers)

@@ -24,8 +24,10 @@ from starlette.routing import Mount
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
 from tests.support.hosts import HOST_SESSIONS, HOSTS, configure_django
+from tests.support.servers import read_live
 from tests.support.sse import parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +51,7 @@ class Wallet(Entity):
 
 
 def client_for(app: Any, prefix: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://testserver{prefix}")
+    return httpx.AsyncClient(transport=StreamingTransport(app), base_url=f"http://testserver{prefix}")
 
 
 async def lifespan_cycle(app: Any) -> None:
@@ -95,7 +97,7 @@ async def test_django_mount_takes_only_its_prefix() -> None:
 )
 async def test_django_mount_under_a_server_root_path(path: str, root_path: str) -> None:
     app, _ = HOSTS["django"](StarModel([Tally], secret_key="k"))
-    transport = httpx.ASGITransport(app=app, root_path=root_path)
+    transport = StreamingTransport(app, root_path=root_path)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         r = await c.post(path, headers=JSON)
         assert r.status_code == 200 and r.json() == {"count": 1}
@@ -115,7 +117,7 @@ async def test_session_cookie_gives_each_browser_its_own_state(host: str) -> Non
 
 @asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
-    """``app`` on a real uvicorn at a free port (ASGITransport cannot read endless streams)."""
+    """``app`` on a real uvicorn at a free port (as the host serves it in production)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
@@ -137,12 +139,11 @@ async def test_live_stream_through_the_host(host: str) -> None:
     async with serving(app) as url, httpx.AsyncClient(base_url=url + prefix, timeout=5) as c:
         await c.post("/tally/add", headers=JSON)  # gets the session cookie
         with anyio.fail_after(5):
-            async with c.stream("GET", "/tally/live", headers=DATASTAR) as live:
-                assert live.status_code == 200
-                chunks = live.aiter_text()
-                assert parse_sse(await chunks.__anext__())[0].signals == {"tally": {"count": 1}}
+            async with read_live(c, "/tally/live") as live:
+                assert live.status == 200
+                assert (await live.next()).signals == {"tally": {"count": 1}}
                 await c.post("/tally/add?amount=4", headers=DATASTAR)
-                assert parse_sse(await chunks.__anext__())[0].signals == {"tally": {"count": 5}}
+                assert (await live.next()).signals == {"tally": {"count": 5}}
             while broadcast.subscriber_count():  # the host passed the disconnect on
                 await anyio.sleep(0.01)
 
@@ -319,7 +320,7 @@ async def test_host_url_for_walks_past_the_mount(tmp_path: Path) -> None:
 
     host.mount("/sm", sm)  # unnamed, as README shows: url_for looks inside it
     host.mount("/static", StaticFiles(directory=tmp_path), name="static")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(host), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t") as client:
         answer = await client.get("/")
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"css": "http://t/static/site.css"}

@@ -13,6 +13,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.live import View, Views
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.testing import StreamingTransport
 from starmodel_asgi.values import Element
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +124,7 @@ async def test_a_flood_of_new_visitors_does_not_erase_people_using_the_site(uses
         stores={"memory": store},
         get_user=lambda request: request.headers.get("x-user"),
     )
-    transport = httpx.ASGITransport(app=sm)
+    transport = StreamingTransport(sm)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as visitor:
         for _ in range(3):  # a visitor, not signed in, who comes back a few minutes later
             assert (await visitor.post("/counter/increment", json={}, headers=DATASTAR)).status_code == 200

@@ -24,7 +24,7 @@ from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.broadcast.memory import MemoryBroadcast
 from tests.support.headers import DATASTAR, JSON
-from tests.support.servers import LiveReader, ServerURL, run_server, run_worker
+from tests.support.servers import ServerURL, read_live, run_server, run_worker
 from tests.support.services import require
 
 pytestmark = pytest.mark.anyio
@@ -134,8 +134,8 @@ async def test_stream_sends_current_state_then_every_change_from_any_route(broad
         async with client(url) as writer, client(url) as watcher:
             for _ in range(5):
                 await post(writer, "/shared/increment")
-            async with LiveReader(watcher, "/shared/live") as live:
-                await live.until(lambda s: len(s.events) >= 2)
+            async with read_live(watcher, "/shared/live") as live:
+                await live.wait(lambda s: len(s.events) >= 2)
                 assert live.response is not None
                 assert live.response.headers["content-type"].startswith("text/event-stream")
                 first, view = live.events[:2]
@@ -145,10 +145,10 @@ async def test_stream_sends_current_state_then_every_change_from_any_route(broad
                 assert view.elements == '<div id="shared-view">Shared count 5</div>'
 
                 await post(writer, "/shared/increment")  # a Datastar request
-                await live.until(count_is(6, "shared"))
+                await live.wait(count_is(6, "shared"))
                 await post(writer, "/shared/increment", headers=JSON)  # a JSON API call
-                await live.until(count_is(7, "shared"))
-                await live.until(lambda s: "Shared count 7<" in s.events[-1].elements)
+                await live.wait(count_is(7, "shared"))
+                await live.wait(lambda s: "Shared count 7<" in s.events[-1].elements)
                 # each push carries only what changed, plus the re-rendered element
                 patches = [e.signals for e in live.events if e.event == "datastar-patch-signals"]
                 assert patches == [
@@ -160,8 +160,8 @@ async def test_stream_sends_current_state_then_every_change_from_any_route(broad
 
 async def test_keepalive_comments_while_nothing_changes() -> None:
     with serve(make_app(keepalive=0.05)) as url:
-        async with client(url) as c, LiveReader(c, "/shared/live") as live:
-            await live.until(lambda s: s.raw.count(b": keepalive\n\n") >= 3)
+        async with client(url) as c, read_live(c, "/shared/live") as live:
+            await live.wait(lambda s: s.text.count(": keepalive\n\n") >= 3)
             assert [e.event for e in live.events] == ["datastar-patch-signals", "datastar-patch-elements"]
 
 
@@ -170,8 +170,8 @@ async def test_live_of_a_missing_record_is_404_and_a_json_client_still_gets_a_st
         async with client(url) as c:
             missing = await c.get("/doc/nope/live", headers=DATASTAR)
             assert missing.status_code == 404
-            async with LiveReader(c, "/board/live", headers=JSON) as live:
-                await live.until(count_is(0, "board"))
+            async with read_live(c, "/board/live", headers=JSON) as live:
+                await live.wait(count_is(0, "board"))
                 assert live.response is not None
                 assert live.response.headers["content-type"].startswith("text/event-stream")
 
@@ -181,17 +181,17 @@ async def test_a_retried_stream_resumes_with_the_current_state() -> None:
     with serve(make_app()) as url:
         async with client(url) as page, client(url) as other:
             await post(page, "/board/increment")
-            async with LiveReader(page, "/board/live") as live:
-                await live.until(count_is(1, "board"))
+            async with read_live(page, "/board/live") as live:
+                await live.wait(count_is(1, "board"))
             # dropped: changes made meanwhile, by this session's other tab and by another session
             await post(page, "/board/increment", amount=10)
             await post(page, "/board/write", text="while away")
             await post(other, "/shared/increment")
-            async with LiveReader(page, "/board/live") as live:
-                await live.until(lambda s: len(s.events) >= 1)
+            async with read_live(page, "/board/live") as live:
+                await live.wait(lambda s: len(s.events) >= 1)
                 assert live.events[0].signals == {"board": {"count": 11, "note": "while away"}}
-            async with LiveReader(other, "/shared/live") as live:
-                await live.until(lambda s: len(s.events) >= 1)
+            async with read_live(other, "/shared/live") as live:
+                await live.wait(lambda s: len(s.events) >= 1)
                 assert live.events[0].signals == {"shared": {"count": 1, "padding": 0}}
 
 
@@ -205,26 +205,26 @@ async def test_session_changes_reach_only_that_sessions_pages(broadcast: Broadca
             await bob.get("/board")
             assert alice.cookies["sm_session"] != bob.cookies["sm_session"]
             async with (
-                LiveReader(alice, "/board/live") as tab1,
-                LiveReader(alice, "/board/live") as tab2,
-                LiveReader(bob, "/board/live") as other,
+                read_live(alice, "/board/live") as tab1,
+                read_live(alice, "/board/live") as tab2,
+                read_live(bob, "/board/live") as other,
             ):
                 for live in (tab1, tab2, other):
-                    await live.until(lambda s: len(s.events) >= 1)
+                    await live.wait(lambda s: len(s.events) >= 1)
                 await post(alice, "/board/write", text="SECRET-OF-ALICE")
                 for _ in range(3):
                     await post(alice, "/board/increment")
                 for tab in (tab1, tab2):
-                    await tab.until(lambda s: s.signals.get("board") == {"count": 3, "note": "SECRET-OF-ALICE"})
+                    await tab.wait(lambda s: s.signals.get("board") == {"count": 3, "note": "SECRET-OF-ALICE"})
                 await post(bob, "/board/increment", amount=100)  # the marker: bob's own change
-                await other.until(count_is(100, "board"))
-                assert b"SECRET" not in other.raw
+                await other.wait(count_is(100, "board"))
+                assert "SECRET" not in other.text
                 assert [e.signals for e in other.events] == [
                     {"board": {"count": 0, "note": ""}},
                     {"board": {"count": 100}},
                 ]
                 for tab in (tab1, tab2):
-                    assert b'"count":100' not in tab.raw
+                    assert '"count":100' not in tab.text
 
 
 async def test_user_changes_reach_all_of_that_users_sessions(broadcast: Broadcast) -> None:
@@ -237,18 +237,18 @@ async def test_user_changes_reach_all_of_that_users_sessions(broadcast: Broadcas
         ):
             assert (await anonymous.get("/profile/live", headers=DATASTAR)).status_code == 401
             async with (
-                LiveReader(laptop, "/profile/live") as on_laptop,
-                LiveReader(phone, "/profile/live") as on_phone,
-                LiveReader(bob, "/profile/live") as on_bob,
+                read_live(laptop, "/profile/live") as on_laptop,
+                read_live(phone, "/profile/live") as on_phone,
+                read_live(bob, "/profile/live") as on_bob,
             ):
                 for live in (on_laptop, on_phone, on_bob):
-                    await live.until(count_is(0, "profile"))
+                    await live.wait(count_is(0, "profile"))
                 await post(laptop, "/profile/increment")
                 await post(phone, "/profile/increment")
                 for live in (on_laptop, on_phone):
-                    await live.until(count_is(2, "profile"))
+                    await live.wait(count_is(2, "profile"))
                 await post(bob, "/profile/increment")
-                await on_bob.until(count_is(1, "profile"))
+                await on_bob.wait(count_is(1, "profile"))
                 assert [e.signals for e in on_bob.events] == [{"profile": {"count": 0}}, {"profile": {"count": 1}}]
 
 
@@ -258,14 +258,14 @@ async def test_global_changes_reach_everyone(broadcast: Broadcast) -> None:
             client(url) as a,
             client(url) as b,
             client(url, **{"x-user": "carol"}) as c,
-            LiveReader(a, "/shared/live") as on_a,
-            LiveReader(b, "/shared/live") as on_b,
+            read_live(a, "/shared/live") as on_a,
+            read_live(b, "/shared/live") as on_b,
         ):
-            await on_a.until(count_is(0, "shared"))
-            await on_b.until(count_is(0, "shared"))
+            await on_a.wait(count_is(0, "shared"))
+            await on_b.wait(count_is(0, "shared"))
             await post(c, "/shared/increment")
-            await on_a.until(count_is(1, "shared"))
-            await on_b.until(count_is(1, "shared"))
+            await on_a.wait(count_is(1, "shared"))
+            await on_b.wait(count_is(1, "shared"))
 
 
 async def test_record_changes_reach_its_watchers_only(broadcast: Broadcast) -> None:
@@ -274,18 +274,18 @@ async def test_record_changes_reach_its_watchers_only(broadcast: Broadcast) -> N
             one = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
             two = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
             async with (
-                LiveReader(a, f"/doc/{one}/live") as a_one,
-                LiveReader(b, f"/doc/{one}/live") as b_one,
-                LiveReader(b, f"/doc/{two}/live") as b_two,
+                read_live(a, f"/doc/{one}/live") as a_one,
+                read_live(b, f"/doc/{one}/live") as b_one,
+                read_live(b, f"/doc/{two}/live") as b_two,
             ):
                 for live in (a_one, b_one, b_two):
-                    await live.until(lambda s: len(s.events) >= 1)
+                    await live.wait(lambda s: len(s.events) >= 1)
                 await post(a, f"/doc/{one}/rename", title="RECORD-ONE")
                 for live in (a_one, b_one):
-                    await live.until(lambda s: s.signals["doc"]["title"] == "RECORD-ONE")
+                    await live.wait(lambda s: s.signals["doc"]["title"] == "RECORD-ONE")
                 await post(a, f"/doc/{two}/rename", title="two")
-                await b_two.until(lambda s: s.signals["doc"]["title"] == "two")
-                assert b"RECORD-ONE" not in b_two.raw
+                await b_two.wait(lambda s: s.signals["doc"]["title"] == "two")
+                assert "RECORD-ONE" not in b_two.text
                 assert len(b_two.events) == 2
 
 
@@ -293,11 +293,11 @@ async def test_watchers_of_a_deleted_record_are_told_and_the_stream_ends(broadca
     with serve(make_app(broadcast)) as url:
         async with client(url) as a:
             doc = (await a.post("/doc", json={}, headers=JSON)).json()["id"]
-            async with LiveReader(a, f"/doc/{doc}/live") as live:
-                await live.until(lambda s: len(s.events) >= 1)
+            async with read_live(a, f"/doc/{doc}/live") as live:
+                await live.wait(lambda s: len(s.events) >= 1)
                 assert (await a.delete(f"/doc/{doc}", headers=JSON)).status_code == 204
-                await live.until(lambda s: s.signals["doc"].get("_deleted") is True)
-                await live.until(lambda s: s.ended)
+                await live.wait(lambda s: s.signals["doc"].get("_deleted") is True)
+                await live.wait(lambda s: s.ended)
 
 
 # -- resources -------------------------------------------------------------------------------

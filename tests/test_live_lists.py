@@ -16,8 +16,9 @@ from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, even
 from starmodel_asgi.lists import Row, Windows
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR
-from tests.support.servers import LiveReader, ServerURL, run_server
+from tests.support.servers import ServerURL, read_live, run_server
 from tests.support.sse import ListPage
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +84,7 @@ def build(**settings: Any) -> StarModel:
 
 async def test_a_bad_value_given_to_sm_create_inside_an_event_is_a_422_naming_the_field() -> None:
     sm = build()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         response = await client.post("/composer/send", json={"text": ""}, headers=DATASTAR)
         assert response.status_code == 422
         assert '"message":{"_error":"Invalid input: text: Text cannot be empty."' in response.text
@@ -113,36 +114,36 @@ async def test_the_list_starts_with_the_newest_records_then_follows_creates_chan
     async with serving(build()) as (_, client):
         for text in ("one", "two", "three"):
             await post(client, text)
-        async with LiveReader(client, "/message/live?limit=2") as live:
-            await live.until(showing("two", "three"))
+        async with read_live(client, "/message/live?limit=2") as live:
+            await live.wait(showing("two", "three"))
             first = live.events[0]
             assert (first.get("selector"), first.get("mode")) == ("#message-list", "inner")
             four = await post(client, "four")
-            await live.until(showing("three", "four"))  # appended; the oldest leaves the window
+            await live.wait(showing("three", "four"))  # appended; the oldest leaves the window
             await client.post(f"/message/{four}/edit", json={"text": "FOUR"}, headers=DATASTAR)
-            await live.until(showing("three", "FOUR"))
+            await live.wait(showing("three", "FOUR"))
             assert live.events[-1].get("selector") == f"#message-{four}"  # morphed by its id
             assert (await client.delete(f"/message/{four}")).status_code == 204
-            await live.until(showing("two", "three"))  # removed; the next older one comes back first
+            await live.wait(showing("two", "three"))  # removed; the next older one comes back first
             modes = [e.get("mode") for e in live.events[-2:]]
             assert modes == ["remove", "prepend"], modes
 
 
 async def test_server_side_creates_edits_and_deletes_reach_the_list() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveReader(client, "/message/live") as live:
-        await live.until(showing())
+    async with serving(sm) as (url, client), read_live(client, "/message/live") as live:
+        await live.wait(showing())
         record = await url.run(sm.create(Message, text="from a task"))
-        await live.until(showing("from a task"))
+        await live.wait(showing("from a task"))
 
         async def edit() -> None:
             async with sm.edit(Message, record.id) as message:
                 message.text = "edited"
 
         await url.run(edit())
-        await live.until(showing("edited"))
+        await live.wait(showing("edited"))
         await url.run(sm.delete(Message, record.id))
-        await live.until(showing())
+        await live.wait(showing())
 
 
 async def test_a_record_without_its_element_id_is_wrapped_and_one_that_fails_to_render_is_left_out() -> None:
@@ -150,8 +151,8 @@ async def test_a_record_without_its_element_id_is_wrapped_and_one_that_fails_to_
     async with serving(sm) as (url, client):
         good = await url.run(sm.create(Note, text="fine"))
         await url.run(sm.create(Note, text="boom"))
-        async with LiveReader(client, "/note/live") as live:
-            await live.until(lambda live: bool(live.events))
+        async with read_live(client, "/note/live") as live:
+            await live.wait(lambda live: bool(live.events))
             assert live.events[0].elements == f'<div id="note-{good.id}"><p>fine</p></div>'
 
 
@@ -193,14 +194,14 @@ async def test_authorize_is_asked_for_each_record_and_refused_ones_stay_off_the_
         mine = await url.run(sm.create(Message, text="mine"))
         theirs = await url.run(sm.create(Message, text="theirs"))
         hidden.add(theirs.id)
-        async with LiveReader(client, "/message/live") as live:
-            await live.until(showing("mine"))
+        async with read_live(client, "/message/live") as live:
+            await live.wait(showing("mine"))
             assert (None, theirs.id) in asked and (None, mine.id) in asked
             later = await url.run(sm.create(Message, text="later"))
-            await live.until(showing("mine", "later"))
+            await live.wait(showing("mine", "later"))
             hidden.add(later.id)  # refused from now on: the next change takes it off the page
             await client.post(f"/message/{mine.id}/edit", json={"text": "MINE"}, headers=DATASTAR)
-            await live.until(showing("MINE"))
+            await live.wait(showing("MINE"))
 
 
 async def test_presence_counts_the_open_streams_of_an_instance_and_of_a_list() -> None:
@@ -209,27 +210,27 @@ async def test_presence_counts_the_open_streams_of_an_instance_and_of_a_list() -
         def viewers(n: int) -> Any:
             return lambda live: live.signals.get("room", {}).get("_viewers") == n
 
-        async with LiveReader(client, "/room/live") as first:
-            await first.until(viewers(1))
-            async with LiveReader(client, "/room/live") as second:
-                await first.until(viewers(2))
-                await second.until(viewers(2))
-                async with LiveReader(client, "/message/live") as listing:  # a list counts its own
-                    await listing.until(lambda live: live.signals.get("message", {}).get("_viewers") == 1)
-            await first.until(viewers(1))
+        async with read_live(client, "/room/live") as first:
+            await first.wait(viewers(1))
+            async with read_live(client, "/room/live") as second:
+                await first.wait(viewers(2))
+                await second.wait(viewers(2))
+                async with read_live(client, "/message/live") as listing:  # a list counts its own
+                    await listing.wait(lambda live: live.signals.get("message", {}).get("_viewers") == 1)
+            await first.wait(viewers(1))
 
 
 async def test_the_state_of_a_presence_entity_still_streams_beside_its_viewers() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveReader(client, "/room/live") as live:
+    async with serving(sm) as (url, client), read_live(client, "/room/live") as live:
 
         async def set_topic() -> None:
             async with sm.edit(Room) as room:
                 room.topic = "lunch"
 
-        await live.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
+        await live.wait(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
         await url.run(set_topic())
-        await live.until(lambda live: live.signals["room"].get("topic") == "lunch")
+        await live.wait(lambda live: live.signals["room"].get("topic") == "lunch")
 
 
 def test_the_list_element_and_holder_declare_viewers_for_presence_entities() -> None:
@@ -256,20 +257,20 @@ def test_presence_settings_are_checked_when_the_app_is_built(config: dict[str, A
 
 async def test_a_viewer_leaving_while_others_stay_is_counted_at_once() -> None:
     async with serving(build()) as (_, client):
-        streams = [LiveReader(client, "/room/live") for _ in range(3)]
+        streams = [read_live(client, "/room/live") for _ in range(3)]
         async with streams[0] as a, streams[1] as b:
             async with streams[2] as c:
                 for live in (a, b, c):
-                    await live.until(lambda live: live.signals.get("room", {}).get("_viewers") == 3)
+                    await live.wait(lambda live: live.signals.get("room", {}).get("_viewers") == 3)
             with anyio.fail_after(2):
-                await a.until(lambda live: live.signals["room"]["_viewers"] == 2)
+                await a.wait(lambda live: live.signals["room"]["_viewers"] == 2)
 
 
 async def test_a_records_event_ignores_the_namespace_when_it_holds_another_record() -> None:
     """A page listing many records shares one ``$message`` namespace: an event on one record
     must not write another's values into it."""
     sm = build()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         first, second = await post(client, "first"), await post(client, "second")
 
         async def bump(on: str, namespace: dict[str, Any]) -> str:
@@ -296,18 +297,18 @@ async def test_a_record_whose_authorize_fails_is_left_out_and_the_list_goes_on()
         bad = await url.run(sm.create(Message, text="bad"))
         failing.add(bad.id)
         await url.run(sm.create(Message, text="good"))
-        async with LiveReader(client, "/message/live") as live:
-            await live.until(showing("good"))
+        async with read_live(client, "/message/live") as live:
+            await live.wait(showing("good"))
             await url.run(sm.create(Message, text="later"))
-            await live.until(showing("good", "later"))
+            await live.wait(showing("good", "later"))
 
 
 async def test_a_create_into_an_empty_list_is_appended() -> None:
     sm = build()
-    async with serving(sm) as (url, client), LiveReader(client, "/message/live") as live:
-        await live.until(showing())
+    async with serving(sm) as (url, client), read_live(client, "/message/live") as live:
+        await live.wait(showing())
         await url.run(sm.create(Message, text="first"))
-        await live.until(showing("first"))
+        await live.wait(showing("first"))
         assert live.events[-1].get("mode") == "append"
 
 
@@ -348,26 +349,26 @@ async def test_lists_of_different_lengths_share_one_read_per_change() -> None:
         for text in ("one", "two", "three"):
             await post(client, text)
         async with (
-            LiveReader(client, "/message/live?limit=1") as one,
-            LiveReader(client, "/message/live?limit=2") as two,
-            LiveReader(client, "/message/live?limit=5") as five,
+            read_live(client, "/message/live?limit=1") as one,
+            read_live(client, "/message/live?limit=2") as two,
+            read_live(client, "/message/live?limit=5") as five,
         ):
-            await one.until(showing("three"))
-            await two.until(showing("two", "three"))
-            await five.until(showing("one", "two", "three"))
+            await one.wait(showing("three"))
+            await two.wait(showing("two", "three"))
+            await five.wait(showing("one", "two", "three"))
             store.reads.clear()
             await post(client, "four")
-            await one.until(showing("four"))
-            await two.until(showing("three", "four"))
-            await five.until(showing("one", "two", "three", "four"))
+            await one.wait(showing("four"))
+            await two.wait(showing("three", "four"))
+            await five.wait(showing("one", "two", "three", "four"))
             assert store.reads == [5]  # the widest window, once, cut to each list's length
 
 
 async def test_closing_the_app_with_viewers_open_then_using_it_again_counts_from_scratch() -> None:
     sm = build()
     async with serving(sm) as (url, client):
-        async with LiveReader(client, "/room/live") as live:
-            await live.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
+        async with read_live(client, "/room/live") as live:
+            await live.wait(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
             await url.run(sm.presence.aclose())  # e.g. a host's shutdown while pages are open
-        async with LiveReader(client, "/room/live") as again:
-            await again.until(lambda live: live.signals.get("room", {}).get("_viewers") == 1)
+        async with read_live(client, "/room/live") as again:
+            await again.wait(lambda live: live.signals.get("room", {}).get("_viewers") == 1)

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
+from starmodel_asgi.testing import LivePage
 from tests.support.headers import DATASTAR
-from tests.support.servers import LiveReader, run_worker
+from tests.support.servers import read_live, run_worker
 from tests.support.services import drop_redis_keys, require
 from tests.support.sse import ListPage
 
@@ -50,7 +51,7 @@ def worker_app() -> StarModel:
 @asynccontextmanager
 async def two_workers(
     factory: str, env: dict[str, str], path: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, LiveReader, LiveReader]]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, LivePage, LivePage]]:
     """Two uvicorn workers of ``tests.test_live_workers:<factory>``, a client of each, and a live
     stream of ``path`` open on each."""
     with ExitStack() as stack:
@@ -58,8 +59,8 @@ async def two_workers(
         async with (
             httpx.AsyncClient(base_url=a, timeout=10) as on_a,
             httpx.AsyncClient(base_url=b, timeout=10) as on_b,
-            LiveReader(on_a, path) as watching_a,
-            LiveReader(on_b, path) as watching_b,
+            read_live(on_a, path) as watching_a,
+            read_live(on_b, path) as watching_b,
         ):
             yield on_a, on_b, watching_a, watching_b
 
@@ -79,8 +80,8 @@ async def test_an_event_on_one_worker_reaches_a_stream_on_the_other_within_a_sec
 
 async def scores_across_workers(env: dict[str, str]) -> None:
     async with two_workers("worker_app", env, "/scoreboard/live") as (on_a, on_b, watching_a, watching_b):
-        await watching_a.until(score_is(0))
-        await watching_b.until(score_is(0))
+        await watching_a.wait(score_is(0))
+        await watching_b.wait(score_is(0))
         delays = []
         for n in range(1, 7):
             # alternate: post to one worker, watch the other
@@ -89,12 +90,12 @@ async def scores_across_workers(env: dict[str, str]) -> None:
             response = await poster.post("/scoreboard/score_up", headers=DATASTAR)
             assert response.status_code == 200
             with anyio.fail_after(5):
-                await watcher.until(score_is(n))
+                await watcher.wait(score_is(n))
             delays.append(time.monotonic() - started)
         assert max(delays) < 1.0, delays
         # both pages end at the last change, having seen the states in order
         for live in (watching_a, watching_b):
-            await live.until(score_is(6))
+            await live.wait(score_is(6))
             scores = [e.signals["scoreboard"]["score"] for e in live.events]
             assert scores == sorted(scores) and scores[-1] == 6
 
@@ -176,16 +177,16 @@ def viewers(name: str, n: int) -> object:
 async def test_a_live_list_follows_records_changed_on_either_worker(kind: str, backends: Backends) -> None:
     async with two_workers("lists_app", backends(kind), "/post/live") as (on_a, on_b, watching_a, watching_b):
         for live in (watching_a, watching_b):
-            await live.until(viewers("post", 2))  # both streams counted, across the workers
-            await live.until(posts())
+            await live.wait(viewers("post", 2))  # both streams counted, across the workers
+            await live.wait(posts())
         first = (await on_a.post("/post", json={"text": "hello"})).json()["id"]
         await on_b.post("/post", json={"text": "from b"})
         for live in (watching_a, watching_b):
-            await live.until(posts("hello", "from b"))
+            await live.wait(posts("hello", "from b"))
         await on_b.post(f"/post/{first}/edit", json={"text": "hello!"}, headers=DATASTAR)
         assert (await on_b.delete(f"/post/{first}")).status_code == 204
         for live in (watching_a, watching_b):
-            await live.until(posts("from b"))
+            await live.wait(posts("from b"))
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgresql"])
@@ -193,20 +194,20 @@ async def test_viewers_are_counted_across_workers_and_a_killed_worker_drops_out(
     env = backends(kind)
     with ExitStack() as stack:
         a, b = (stack.enter_context(run_worker("tests.test_live_workers:lists_app", env, factory=True)) for _ in "ab")
-        async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, LiveReader(on_a, "/lobby/live") as watching_a:
-            await watching_a.until(viewers("lobby", 1))
+        async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, read_live(on_a, "/lobby/live") as watching_a:
+            await watching_a.wait(viewers("lobby", 1))
             async with httpx.AsyncClient(base_url=b, timeout=10) as on_b:
-                async with LiveReader(on_b, "/lobby/live") as one, LiveReader(on_b, "/lobby/live") as two:
+                async with read_live(on_b, "/lobby/live") as one, read_live(on_b, "/lobby/live") as two:
                     for live in (watching_a, one, two):
-                        await live.until(viewers("lobby", 3))
+                        await live.wait(viewers("lobby", 3))
                 # closed streams are counted out at once
-                await watching_a.until(viewers("lobby", 1), timeout=2)
-                async with LiveReader(on_b, "/lobby/live") as three:
-                    await watching_a.until(viewers("lobby", 2))
-                    await three.until(viewers("lobby", 2))
+                await watching_a.wait(viewers("lobby", 1), timeout=2)
+                async with read_live(on_b, "/lobby/live") as three:
+                    await watching_a.wait(viewers("lobby", 2))
+                    await three.wait(viewers("lobby", 2))
                     b.process.kill()  # kill -9: worker b says nothing
                     killed = time.monotonic()
-                    await watching_a.until(viewers("lobby", 1), timeout=5)
+                    await watching_a.wait(viewers("lobby", 1), timeout=5)
                     gone_after = time.monotonic() - killed
             # within four intervals of 0.3 s (three to expire, one to notice), with room for a busy machine
             assert gone_after < 2.5, gone_after
@@ -219,4 +220,4 @@ async def test_a_live_list_shows_every_edit_once_committed_on_postgresql(backend
         record = (await on_a.post("/post", json={"text": "v0"})).json()["id"]
         for n in range(1, 16):
             await on_a.post(f"/post/{record}/edit", json={"text": f"v{n}"}, headers=DATASTAR)
-            await watching_a.until(posts(f"v{n}"), timeout=5)
+            await watching_a.wait(posts(f"v{n}"), timeout=5)

@@ -8,6 +8,7 @@ import pytest
 from starmodel_asgi import StarModel
 from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.memory import MemoryStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.entities import ENTITIES, Counter, Shared
 from tests.support.headers import JSON
 
@@ -26,7 +27,7 @@ async def test_idle_session_instances_expire_and_are_swept() -> None:
     clock = Clock()
     store = MemoryStore(default_ttl=60, sweep_interval=10, clock=clock)
     sm = StarModel(entities=ENTITIES, secret_key="k", stores={"memory": store})
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
         await c.post("/counter/increment?amount=4", headers=JSON)
         await c.post("/shared/bump", headers=JSON)
         clock.now += 50

@@ -15,6 +15,7 @@ import pytest
 from pydantic import Field
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, Redirect, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import merged_signals, parse_sse
 
@@ -146,7 +147,7 @@ ENTITIES = [Note, Job, Wiz, Memo, Item]
 
 
 def client(sm: StarModel) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t")
+    return httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t")
 
 
 async def note(c: httpx.AsyncClient, title: str) -> str:

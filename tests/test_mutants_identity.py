@@ -21,6 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from starmodel_asgi import Entity, SessionCookieMiddleware, StarModel, event
 from starmodel_asgi.identity import default_user
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +36,7 @@ class Visits(Entity):
 
 
 def transport(app: Any, base_url: str = "http://t") -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+    return httpx.AsyncClient(transport=StreamingTransport(app), base_url=base_url)
 
 
 # -- which attribute of scope["user"] keys scope="user" entities --------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from pydantic import computed_field
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from starmodel_asgi.wire import channel_name, list_channel
 from tests.support.headers import DATASTAR, JSON
 from tests.support.sse import merged_signals, parse_sse
@@ -105,7 +106,7 @@ def sm(tmp_path: Path) -> StarModel:
 
 @pytest.fixture
 async def c(sm: StarModel) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         yield client
     await sm.aclose()
 

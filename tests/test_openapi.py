@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.servers import run_server
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +79,7 @@ def build() -> StarModel:
 
 async def test_the_document_is_valid_openapi_and_names_every_route_and_parameter() -> None:
     host = Starlette(routes=[Mount("/sm", build())])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(host), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t") as client:
         response = await client.get("/sm/openapi.json")
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     doc = response.json()

@@ -11,7 +11,8 @@ import pytest
 from starlette.requests import Request
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, StarModel, event
-from tests.support.servers import LiveReader, run_server
+from starmodel_asgi.testing import StreamingTransport
+from tests.support.servers import read_live, run_server
 from tests.support.sse import ListPage
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +60,7 @@ def build() -> StarModel:
 
 
 def client(sm: StarModel, user: str, base: str = "http://t") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(sm) if base == "http://t" else None
+    transport = StreamingTransport(sm) if base == "http://t" else None
     return httpx.AsyncClient(transport=transport, base_url=base, headers={"X-User": user, **JSON})
 
 
@@ -94,10 +95,10 @@ async def test_a_live_list_shows_each_user_their_own_records() -> None:
     with run_server(sm) as url:
         async with client(sm, "alice", url) as alice, client(sm, "bob", url) as bob:
             mine = (await alice.post("/note", json={"text": "alice 1"})).json()
-            async with LiveReader(bob, "/note/live", headers={"X-User": "bob"}) as watching:
+            async with read_live(bob, "/note/live", headers={"X-User": "bob"}) as watching:
                 await bob.post("/note", json={"text": "bob 1"})
                 await alice.post("/note", json={"text": "alice 2"})
-                await watching.until(lambda live: ListPage("#note-list").apply(live.events).texts == ["bob 1"])
+                await watching.wait(lambda live: ListPage("#note-list").apply(live.events).texts == ["bob 1"])
                 assert "alice" not in watching.text
             assert (await bob.get(f"/note/{mine['id']}/live", headers={"Datastar-Request": "true"})).status_code == 403
 
@@ -176,10 +177,10 @@ async def test_a_record_stream_ends_when_authorize_would_refuse_its_next_state()
     with run_server(sm) as url:
         async with client(sm, "alice", url) as alice:
             deed = (await alice.post("/deed", json={})).json()["id"]
-            async with LiveReader(alice, f"/deed/{deed}/live", headers={"X-User": "alice"}) as live:
-                await live.until(lambda s: s.signals.get("deed", {}).get("owner") == "alice")
+            async with read_live(alice, f"/deed/{deed}/live", headers={"X-User": "alice"}) as live:
+                await live.wait(lambda s: s.signals.get("deed", {}).get("owner") == "alice")
                 await alice.post(f"/deed/{deed}/write", json={"text": "hello"})
-                await live.until(lambda s: s.signals["deed"].get("text") == "hello")
+                await live.wait(lambda s: s.signals["deed"].get("text") == "hello")
 
                 async def give_away() -> None:  # elsewhere: a task of the server's
                     async with sm.edit(Deed, deed) as record:
@@ -187,6 +188,6 @@ async def test_a_record_stream_ends_when_authorize_would_refuse_its_next_state()
                         record.text = "bob's secret"
 
                 await url.run(give_away())
-                await live.until(lambda s: s.signals["deed"].get("_error") == "Forbidden")
-                await live.until(lambda s: s.ended)
-                assert "bob's secret" not in live.raw.decode()
+                await live.wait(lambda s: s.signals["deed"].get("_error") == "Forbidden")
+                await live.wait(lambda s: s.ended)
+                assert "bob's secret" not in live.text

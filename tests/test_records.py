@@ -21,6 +21,7 @@ from starmodel_asgi.stores import Store
 from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR, JSON
 from tests.support.services import drop_redis_keys, require
 from tests.support.sse import merged_signals, parse_sse
@@ -123,7 +124,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 def client(sm: StarModel) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver")
+    return httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver")
 
 
 async def test_create_read_list_event_delete(backend: Backend) -> None:

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.stores.redis import RedisStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.servers import RedisServer, run_worker
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,7 @@ async def test_twenty_outages_under_load_each_recovered_within_two_seconds() -> 
         sm = StarModel([Tally], base_path="", secret_key="outage", stores={"redis": store})
         recoveries: list[float] = []
         statuses: list[int] = []
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t", headers=JSON) as client:
+        async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t", headers=JSON) as client:
 
             async def load() -> None:
                 while True:
@@ -90,7 +91,7 @@ async def test_a_hung_broadcast_costs_live_freshness_not_events() -> None:
         channel = "sm:hung_counter:global"
         seen: list[int] = []
         async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t", headers=JSON) as client,
+            httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t", headers=JSON) as client,
             sm.broadcast.subscribe(channel) as messages,
         ):
 

@@ -19,6 +19,7 @@ from redis.exceptions import LockNotOwnedError
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
 from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.redis import RedisStore
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 from tests.support.services import require
 
@@ -104,7 +105,7 @@ async def rb() -> AsyncIterator[Backend]:
 
 
 def client(sm: StarModel) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver")
+    return httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver")
 
 
 async def test_each_instance_is_one_json_value(rb: Backend) -> None:

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import DATASTAR
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +21,7 @@ class Visits(Entity):
 
 
 async def visit(sm: StarModel, cookies: httpx.Cookies) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t", cookies=cookies) as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t", cookies=cookies) as client:
         response = await client.post("/visits/visit", headers={"Accept": "application/json"})
         cookies.update(response.cookies)
         return response
@@ -83,7 +84,7 @@ def test_an_empty_key_is_refused_when_the_app_is_built(key: object) -> None:
 
 async def test_datastar_requests_work_with_rotated_keys() -> None:
     sm = StarModel([Visits], secret_key=["a", "b"])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         first = await client.post("/visits/visit", headers=DATASTAR)
         second = await client.post("/visits/visit", headers=DATASTAR)
         assert '"count":2' in second.text and first.status_code == 200

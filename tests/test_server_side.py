@@ -13,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from starmodel_asgi import Change, Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
-from tests.support.servers import LiveReader, run_server
+from tests.support.servers import read_live, run_server
 
 pytestmark = pytest.mark.anyio
 
@@ -63,20 +64,20 @@ async def sm(tmp_path: Path) -> AsyncIterator[StarModel]:
 
 
 def http(sm: StarModel) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t")
+    return httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t")
 
 
 async def test_edit_saves_and_a_live_page_sees_it(sm: StarModel) -> None:
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/board/live") as live:
-            await live.until(lambda s: s.signals.get("board", {}).get("count") == 0)
+        async with httpx.AsyncClient(base_url=url) as c, read_live(c, "/board/live") as live:
+            await live.wait(lambda s: s.signals.get("board", {}).get("count") == 0)
 
             async def edit() -> None:  # a background job: no request anywhere
                 async with sm.edit(Board) as board:
                     board.count += 5
 
             await url.run(edit())
-            await live.until(lambda s: s.signals["board"]["count"] == 5)
+            await live.wait(lambda s: s.signals["board"]["count"] == 5)
             assert (await c.get("/board", headers=JSON)).json() == {"count": 5}
 
 
@@ -94,12 +95,12 @@ async def test_an_edit_that_raises_saves_nothing_pushes_nothing_tells_no_one(sm:
             board.count += 1
 
     with run_server(sm) as url:
-        async with httpx.AsyncClient(base_url=url) as c, LiveReader(c, "/board/live") as live:
-            await live.until(lambda s: s.signals.get("board", {}).get("count") == 0)
+        async with httpx.AsyncClient(base_url=url) as c, read_live(c, "/board/live") as live:
+            await live.wait(lambda s: s.signals.get("board", {}).get("count") == 0)
             with pytest.raises(ZeroDivisionError):
                 await url.run(failing())
             await url.run(adding_one())
-            await live.until(lambda s: s.signals["board"]["count"] == 1)
+            await live.wait(lambda s: s.signals["board"]["count"] == 1)
             counts = [e.signals["board"]["count"] for e in live.events if "count" in e.signals.get("board", {})]
             assert counts == [0, 1]  # the failed block's 7 never reached the page
             assert (await url.run(sm.get(Board))).count == 1

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +56,7 @@ class Browser:
 
     async def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**JSON, **({"x-user": self.user} if self.user else {})}
-        transport = httpx.ASGITransport(self.app)
+        transport = StreamingTransport(self.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", cookies=self.cookies) as client:
             response = await client.request(method, path, headers=headers, **kwargs)
         self.cookies.update(response.cookies)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.spec import spec_of
 from starmodel_asgi.stores.sql import SQLStore, metadata_for
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 from tests.support.services import require
 
@@ -137,7 +138,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ba
 
 
 def client(sm: StarModel) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver")
+    return httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver")
 
 
 async def test_fields_become_columns_and_json(db: Backend) -> None:
@@ -235,7 +236,7 @@ async def test_idle_sessions_expire_and_reading_keeps_them_alive(db: Backend) ->
         clock.now += 10.5
         assert (await c.get("/visits", headers=JSON)).json() == {"count": 0}
         assert len(await db.query('SELECT _key FROM "{p}visits"')) == 1  # expired, not yet swept
-        other = httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://testserver")
+        other = httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://testserver")
         async with other:
             await other.post("/visits/increment", headers=JSON)  # a write sweeps expired rows
         assert len(await db.query('SELECT _key FROM "{p}visits"')) == 1

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 from tests.support.servers import run_server
 
@@ -53,7 +54,7 @@ class Desk(Entity):
 async def test_sync_events_run_on_the_loop_and_thread_true_in_a_worker_thread() -> None:
     sm = StarModel([Desk], base_path="", secret_key="s")
     loop_thread = threading.get_ident()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         for name in ("bump", "steps", "slow", "slow_steps"):
             assert (await client.post(f"/desk/{name}", json={}, headers=JSON)).status_code == 200
         assert (await client.get("/desk", headers=JSON)).json() == {"count": 14, "note": "slow done"}

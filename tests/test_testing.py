@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,7 +15,8 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 
 from starmodel_asgi import ClientWritable, Entity, EventRequest, Redirect, Signals, StarModel, UploadFile, event
-from starmodel_asgi.testing import Page, parse_action, read_object
+from starmodel_asgi.testing import Page, StreamingTransport, parse_action, read_object
+from tests.support.servers import run_server
 
 pytestmark = pytest.mark.anyio
 
@@ -353,3 +355,66 @@ async def test_page_gives_each_request_the_host_lifespan_state_as_servers_do() -
         answer = await page.run(Mailbox.send())
         assert answer.status == 200, answer.text
         assert page.signals["mailbox"]["sent"] == "smtp://test"
+
+
+def feed_until_left(told: list[str]) -> Any:
+    """An ASGI app that sends one SSE comment, reads the request's body, then waits for the client
+    to leave and notes what it was told."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        body = b""
+        while (message := await receive())["type"] == "http.request":
+            body += message["body"]
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.body", "body": b": got " + body + b"\n\n", "more_body": True})
+        told.append((await receive())["type"])
+
+    return app
+
+
+async def test_the_streaming_transport_reads_an_endless_answer_in_process_and_leaving_tells_the_app() -> None:
+    told: list[str] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"one "
+        yield b"two"
+
+    async with httpx.AsyncClient(transport=StreamingTransport(feed_until_left(told)), base_url="http://t") as client:
+        with anyio.fail_after(5):  # httpx's own ASGITransport waits here forever: the app never ends
+            async with client.stream("POST", "/feed", content=pieces()) as response:
+                assert response.status_code == 200
+                assert await response.aiter_bytes().__anext__() == b": got one two\n\n"  # the body, in pieces
+            while not told:
+                await anyio.sleep(0.01)
+    assert told == ["http.disconnect"]
+
+
+async def test_a_client_not_entered_gets_whole_answers_and_the_apps_exceptions() -> None:
+    async def hello(request: Request) -> HTMLResponse:
+        return HTMLResponse("<p>hi</p>")
+
+    async def broken(request: Request) -> HTMLResponse:
+        raise ZeroDivisionError
+
+    host = Starlette(routes=[Route("/", hello), Route("/broken", broken)])
+    client = httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t")
+    assert (await client.get("/")).text == "<p>hi</p>"
+    with pytest.raises(ZeroDivisionError):  # raised in the test, as the server would log it
+        await client.get("/broken")
+
+
+async def test_a_page_reads_a_live_stream_of_a_real_server_through_its_client() -> None:
+    told: list[str] = []
+    with run_server(feed_until_left(told)) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            async with Page(client).live("/feed") as stream:
+                await stream.wait(lambda s: ": got " in s.text)
+                assert stream.status == 200 and not stream.ended
+            with anyio.fail_after(5):
+                while not told:
+                    await anyio.sleep(0.01)
+    assert told == ["http.disconnect"]

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.testing import StreamingTransport
 from tests.support.headers import JSON
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +27,7 @@ class Counter(Entity):
 
 async def test_a_parameter_the_event_does_not_have_is_a_422_naming_it() -> None:
     sm = StarModel([Counter], base_path="", secret_key="typo")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         answer = await client.post("/counter/increment?amont=5", json={}, headers=JSON)
         assert answer.status_code == 422
         assert answer.json()["errors"] == {"amont": "Counter.increment has no such parameter (it takes: amount)"}
@@ -36,7 +37,7 @@ async def test_a_parameter_the_event_does_not_have_is_a_422_naming_it() -> None:
 
 async def test_an_unannotated_parameter_takes_its_defaults_type() -> None:
     sm = StarModel([Counter], base_path="", secret_key="typo")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(sm), base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as client:
         assert (await client.post("/counter/bump?step=3", json={}, headers=JSON)).json() == {"count": 3}
         refused = await client.post("/counter/bump?step=two", json={}, headers=JSON)
         assert refused.status_code == 422 and "step" in refused.json()["errors"]

@@ -19,6 +19,7 @@ from starmodel_asgi.stores import Store
 from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
+from starmodel_asgi.testing import StreamingTransport
 from starmodel_asgi.wire import DELETED, channel_name, list_channel
 from tests.support.headers import DATASTAR, JSON
 from tests.support.services import drop_redis_keys, require
@@ -125,7 +126,7 @@ class Backend:
         self.sm.on(self.Tally)(self.changes.append)
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.sm), base_url="http://t")
+        return httpx.AsyncClient(transport=StreamingTransport(self.sm), base_url="http://t")
 
     async def card(self, **fields: Any) -> str:
         card = await self.sm.create(self.Card, **fields)
@@ -401,7 +402,7 @@ async def test_a_nested_hold_that_stays_busy_rolls_the_unit_back_with_a_503() ->
     async with anyio.create_task_group() as tg:
         tg.start_soon(long_block)
         await holding.wait()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sm), base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
             with anyio.fail_after(10):
                 response = await c.post(f"/card/{card.id}/bump", headers=JSON)
         released.set()

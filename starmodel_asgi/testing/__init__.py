@@ -12,9 +12,25 @@ signal sent with each action (those whose name starts with ``_`` left out), answ
 as it arrives.
 """
 
-from starmodel_asgi.testing.expressions import parse_action, read_object
-from starmodel_asgi.testing.page import LivePage, Page
-from starmodel_asgi.testing.signals import merge
-from starmodel_asgi.testing.sse import Answer, parse_events
+from starmodel_asgi.extras import require
 
-__all__ = ["Answer", "LivePage", "Page", "merge", "parse_action", "parse_events", "read_object"]
+require("httpx", "testing", "starmodel_asgi.testing")
+
+
+from starmodel_asgi.testing.expressions import parse_action, read_object  # noqa: E402  (after the check)
+from starmodel_asgi.testing.page import LivePage, Page  # noqa: E402  (after the check)
+from starmodel_asgi.testing.signals import merge  # noqa: E402  (after the check)
+from starmodel_asgi.testing.sse import Answer, Event, parse_events  # noqa: E402  (after the check)
+from starmodel_asgi.testing.transport import StreamingTransport  # noqa: E402  (after the check)
+
+__all__ = [
+    "Answer",
+    "Event",
+    "LivePage",
+    "Page",
+    "StreamingTransport",
+    "merge",
+    "parse_action",
+    "parse_events",
+    "read_object",
+]

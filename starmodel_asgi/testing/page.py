@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from http.cookies import SimpleCookie
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote, urlencode, urlsplit
 
 import anyio
+import httpx
 from datastar_py.consts import DATASTAR_KEY
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 
 from starmodel_asgi.app import StarModel
 from starmodel_asgi.testing.expressions import parse_action
 from starmodel_asgi.testing.html import PageReader
 from starmodel_asgi.testing.signals import filtered, merge
-from starmodel_asgi.testing.sse import Answer, parse_events
-from starmodel_asgi.testing.transport import Exchange, Lifespan, multipart, refuse_live
+from starmodel_asgi.testing.sse import Answer, Event, parse_events
+from starmodel_asgi.testing.transport import Lifespan, StreamingTransport, refuse_live
+
+Payload = dict[str, Any]  # httpx's keyword arguments for a request's body or query
 
 
 class Page:
@@ -28,29 +30,52 @@ class Page:
     ``app`` is any ASGI app: the host app with StarModel mounted inside (actions' paths are
     absolute, ``/sm/...``), or a ``StarModel`` alone (it is then addressed at its ``base_path``).
     ``async with Page(app)`` also runs the app's lifespan (background tasks it starts), when the
-    app has one.
+    app has one. ``app`` may also be an ``httpx.AsyncClient`` (a real server, say): the page then
+    speaks through it, with its cookies and ``base_url``, and runs no lifespan.
     """
 
-    def __init__(self, app: ASGIApp, base_url: str = "http://testserver", headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        app: ASGIApp | httpx.AsyncClient,
+        base_url: str = "http://testserver",
+        headers: Mapping[str, str] | None = None,
+    ):
         self.app = app
-        parts = urlsplit(base_url)
-        self.scheme, self.host = parts.scheme or "http", parts.netloc or "testserver"
-        self.headers = {k.lower(): v for k, v in (headers or {}).items()}
-        self.cookies: dict[str, str] = {}
         self.signals: dict[str, Any] = {}
-        self._root_path = app.base_path if isinstance(app, StarModel) else ""
         self._lifespan: Lifespan | None = None
+        self._transport: StreamingTransport | None = None
+        if isinstance(app, httpx.AsyncClient):
+            self.client = app
+        else:
+            root_path = app.base_path if isinstance(app, StarModel) else ""
+            self._transport = StreamingTransport(app, root_path=root_path, state=self._state)
+            self._lifespan = Lifespan(app)
+            self.client = httpx.AsyncClient(transport=self._transport, base_url=base_url)
+            del self.client.headers["accept-encoding"]  # Page reads answers as sent: not compressed
+        self.headers = dict(headers or {})
+        self._stack = AsyncExitStack()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The page's cookies (httpx's jar: ``Path``, ``Max-Age`` and ``Expires`` applied)."""
+        return self.client.cookies
+
+    def _state(self) -> Mapping[str, Any]:
+        return self._lifespan.state if self._lifespan is not None else {}
 
     async def __aenter__(self) -> Self:
-        self._lifespan = Lifespan(self.app)
-        await self._lifespan.start()
+        await self._stack.__aenter__()
+        if self._transport is not None:
+            assert self._lifespan is not None
+            await self._lifespan.start()
+            self._stack.push_async_callback(self._lifespan.stop)
+            await self._stack.enter_async_context(self.client)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._lifespan is not None:
-            await self._lifespan.stop()
+        await self._stack.__aexit__(exc_type, exc, tb)
 
     # -- what a page does --------------------------------------------------------------
 
@@ -89,7 +114,7 @@ class Page:
             raise ValueError(f"{action} posts a form: use page.submit(action, fields, files=...)")
         merge(self.signals, signals)
         sent = options["payload"] if "payload" in options else filtered(self.signals, options.get("filterSignals"))
-        return await self._send(method, url, self._outgoing(method, sent), options.get("headers"))
+        return await self._send(method, url, self._outgoing(method, url, sent), options.get("headers"))
 
     async def submit(
         self,
@@ -102,13 +127,10 @@ class Page:
         there are files, else urlencoded. Datastar sends no signals with a form."""
         method, url, options = parse_action(action)
         pairs = [(k, v) for k, values in fields.items() for v in ([values] if isinstance(values, str) else values)]
-        payload: tuple[bytes, str] | None = None
+        form = {name: [v for n, v in pairs if n == name] for name, _ in pairs}
+        payload: Payload = {"data": form, "files": dict(files or {})}
         if method in ("GET", "DELETE"):
-            url += ("&" if "?" in url else "?") + urlencode(pairs)
-        elif files:
-            payload = multipart(pairs, files)
-        else:
-            payload = urlencode(pairs).encode(), "application/x-www-form-urlencoded"
+            payload = {"params": httpx.URL(url).params.merge(tuple(pairs))}
         return await self._send(method, url, payload, options.get("headers"))
 
     @asynccontextmanager
@@ -119,22 +141,26 @@ class Page:
         Leaving the block disconnects."""
         method, url, options = parse_action(action) if action.lstrip().startswith("@") else ("GET", action, {})
         sent = filtered(self.signals, options.get("filterSignals"))
-        scope, body = self._scope(
-            method, url, self._outgoing(method, sent), "text/event-stream", options.get("headers")
-        )
-        exchange = Exchange(self.app, scope, body)
+        payload = self._outgoing(method, url, sent)
+        request = self._request(method, url, payload, "text/event-stream", options.get("headers"))
         failure: BaseException | None = None  # raised as itself, not wrapped in the task group's group
-        async with anyio.create_task_group() as tg:
-            await exchange.start(tg)
+        async with AsyncExitStack() as stack:
+            if self._transport is not None:
+                await stack.enter_async_context(self._transport.streaming())
             try:
-                stream = LivePage(self, exchange, url, timeout)
-                await stream.started()
+                with anyio.fail_after(timeout):
+                    response = await self.client.send(request, stream=True)
+            except TimeoutError:
+                raise TimeoutError(f"{url} did not answer within {timeout} s") from None
+            stack.push_async_callback(response.aclose)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            stream = LivePage(self, response, url, timeout)
+            tg.start_soon(stream._read)
+            try:
                 yield stream
             except BaseException as exc:
                 failure = exc
-            finally:
-                if not await exchange.disconnect():
-                    tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
 
@@ -150,131 +176,152 @@ class Page:
         """A plain request with this page's cookies (no Datastar header): a JSON client, a link.
         An exception the host app lets through (a host route's own bug) is raised here."""
         refuse_live(path)
-        payload = (body, content_type or "application/json") if body is not None else None
-        scope, sent = self._scope(method, path, payload, accept, headers, datastar=False)
-        return self._answered(await Exchange(self.app, scope, sent).run())
+        payload: Payload = {}
+        if body is not None:
+            payload = {"content": body, "headers": {"content-type": content_type or "application/json"}}
+        request = self._request(method, path, payload, accept, headers, datastar=False)
+        return self._answered(await self.client.send(request))
 
     # -- the wire ----------------------------------------------------------------------
 
     @staticmethod
-    def _outgoing(method: str, signals: Any) -> tuple[bytes, str] | str | None:
-        """The signals Datastar sends: a JSON body, or for GET and DELETE the ``datastar`` query value."""
+    def _outgoing(method: str, url: str, signals: Any) -> Payload:
+        """The signals Datastar sends: a JSON body, or for GET and DELETE the ``datastar`` query
+        value (in place of any the URL holds)."""
         sent = json.dumps(signals, separators=(",", ":"))
-        return sent if method in ("GET", "DELETE") else (sent.encode(), "application/json")
+        if method in ("GET", "DELETE"):
+            return {"params": httpx.URL(url).params.set(DATASTAR_KEY, sent)}
+        return {"content": sent.encode(), "headers": {"content-type": "application/json"}}
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        payload: tuple[bytes, str] | str | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Answer:
+    async def _send(self, method: str, url: str, payload: Payload, headers: Mapping[str, str] | None = None) -> Answer:
         refuse_live(url)
-        scope, sent = self._scope(method, url, payload, "text/event-stream, text/html, application/json", headers)
-        answer = self._answered(await Exchange(self.app, scope, sent).run())
+        accept = "text/event-stream, text/html, application/json"
+        answer = self._answered(await self.client.send(self._request(method, url, payload, accept, headers)))
         if answer.status == 200:  # Datastar's client applies only 200 answers
             answer.apply_to(self.signals)
         return answer
 
-    def _scope(
+    def _request(
         self,
         method: str,
         url: str,
-        payload: tuple[bytes, str] | str | None,
+        payload: Payload,
         accept: str,
         extra: Mapping[str, str] | None = None,
         datastar: bool = True,
-    ) -> tuple[Scope, bytes]:
-        """The ASGI scope of a request from this page, and its body."""
-        path, _, query = url.partition("?")
-        if isinstance(payload, str):  # signals in the query string, in place of any there
-            kept = [part for part in query.split("&") if part and not part.startswith(f"{DATASTAR_KEY}=")]
-            query = "&".join([*kept, f"{DATASTAR_KEY}=" + quote(payload, safe="")])
-            payload = None
-        headers = {"host": self.host, "accept": accept, **self.headers}
+    ) -> httpx.Request:
+        """A request from this page: its headers as Datastar's client sends them."""
+        base = self.client.base_url
+        headers = {"accept": accept, **self.headers, **payload.get("headers", {})}
         if datastar:
             headers["datastar-request"] = "true"
         if method not in ("GET", "HEAD"):
-            headers["origin"] = f"{self.scheme}://{self.host}"
-        if self.cookies:
-            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = b""
-        if payload is not None:
-            body, headers["content-type"] = payload
-            headers["content-length"] = str(len(body))
-        headers.update({k.lower(): v for k, v in (extra or {}).items()})
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": self.scheme,
-            "server": (self.host.partition(":")[0], int(self.host.partition(":")[2] or 80)),
-            "client": ("127.0.0.1", 50000),
-            "root_path": self._root_path,
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-            "state": dict(self._lifespan.state) if self._lifespan is not None else {},
-        }
-        return scope, body
+            headers["origin"] = f"{base.scheme}://{base.netloc.decode()}"
+        headers.update(extra or {})
+        if "params" in payload:
+            url = url.partition("?")[0]
+        body = {k: v for k, v in payload.items() if k != "headers"}
+        return self.client.build_request(method, url, headers=headers, **body)
 
-    def _answered(self, exchange: Exchange) -> Answer:
-        self._keep_cookies(exchange.raw_headers)
-        answer = Answer(exchange.status, headers=exchange.headers, text=exchange.text)
-        if exchange.headers.get("content-type", "").startswith("text/event-stream"):
+    @staticmethod
+    def _answered(response: httpx.Response) -> Answer:
+        answer = Answer(response.status_code, headers=dict(response.headers), text=response.text)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
             answer.add_events(parse_events(answer.text))
         elif 300 <= answer.status < 400:
-            answer.redirect = exchange.headers.get("location")
+            answer.redirect = response.headers.get("location")
         return answer
-
-    def _keep_cookies(self, headers: list[tuple[str, str]]) -> None:
-        for name, value in headers:
-            if name != "set-cookie":
-                continue
-            for key, morsel in SimpleCookie(value).items():
-                expired = morsel["max-age"] in ("0", "-1") or not morsel.value
-                if expired:
-                    self.cookies.pop(key, None)
-                else:
-                    self.cookies[key] = morsel.value
 
 
 class LivePage:
-    """An open live stream: ``await stream.next()`` is what arrived next, applied to the page
-    (when the stream's ``status`` is 200, as the client does)."""
+    """An open live stream, read as it arrives: ``await stream.next()`` is what arrived since the
+    last ``next``, applied to the page (when the stream's ``status`` is 200, as the client does).
+    What the whole stream carried so far is ``stream.text``, ``stream.signals`` (its patches
+    merged, ``None`` where one removes a signal), ``stream.elements`` and ``stream.events`` (each
+    datastar event as sent); ``ended`` says the server closed it, ``cut`` that the connection
+    broke. ``await stream.wait(condition)`` waits until the whole stream so far meets it."""
 
-    def __init__(self, page: Page, exchange: Exchange, url: str, timeout: float) -> None:
-        self.page, self._exchange, self.url, self.timeout = page, exchange, url, timeout
-        self.status = 0
+    def __init__(self, page: Page, response: httpx.Response, url: str, timeout: float) -> None:
+        self.page, self.response, self.url, self.timeout = page, response, url, timeout
+        self.status = response.status_code
+        self.headers = dict(response.headers)
+        self.received = Answer(self.status, headers=self.headers)
+        self.ended = self.cut = False
+        self.events: list[Event] = []
+        self._unread = Answer(self.status, headers=self.headers)
         self._buffer = ""
+        self._changed = anyio.Event()
+        self._failure: BaseException | None = None
 
-    async def started(self) -> None:
+    @property
+    def text(self) -> str:
+        return self.received.text
+
+    @property
+    def signals(self) -> dict[str, Any]:
+        return self.received.signals
+
+    @property
+    def elements(self) -> list[tuple[str, str, str]]:
+        return self.received.elements
+
+    async def _read(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")()  # a character may span two writes
         try:
-            with anyio.fail_after(self.timeout):
-                self.status = await self._exchange.started()
-        except TimeoutError:
-            raise TimeoutError(f"{self.url} did not answer within {self.timeout} s") from None
-        self.page._keep_cookies(self._exchange.raw_headers)
+            async for chunk in self.response.aiter_bytes():
+                self._buffer += decoder.decode(chunk)
+                complete, sep, self._buffer = self._buffer.rpartition("\n\n")
+                if sep:
+                    self._arrived(complete + sep)
+        except httpx.TransportError:  # the server went away mid-stream (a killed worker)
+            self.cut = True
+        except Exception as exc:  # the app's own failure, raised to the test where it waits
+            self._failure = exc
+        self.ended = True
+        self._changed.set()
 
-    async def next(self, timeout: float | None = None) -> Answer:
-        """The next datastar events to arrive (keep-alives skipped), as one answer; ``TimeoutError``
-        after ``timeout`` seconds (the stream's default, 5) with nothing, ``EOFError`` when it ended."""
-        answer = Answer(self.status, headers=self._exchange.headers)
+    def _arrived(self, text: str) -> None:
+        events = parse_events(text)
+        self.events += [Event(name, lines) for name, lines in events]
+        for answer in (self.received, self._unread):
+            answer.text += text
+            answer.add_events(events)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait(self, condition: Callable[[LivePage], object], timeout: float | None = None) -> None:
+        """Until ``condition(stream)`` holds for what the stream carried so far
+        (``await stream.wait(lambda s: s.signals.get("count") == 3)``); ``TimeoutError`` after
+        ``timeout`` seconds (the stream's default, 5)."""
         wait = self.timeout if timeout is None else timeout
         try:
             with anyio.fail_after(wait):
-                while not answer.events:
-                    chunk = await self._exchange.chunk()
-                    if chunk is None:
-                        raise EOFError(f"{self.url} ended (status {self.status}): {self._buffer[-300:]!r}")
-                    self._buffer += chunk
-                    complete, sep, self._buffer = self._buffer.rpartition("\n\n")
-                    answer.text += complete + sep
-                    answer.add_events(parse_events(complete + sep))
+                while not condition(self):
+                    self._raise_failure()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{self.url}: still not so after {wait} s; it sent {self.text[-300:]!r}") from None
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def next(self, timeout: float | None = None) -> Answer:
+        """The datastar events that arrived since the last ``next`` (keep-alives skipped), as one
+        answer, waiting for one if none has; ``TimeoutError`` after ``timeout`` seconds (the
+        stream's default, 5) with nothing, ``EOFError`` when it ended."""
+        wait = self.timeout if timeout is None else timeout
+        try:
+            with anyio.fail_after(wait):
+                while not self._unread.events:
+                    self._raise_failure()
+                    if self.ended:
+                        raise EOFError(f"{self.url} ended (status {self.status}): {self.text[-300:]!r}")
+                    await self._changed.wait()
         except TimeoutError:
             raise TimeoutError(f"nothing arrived on {self.url} within {wait} s") from None
+        answer, self._unread = self._unread, Answer(self.status, headers=self.headers)
         if self.status == 200:
             answer.apply_to(self.page.signals)
         return answer

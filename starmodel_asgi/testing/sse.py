@@ -70,6 +70,30 @@ class Answer:
                     self.elements += [(f"#{id}" if id else "", mode, part) for id, part in top_level(html)]
 
 
+@dataclass
+class Event:
+    """One datastar event as sent: its name (``datastar-patch-signals``) and its data lines by key
+    (``{"signals": ['{"count": 1}']}``)."""
+
+    event: str
+    lines: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def signals(self) -> dict[str, Any]:
+        """A signal patch's signals, as sent (``None`` where one removes a signal)."""
+        return dict(json.loads("\n".join(self.lines.get(SIGNALS_DATALINE_LITERAL, ["{}"]))))
+
+    @property
+    def elements(self) -> str:
+        """An element patch's HTML."""
+        return "\n".join(self.lines.get(ELEMENTS_DATALINE_LITERAL, []))
+
+    def get(self, key: str) -> str | None:
+        """The first data line of ``key`` (``selector``, ``mode``), if sent."""
+        values = self.lines.get(key)
+        return values[0] if values else None
+
+
 def parse_events(text: str) -> list[tuple[str, dict[str, list[str]]]]:
     """SSE text -> ``(event name, {data key: [lines]})`` per event, as Datastar's client splits them."""
     events = []

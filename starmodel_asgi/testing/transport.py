@@ -1,16 +1,18 @@
-"""The page's wire: one request to the ASGI app with its answer kept as it streams, the app's
-lifespan, and a multipart body."""
+"""The page's wire: httpx's transport to an ASGI app in this process, answers streamed as the
+app sends them, and the app's lifespan."""
 
 from __future__ import annotations
 
-import codecs
 import logging
 import math
-import secrets
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
 
 import anyio
+import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.types import ASGIApp, Message, Scope
@@ -18,86 +20,189 @@ from starlette.types import ASGIApp, Message, Scope
 logger = logging.getLogger("starmodel_asgi")
 
 
+class StreamingTransport(httpx.AsyncBaseTransport):
+    """``httpx.AsyncClient(transport=StreamingTransport(app))``: requests to ``app`` in this
+    process. Unlike ``httpx.ASGITransport``, which waits for the whole answer, the answer's body
+    arrives as the app sends it, so a live stream can be read with ``client.stream(...)``;
+    leaving the stream tells the app the client went away (``http.disconnect``).
+
+    Streaming needs the client entered (``async with httpx.AsyncClient(...)``): it runs the app
+    beside the caller. A client used without ``async with`` gets each answer once the app has
+    finished, as with httpx's own transport. An exception the app lets through is raised to the
+    caller, as a server would log it. ``state`` gives each request's ``scope["state"]`` (a copy,
+    as servers give lifespan state)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        root_path: str = "",
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.app, self.root_path, self.client = app, root_path, client
+        self._state = state
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    @asynccontextmanager
+    async def streaming(self) -> AsyncIterator[None]:
+        """Streams answers within the block, if the client is not entered already."""
+        if self._tg is not None:
+            yield
+            return
+        async with self:
+            yield
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        exchange = Exchange(self.app, self._scope(request), request)
+        if self._tg is None:
+            await exchange.run()
+        else:
+            self._tg.start_soon(exchange.run)
+        status = await exchange.started()
+        return httpx.Response(status, headers=exchange.headers, stream=Body(exchange), request=request)
+
+    def _scope(self, request: httpx.Request) -> Scope:
+        url = request.url
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": url.scheme,
+            "server": (url.host, url.port or (443 if url.scheme == "https" else 80)),
+            "client": self.client,
+            "root_path": self.root_path,
+            "path": url.path,
+            "raw_path": url.raw_path.split(b"?")[0],
+            "query_string": url.query,
+            "headers": [(k.lower(), v) for k, v in request.headers.raw],
+            "state": dict(self._state()) if self._state is not None else {},
+        }
+
+
+class Body(httpx.AsyncByteStream):
+    """An answer's body as the app sends it; closing it early is the client going away."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.exchange.chunk()) is not None:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.exchange.disconnect()
+
+
 class Exchange:
     """One request to the ASGI app, its answer kept as it streams."""
 
-    def __init__(self, app: ASGIApp, scope: Scope, body: bytes = b"") -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, request: httpx.Request) -> None:
         self.app, self.scope = app, scope
-        self._body: bytes | None = body
+        self._body: AsyncIterator[bytes] | None = None
+        try:
+            self._whole: bytes | None = request.content  # a body given whole: one message
+        except httpx.RequestNotRead:  # a streamed body: a message per piece
+            self._whole, self._body = None, aiter(request.stream)  # type: ignore[arg-type]
         self.status = 0
-        self.raw_headers: list[tuple[str, str]] = []
-        self.headers: dict[str, str] = {}
-        self.text = ""
-        self._disconnected = anyio.Event()
-        self._chunks: MemoryObjectSendStream[str | None]
-        self._received: MemoryObjectReceiveStream[str | None]
-        self._chunks, self._received = anyio.create_memory_object_stream[str | None](math.inf)
-        self._decoder = codecs.getincrementaldecoder("utf-8")()  # a character may span two writes
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._chunks: deque[bytes | None] = deque()
+        self._arrived = anyio.Event()
         self._head = anyio.Event()
-        self._done = anyio.Event()
+        self._finished = anyio.Event()
+        self._disconnected: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
         self._failure: BaseException | None = None
 
-    async def run(self) -> Exchange:
-        await self.app(self.scope, self._receive, self._send)
-        self._chunks.send_nowait(None)
-        while (chunk := self._received.receive_nowait()) is not None:
-            self.text += chunk
-        return self
-
-    async def start(self, tg: TaskGroup) -> None:
-        tg.start_soon(self._run_streaming)
-
-    async def _run_streaming(self) -> None:
+    async def run(self) -> None:
         try:
-            await self.app(self.scope, self._receive, self._send)
-        except BaseException as exc:  # handed to the reader, who raises it
+            with anyio.CancelScope() as self._scope:
+                await self.app(self.scope, self._receive, self._send)
+        except Exception as exc:  # handed to the reader, who raises it
             self._failure = exc
-            if not isinstance(exc, Exception):
-                raise
         finally:
+            self._scope = None
+            self._finished.set()
             self._head.set()
-            self._done.set()
-            self._chunks.send_nowait(None)
+            self._put(None)
 
     async def started(self) -> int:
         await self._head.wait()
-        self._raise_failure()
+        if self.status == 0:
+            self._raise_failure()
+            raise RuntimeError(f"{self.scope['method']} {self.scope['path']}: the app ended without an answer")
         return self.status
 
-    async def chunk(self) -> str | None:
-        chunk = await self._received.receive()
+    async def chunk(self) -> bytes | None:
+        while not self._chunks:
+            await self._arrived.wait()
+            self._arrived = anyio.Event()
+        chunk = self._chunks.popleft()
         if chunk is None:
+            self._chunks.append(None)  # the end stays the end
             self._raise_failure()
         return chunk
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
+    def _put(self, chunk: bytes | None) -> None:
+        self._chunks.append(chunk)
+        self._arrived.set()
 
-    async def disconnect(self) -> bool:
-        """Tells the app the client went away; whether it finished within 5 seconds."""
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    async def disconnect(self) -> None:
+        """Tells the app the client went away; an app still running 5 seconds later is cancelled."""
+        if self._scope is None:  # it has finished
+            return
+        if self._disconnected is None:
+            self._disconnected = anyio.Event()
         self._disconnected.set()
         with anyio.move_on_after(5):
-            await self._done.wait()
-        return self._done.is_set()
+            await self._finished.wait()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _receive(self) -> Message:
-        if self._body is not None:
-            body, self._body = self._body, None
+        if self._whole is not None:
+            body, self._whole = self._whole, None
             return {"type": "http.request", "body": body, "more_body": False}
+        if self._body is not None:
+            try:
+                return {"type": "http.request", "body": await anext(self._body), "more_body": True}
+            except StopAsyncIteration:
+                self._body = None
+                return {"type": "http.request", "body": b"", "more_body": False}
+        if self._disconnected is None:
+            self._disconnected = anyio.Event()
         await self._disconnected.wait()
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            self.raw_headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in message["headers"]]
-            self.headers = dict(self.raw_headers)
-            if "content-encoding" in self.headers:
-                raise AssertionError("Page sends no Accept-Encoding: the answer should not be compressed")
+            self.headers = list(message.get("headers", []))
             self._head.set()
         elif message["type"] == "http.response.body" and message.get("body"):
-            self._chunks.send_nowait(self._decoder.decode(message["body"]))
+            self._put(message["body"])
 
 
 class Lifespan:
@@ -171,19 +276,3 @@ class Lifespan:
 def refuse_live(url: str) -> None:
     if url.split("?")[0].endswith("/live"):
         raise ValueError(f"{url} is a live stream: read it with `async with page.live(action) as stream`")
-
-
-def multipart(pairs: list[tuple[str, str]], files: Mapping[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
-    """A ``multipart/form-data`` body and its content type."""
-    boundary = secrets.token_hex(16)
-    parts: list[bytes] = []
-    for name, value in pairs:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, content, content_type) in files.items():
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            f"Content-Type: {content_type}\r\n\r\n"
-        )
-        parts.append(head.encode() + content + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"

@@ -1,10 +1,10 @@
-"""Real servers for tests that httpx's ASGITransport cannot serve (endless streams, browsers).
+"""Real servers for tests that need one (several workers, browsers, a real socket).
 
 - ``run_server(app)``: uvicorn in a thread of this process on a free port of 127.0.0.1; yields
   the base URL (a ``str`` whose ``.call(fn)`` runs ``fn`` on the server's event loop).
 - ``run_worker("module:attr", env={...})``: uvicorn in a subprocess; yields the base URL.
 - ``RedisServer``: a private ``redis-server`` on its own free port that a test may stop and start.
-- ``LiveReader``: an open SSE stream read in the background, parsed as the browser would.
+- ``read_live(client, url)``: a live stream read by ``starmodel_asgi.testing``'s ``LivePage``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import httpx
 import uvicorn
 
-from tests.support.sse import SSEEvent, merged_signals, parse_sse
+from starmodel_asgi.testing import LivePage, Page
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: workers import tests.* from there
 T = TypeVar("T")
@@ -222,58 +221,10 @@ class RedisServer:
             self._tmp.cleanup()
 
 
-class LiveReader:
-    """``async with LiveReader(client, "/counter/live") as live``: the stream is read in the
-    background into ``raw``; ``await live.until(pred)`` waits until ``pred(live)`` holds."""
-
-    def __init__(self, client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None) -> None:
-        self.client, self.url = client, url
-        self.headers = {"Datastar-Request": "true", **(headers or {})}
-        self.raw = bytearray()
-        self.ended = False
-        self.cut = False
-        self.response: httpx.Response | None = None
-        self._changed = anyio.Event()
-        self._stack = AsyncExitStack()
-
-    async def __aenter__(self) -> LiveReader:
-        await self._stack.__aenter__()
-        self.response = await self._stack.enter_async_context(self.client.stream("GET", self.url, headers=self.headers))
-        tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._stack.callback(tg.cancel_scope.cancel)
-        tg.start_soon(self._read)
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self._stack.__aexit__(*exc)
-
-    async def _read(self) -> None:
-        assert self.response is not None
-        try:
-            async for chunk in self.response.aiter_bytes():
-                self.raw += chunk
-                self._changed.set()
-                self._changed = anyio.Event()
-        except httpx.TransportError:  # the server went away mid-stream (a killed worker)
-            self.cut = True
-        self.ended = True
-        self._changed.set()
-
-    @property
-    def text(self) -> str:
-        """What arrived, up to the last complete SSE block."""
-        text = self.raw.decode()
-        return text[: text.rfind("\n\n") + 2]
-
-    @property
-    def events(self) -> list[SSEEvent]:
-        return parse_sse(self.text)
-
-    @property
-    def signals(self) -> dict[str, Any]:
-        return merged_signals(self.events)
-
-    async def until(self, predicate: Callable[[LiveReader], bool], timeout: float = 10) -> None:
-        with anyio.fail_after(timeout):
-            while not predicate(self):
-                await self._changed.wait()
+def read_live(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str] | None = None, timeout: float = 10
+) -> AbstractAsyncContextManager[LivePage]:
+    """``async with read_live(client, "/counter/live") as live``: the stream read by
+    ``starmodel_asgi.testing`` as it arrives, over ``client`` (a real server or a
+    ``StreamingTransport``); ``await live.wait(condition)`` waits until what arrived meets it."""
+    return Page(client, headers=headers).live(url, timeout)

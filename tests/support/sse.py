@@ -1,38 +1,18 @@
-"""Reading Datastar SSE answers the way the browser client does."""
+"""Helpers over ``starmodel_asgi.testing``'s SSE reading: a list element as the page holds it."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from starmodel_asgi.testing import merge, parse_events
+from starmodel_asgi.testing import Event, merge, parse_events
 
 
-@dataclass
-class SSEEvent:
-    event: str
-    lines: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def signals(self) -> dict[str, Any]:
-        return json.loads("\n".join(self.lines.get("signals", [])))
-
-    @property
-    def elements(self) -> str:
-        return "\n".join(self.lines.get("elements", []))
-
-    def get(self, key: str) -> str | None:
-        values = self.lines.get(key)
-        return values[0] if values else None
+def parse_sse(text: str) -> list[Event]:
+    return [Event(name, data) for name, data in parse_events(text)]
 
 
-def parse_sse(text: str) -> list[SSEEvent]:
-    return [SSEEvent(name, data) for name, data in parse_events(text)]
-
-
-def merged_signals(events: list[SSEEvent]) -> dict[str, Any]:
+def merged_signals(events: list[Event]) -> dict[str, Any]:
     """All signal patches applied in order, as the page would hold them."""
     merged: dict[str, Any] = {}
     for ev in events:
@@ -51,7 +31,7 @@ class ListPage:
         self.target = target
         self.children: dict[str, str] = {}  # element id -> outer HTML, in page order
 
-    def apply(self, events: list[SSEEvent]) -> ListPage:
+    def apply(self, events: list[Event]) -> ListPage:
         for ev in events:
             if ev.event == "datastar-patch-elements":
                 self._patch(ev.get("selector") or "", ev.get("mode") or "outer", ev.elements)
