@@ -6,10 +6,11 @@
         assert answer.signals == {"counter": {"count": 2}}
         assert page.signals["counter"]["count"] == 2
 
-It speaks to the ASGI app directly, as Datastar's browser client would: cookies kept, every
-signal sent with each action (those whose name starts with ``_`` left out), answers applied to
-``page.signals`` (only ``200`` answers, as the client does). ``page.live(...)`` reads a live stream
-as it arrives.
+It speaks to the ASGI app in-process through httpx (or to a real server through your own httpx
+client) as Datastar's browser client would: cookies kept, every signal sent with each action
+(those whose name starts with ``_`` left out), answers applied to ``page.signals`` (only ``200``
+answers, as the client does). ``page.live(...)`` reads a live stream as it arrives.
+``StreamingTransport`` is its wire: an httpx transport to an ASGI app that streams answers.
 """
 
 from starmodel_asgi.extras import require

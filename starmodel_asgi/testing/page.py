@@ -21,7 +21,7 @@ from starmodel_asgi.testing.signals import filtered, merge
 from starmodel_asgi.testing.sse import Answer, Event, parse_events
 from starmodel_asgi.testing.transport import Lifespan, StreamingTransport, refuse_live
 
-Payload = dict[str, Any]  # httpx's keyword arguments for a request's body or query
+RequestParts = dict[str, Any]  # httpx's keyword arguments for a request's body or query
 
 
 class Page:
@@ -128,7 +128,7 @@ class Page:
         method, url, options = parse_action(action)
         pairs = [(k, v) for k, values in fields.items() for v in ([values] if isinstance(values, str) else values)]
         form = {name: [v for n, v in pairs if n == name] for name, _ in pairs}
-        payload: Payload = {"data": form, "files": dict(files or {})}
+        payload: RequestParts = {"data": form, "files": dict(files or {})}
         if method in ("GET", "DELETE"):
             payload = {"params": httpx.URL(url).params.merge(tuple(pairs))}
         return await self._send(method, url, payload, options.get("headers"))
@@ -176,7 +176,7 @@ class Page:
         """A plain request with this page's cookies (no Datastar header): a JSON client, a link.
         An exception the host app lets through (a host route's own bug) is raised here."""
         refuse_live(path)
-        payload: Payload = {}
+        payload: RequestParts = {}
         if body is not None:
             payload = {"content": body, "headers": {"content-type": content_type or "application/json"}}
         request = self._request(method, path, payload, accept, headers, datastar=False)
@@ -185,7 +185,7 @@ class Page:
     # -- the wire ----------------------------------------------------------------------
 
     @staticmethod
-    def _outgoing(method: str, url: str, signals: Any) -> Payload:
+    def _outgoing(method: str, url: str, signals: Any) -> RequestParts:
         """The signals Datastar sends: a JSON body, or for GET and DELETE the ``datastar`` query
         value (in place of any the URL holds)."""
         sent = json.dumps(signals, separators=(",", ":"))
@@ -193,7 +193,9 @@ class Page:
             return {"params": httpx.URL(url).params.set(DATASTAR_KEY, sent)}
         return {"content": sent.encode(), "headers": {"content-type": "application/json"}}
 
-    async def _send(self, method: str, url: str, payload: Payload, headers: Mapping[str, str] | None = None) -> Answer:
+    async def _send(
+        self, method: str, url: str, payload: RequestParts, headers: Mapping[str, str] | None = None
+    ) -> Answer:
         refuse_live(url)
         accept = "text/event-stream, text/html, application/json"
         answer = self._answered(await self.client.send(self._request(method, url, payload, accept, headers)))
@@ -205,7 +207,7 @@ class Page:
         self,
         method: str,
         url: str,
-        payload: Payload,
+        payload: RequestParts,
         accept: str,
         extra: Mapping[str, str] | None = None,
         datastar: bool = True,
