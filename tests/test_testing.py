@@ -378,19 +378,33 @@ def feed_until_left(told: list[str]) -> Any:
 
 async def test_the_streaming_transport_reads_an_endless_answer_in_process_and_leaving_tells_the_app() -> None:
     told: list[str] = []
-
-    async def pieces() -> AsyncIterator[bytes]:
-        yield b"one "
-        yield b"two"
-
     async with httpx.AsyncClient(transport=StreamingTransport(feed_until_left(told)), base_url="http://t") as client:
         with anyio.fail_after(5):  # httpx's own ASGITransport waits here forever: the app never ends
-            async with client.stream("POST", "/feed", content=pieces()) as response:
+            async with client.stream("GET", "/feed", headers={"accept": "text/event-stream"}) as response:
                 assert response.status_code == 200
-                assert await response.aiter_bytes().__anext__() == b": got one two\n\n"  # the body, in pieces
+                assert await response.aiter_bytes().__anext__() == b": got \n\n"
             while not told:
                 await anyio.sleep(0.01)
     assert told == ["http.disconnect"]
+
+
+async def test_the_streaming_transport_hands_a_body_sent_in_pieces_over_piece_by_piece() -> None:
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        pieces = []
+        while (message := await receive())["type"] == "http.request":
+            pieces.append(message["body"])
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"|".join(pieces)})
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"one"
+        yield b"two"
+
+    async with httpx.AsyncClient(transport=StreamingTransport(echo), base_url="http://t") as client:
+        assert (await client.post("/", content=pieces())).content == b"one|two|"  # the last piece ends it
+        assert (await client.post("/", content=b"whole")).content == b"whole"
 
 
 async def test_a_client_not_entered_gets_whole_answers_and_the_apps_exceptions() -> None:

@@ -22,9 +22,10 @@ logger = logging.getLogger("starmodel_asgi")
 
 class StreamingTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncClient(transport=StreamingTransport(app))``: requests to ``app`` in this
-    process. Unlike ``httpx.ASGITransport``, which waits for the whole answer, the answer's body
-    arrives as the app sends it, so a live stream can be read with ``client.stream(...)``;
-    leaving the stream tells the app the client went away (``http.disconnect``).
+    process. Unlike ``httpx.ASGITransport``, which waits for the whole answer, the answer to a GET
+    that accepts ``text/event-stream`` (a live stream) arrives as the app sends it, so it can be
+    read with ``client.stream(...)``; leaving the stream tells the app the client went away
+    (``http.disconnect``). Other answers end on their own and are read whole, which costs no task.
 
     Streaming needs the client entered (``async with httpx.AsyncClient(...)``): it runs the app
     beside the caller. A client used without ``async with`` gets each answer once the app has
@@ -71,10 +72,11 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         exchange = Exchange(self.app, self._scope(request), request)
-        if self._tg is None:
-            await exchange.run()
-        else:
-            self._tg.start_soon(exchange.run)
+        if self._tg is None or not streams(request):  # the whole answer: as cheap as httpx's own transport
+            await self.app(exchange.scope, exchange.receive, exchange.send)
+            content = b"".join(chunk for chunk in exchange.chunks if chunk is not None)
+            return httpx.Response(exchange.head(), headers=exchange.headers, content=content, request=request)
+        self._tg.start_soon(exchange.run)
         status = await exchange.started()
         return httpx.Response(status, headers=exchange.headers, stream=Body(exchange), request=request)
 
@@ -95,6 +97,13 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             "headers": [(k.lower(), v) for k, v in request.headers.raw],
             "state": dict(self._state()) if self._state is not None else {},
         }
+
+
+def streams(request: httpx.Request) -> bool:
+    """Whether an answer may be read as it arrives: a GET that accepts an event stream (a live
+    stream, a GET event). Other answers (a POSTed event, a page, JSON) end on their own, so they
+    are read whole."""
+    return request.method == "GET" and "text/event-stream" in request.headers.get("accept", "")
 
 
 class Body(httpx.AsyncByteStream):
@@ -123,7 +132,7 @@ class Exchange:
             self._whole, self._body = None, aiter(request.stream)  # type: ignore[arg-type]
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self._chunks: deque[bytes | None] = deque()
+        self.chunks: deque[bytes | None] = deque()
         self._arrived = anyio.Event()
         self._head = anyio.Event()
         self._finished = anyio.Event()
@@ -134,7 +143,7 @@ class Exchange:
     async def run(self) -> None:
         try:
             with anyio.CancelScope() as self._scope:
-                await self.app(self.scope, self._receive, self._send)
+                await self.app(self.scope, self.receive, self.send)
         except Exception as exc:  # handed to the reader, who raises it
             self._failure = exc
         finally:
@@ -145,23 +154,26 @@ class Exchange:
 
     async def started(self) -> int:
         await self._head.wait()
+        return self.head()
+
+    def head(self) -> int:
         if self.status == 0:
             self._raise_failure()
             raise RuntimeError(f"{self.scope['method']} {self.scope['path']}: the app ended without an answer")
         return self.status
 
     async def chunk(self) -> bytes | None:
-        while not self._chunks:
+        while not self.chunks:
             await self._arrived.wait()
             self._arrived = anyio.Event()
-        chunk = self._chunks.popleft()
+        chunk = self.chunks.popleft()
         if chunk is None:
-            self._chunks.append(None)  # the end stays the end
+            self.chunks.append(None)  # the end stays the end
             self._raise_failure()
         return chunk
 
     def _put(self, chunk: bytes | None) -> None:
-        self._chunks.append(chunk)
+        self.chunks.append(chunk)
         self._arrived.set()
 
     def _raise_failure(self) -> None:
@@ -181,7 +193,7 @@ class Exchange:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def _receive(self) -> Message:
+    async def receive(self) -> Message:
         if self._whole is not None:
             body, self._whole = self._whole, None
             return {"type": "http.request", "body": body, "more_body": False}
@@ -196,7 +208,7 @@ class Exchange:
         await self._disconnected.wait()
         return {"type": "http.disconnect"}
 
-    async def _send(self, message: Message) -> None:
+    async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = list(message.get("headers", []))
