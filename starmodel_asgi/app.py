@@ -149,7 +149,7 @@ class StarModel:
             raise LookupError(f'{spec.entity.__name__}: store="{spec.store}" is kept in the page, not on the server')
         return store
 
-    def action(self, builder: ActionBuilder, id: str | int | None = None, **params: Any) -> str:
+    def action(self, builder: ActionBuilder[...], id: str | int | None = None, **params: Any) -> str:
         """``sm.action(Counter.increment, amount=1)``: the action as this app serves it, for an
         entity class that several apps serve (``Counter.increment(amount=1)`` does the usual case)."""
         owner = builder._owner

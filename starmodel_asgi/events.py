@@ -12,7 +12,7 @@ from collections import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, Protocol, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, cast, overload
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, create_model
@@ -22,6 +22,10 @@ from starmodel_asgi.depends import Depends, depends_of
 from starmodel_asgi.values import EventRequest, Signals
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+#: what a class-level builder takes: ``...`` (anything) unless the mypy plugin (``starmodel_asgi.mypy_plugin``)
+#: reads it from the event's signature
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class EventDescriptor:
             self.info = EventInfo(**{**self.info.__dict__, "name": name})
 
     @overload
-    def __get__(self, obj: None, owner: type) -> ActionBuilder: ...
+    def __get__(self, obj: None, owner: type) -> ActionBuilder[...]: ...
     @overload
     def __get__(self, obj: object, owner: type) -> Callable[..., Any]: ...
     def __get__(self, obj: object | None, owner: type) -> Any:
@@ -184,11 +188,14 @@ class _Served(Protocol):
     def __starmodel_target__(cls) -> ActionTarget: ...
 
 
-class ActionBuilder:
+class ActionBuilder(Generic[P]):
     """``Counter.increment(amount=1)`` -> ``"@post('/sm/counter/increment?amount=1')"``.
 
     Built on the class, it finds the app serving the entity when called (the usual one-app case);
     ``sm.action(Counter.increment, ...)`` names the app when an entity class serves several.
+    Under mypy with ``plugins = ["starmodel_asgi.mypy_plugin"]``, ``P`` is the event's own
+    parameters (minus the injected ones, each optional, with ``id`` first): a typo or a wrong type
+    is a type error.
     """
 
     def __init__(
@@ -201,7 +208,7 @@ class ActionBuilder:
     ) -> None:
         self.info, self._owner, self._target, self._accepts = info, owner, target, accepts
 
-    def at(self, target: ActionTarget) -> ActionBuilder:
+    def at(self, target: ActionTarget) -> ActionBuilder[P]:
         return ActionBuilder(self.info, target=target, accepts=self._accepts)
 
     def url(self, id: str | int | None = None, **params: Any) -> str:
@@ -213,14 +220,24 @@ class ActionBuilder:
         query = {k: _query_value(v) for k, v in params.items() if v is not None}
         return f"{url}?{urlencode(query, doseq=True)}" if query else url
 
-    def __call__(self, id: str | int | None = None, **params: Any) -> Action:
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Action: ...
+
+    else:
+
+        def __call__(self, id: str | int | None = None, **params: Any) -> Action:
+            return self._action(id, **params)
+
+    def _action(self, id: str | int | None = None, **params: Any) -> Action:
+        """The action: what calling the builder gives."""
         return Action(self.info.method.lower(), self.url(id, **params))
 
     def __str__(self) -> str:
-        return self()
+        return self._action()
 
     def __html__(self) -> str:
-        return self()
+        return self._action()
 
 
 class Action(str):

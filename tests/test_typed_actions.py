@@ -1,7 +1,12 @@
 """Typos in actions are named, not silently ignored: a parameter the event does not have (in the
-builder, and over HTTP), a Datastar option that does not exist, an event parameter without a type."""
+builder, and over HTTP), a Datastar option that does not exist, an event parameter without a type;
+and under mypy with ``starmodel_asgi.mypy_plugin``, a typo or a wrong type in a builder's call."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -58,3 +63,58 @@ def test_a_parameter_without_a_type_or_default_is_refused_when_the_app_is_built(
 
     with pytest.raises(TypeError, match=r"@event go: parameter 'where' needs a type \(where: int, say\)"):
         StarModel([Loose], secret_key="typo")
+
+
+TYPOS = """\
+from typing import Annotated
+
+from starmodel_asgi import Depends, Entity, EventRequest, Signals, event
+
+
+def get_mailer() -> str:
+    return "mailer"
+
+
+class Counter(Entity):
+    count: int = 0
+
+    @event
+    def increment(self, amount: int = 1) -> None:
+        self.count += amount
+
+    @event(method="GET")
+    def look(
+        self, request: EventRequest, signals: Signals, note: str, mailer: Annotated[str, Depends(get_mailer)]
+    ) -> None:
+        pass
+
+
+fine: list[str] = [
+    Counter.increment(amount=2),
+    Counter.increment(),
+    Counter.look(note="from the page or here"),
+    Counter.increment("a-record-id", amount=3),
+    str(Counter.increment),
+]
+typo = Counter.increment(amont=1)  # error
+wrong_type = Counter.increment(amount="two")  # error
+injected = Counter.look(request=None)  # error
+"""
+
+
+def test_mypy_strict_with_the_plugin_names_typos_wrong_types_and_injected_parameters(tmp_path: Path) -> None:
+    (tmp_path / "shop.py").write_text(TYPOS)
+    (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\nplugins = starmodel_asgi.mypy_plugin\n")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "shop.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in checked.stdout.splitlines() if ": error:" in line]
+    expected = [str(n) for n, line in enumerate(TYPOS.splitlines(), 1) if line.endswith("# error")]
+    assert [line.split(":")[1] for line in errors] == expected, checked.stdout
+    assert 'Unexpected keyword argument "amont"' in errors[0] and 'did you mean "amount"' in errors[0]
+    assert 'incompatible type "str"; expected "int | None"' in errors[1]
+    assert 'Unexpected keyword argument "request"' in errors[2]
