@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -30,9 +32,9 @@ from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
-from starmodel_asgi.routing import not_found, route_path
+from starmodel_asgi.routing import Wiring, route_path
 from starmodel_asgi.settings import SETTINGS, UNSET, settings
-from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key
+from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key, serve
 from starmodel_asgi.stores import Store, store_from_kind
 
 __all__ = ["SessionCookieMiddleware", "StarModel"]
@@ -51,7 +53,7 @@ class StarModel:
 
     def __init__(
         self,
-        entities: Iterable[type[Entity]],
+        entities: type[Entity] | Iterable[type[Entity]],
         base_path: str = "/sm",
         secret_key: str | bytes | Sequence[str | bytes] | None = UNSET,
         database_url: str | None = UNSET,
@@ -84,7 +86,7 @@ class StarModel:
         self.list_limit, self.database_url, self.redis_url = s.list_limit, s.database_url, s.redis_url
         self.session_ttl = s.session_ttl
         self.specs: dict[str, EntitySpec] = {}
-        for entity in entities:
+        for entity in entity_classes(entities):
             self._register(entity)
         self.entities: dict[str, type[Entity]] = {name: entity_class(spec) for name, spec in self.specs.items()}
         self._stores: dict[str, Store] = dict(stores or {})
@@ -119,13 +121,14 @@ class StarModel:
         )
         self.route_table = self.endpoints.routes(self.specs.values())
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use
+        self.wiring = Wiring(self.base_path)  # mistakes seen in requests, logged once with their fix
 
     def _register(self, entity: type[Entity]) -> None:
         spec = build_spec(entity, self.base_path, self.list_limit)
         if spec.name in self.specs:
             raise ValueError(f"two entities are named {spec.name!r}: give one model_config name=...")
         self.specs[spec.name] = spec
-        type.__setattr__(entity, "__starmodel_spec__", spec)  # the class-level action builder points here
+        serve(entity, spec)  # the class-level action builder points here
 
     def _make_store(self, kind: StoreKind) -> Store:
         return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)
@@ -152,10 +155,8 @@ class StarModel:
     def action(self, builder: ActionBuilder[...], id: str | int | None = None, **params: Any) -> str:
         """``sm.action(Counter.increment, amount=1)``: the action as this app serves it, for an
         entity class that several apps serve (``Counter.increment(amount=1)`` does the usual case)."""
-        owner = builder._owner
-        if owner is None or not isinstance(owner, type) or not issubclass(owner, Entity):
-            raise TypeError("sm.action takes an event of an entity class: sm.action(Counter.increment, ...)")
-        return builder.at(self.spec(owner))(id, **params)
+        spec = self.spec(event_owner(builder))
+        return builder.at(spec)(id, **params)
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -164,6 +165,7 @@ class StarModel:
             await _lifespan(receive, send, self.aclose)
         elif scope["type"] == "http":
             incoming = Incoming(scope, receive)
+            self.wiring.check_mount(scope)
             path = route_path(scope)
             if path == "/openapi.json":
                 self._openapi = self._openapi or openapi_json(self.specs.values())
@@ -171,7 +173,7 @@ class StarModel:
                 return
             found = self.route_table.resolve(path)
             if found is None:
-                response = self.endpoints.error(incoming, not_found(self.specs, path))
+                response = self.endpoints.error(incoming, self.wiring.not_found(self.specs, path))
             else:
                 response = await self.endpoints.serve(incoming, *found)
             await response(scope, receive, send)
@@ -290,6 +292,33 @@ class StarModel:
     def known_session(self, request: Request, user_id: str | None = None) -> str | None:
         """The caller's session id, if it has one made for ``user_id`` (``None``: signed out)."""
         return self.sessions.known(request, user_id)
+
+
+def entity_classes(entities: type[Entity] | Iterable[type[Entity]]) -> list[type[Entity]]:
+    """``StarModel(entities=...)``: a list of Entity classes, or one; anything else is named."""
+    if isinstance(entities, (type, BaseModel)):
+        return entity_classes([entities])  # one class (or an instance, named below)
+    if isinstance(entities, (str, bytes)) or not isinstance(entities, Iterable):
+        raise TypeError(f"StarModel(entities=...) takes Entity classes, as a list or one class: not {entities!r}")
+    classes = list(entities)
+    for given in classes:
+        if isinstance(given, Entity):
+            raise TypeError(f"StarModel(entities=[...]) takes classes: give {type(given).__name__}, not an instance")
+        if not (isinstance(given, type) and issubclass(given, Entity)):
+            raise TypeError(f"StarModel(entities=[...]) takes Entity subclasses, not {given!r} (class X(Entity): ...)")
+    return classes
+
+
+def event_owner(builder: ActionBuilder | Callable[..., Any]) -> type[Entity]:
+    """The entity class whose event ``builder`` is (``Counter.increment``); a method without
+    ``@event`` is named with the fix."""
+    owner = getattr(builder, "_owner", None)
+    if isinstance(owner, type) and issubclass(owner, Entity):
+        return owner
+    if inspect.isfunction(builder):
+        name = builder.__qualname__
+        raise TypeError(f"sm.action({name}): {name} is not an event: add @event above def {builder.__name__}")
+    raise TypeError("sm.action takes an event of an entity class: sm.action(Counter.increment, ...)")
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.pages import SafeHTML
-from starmodel_asgi.spec import ClientWritable, EntitySpec, Scope, ServerOnly, StoreKind, spec_of
+from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
 
 if TYPE_CHECKING:
     from starmodel_asgi.values import EventRequest
@@ -58,17 +58,6 @@ class Editor(Protocol):
     async def exit(self, exc_info: tuple[Any, ...]) -> None: ...
 
 
-class EntityConfig(ConfigDict, total=False):
-    """``model_config`` keys of an entity, besides Pydantic's own."""
-
-    scope: Scope
-    store: StoreKind
-    name: str
-    ttl: float
-    client_writable: Iterable[str]
-    presence: bool
-
-
 class Entity(BaseModel):
     """A piece of server-side state whose ``@event`` methods are HTTP endpoints.
 
@@ -111,8 +100,8 @@ class Entity(BaseModel):
     @classmethod
     def __starmodel_target__(cls) -> EntitySpec:
         """Where the class-level action builder and holders point: the app that registered this
-        class last (``sm.action(...)`` names another), else the default ``/sm``."""
-        return spec_of(cls)
+        class last (``sm.action(...)`` names another); ``LookupError`` if no app serves it."""
+        return served_spec(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
+from starmodel_asgi.entity import Entity
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.spec import EntitySpec
+
+logger = logging.getLogger("starmodel_asgi")
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -89,10 +95,89 @@ def route_path(scope: Mapping[str, object]) -> str:
 
 def not_found(specs: Mapping[str, EntitySpec], path: str) -> EventError:
     """A 404 naming what the path lacks: the entity, or its event."""
-    name, _, rest = path.strip("/").partition("/")
+    name = path.strip("/").partition("/")[0]
     spec = specs.get(name)
     if spec is None:
         return EventError(404, f"No entity {name!r}")
+    event = missing_event(spec, path)
+    return EventError(404, "Not found" if event is None else f"{name} has no event {event!r}", name)
+
+
+def missing_event(spec: EntitySpec, path: str) -> str | None:
+    """The event a path below ``spec``'s entity names, if it names one (``/task/t1/toggle``)."""
+    rest = path.strip("/").partition("/")[2]
     if spec.is_record and rest.count("/") < 2:
-        return EventError(404, f"{name} has no event {rest.partition('/')[2]!r}", name)
-    return EventError(404, f"{name} has no event {rest!r}" if "/" not in rest else "Not found", name)
+        return rest.partition("/")[2]
+    return None if "/" in rest else rest
+
+
+#: Distinct mount points warned about, at most: ``root_path`` may come from a proxy's header.
+MOUNTS_NAMED = 8
+
+
+class Wiring:
+    """Wiring mistakes seen in requests, each logged once with its fix: a mount point that is not
+    ``base_path`` (the actions the app builds then post where the host does not route them), and an
+    action posted to a method that lacks ``@event``."""
+
+    def __init__(self, base_path: str) -> None:
+        self.base_path = base_path
+        self.mounts: set[str] = {base_path}
+        self.methods: set[tuple[type, str]] = set()
+
+    def check_mount(self, scope: Mapping[str, object]) -> None:
+        root = mount_point(scope)
+        if root is None or root in self.mounts or len(self.mounts) > MOUNTS_NAMED:
+            return
+        self.mounts.add(root)
+        logger.warning("%s", mount_advice(self.base_path, root))
+
+    def not_found(self, specs: Mapping[str, EntitySpec], path: str) -> EventError:
+        """``not_found``, and a warning when the missing event is a method without ``@event``."""
+        error = not_found(specs, path)
+        spec = specs.get(error.entity or "")
+        event = None if spec is None else missing_event(spec, path)
+        if spec is not None and event and (spec.entity, event) not in self.methods and _plain_method(spec, event):
+            self.methods.add((spec.entity, event))
+            who = spec.entity.__name__
+            logger.warning(
+                "%s.%s is called as an action but is not an event: add @event above def %s", who, event, event
+            )
+        return error
+
+
+def mount_point(scope: Mapping[str, object]) -> str | None:
+    """Where the host mounted the app: ``root_path``, else what the host cut from the front of the
+    path the client sent (Litestar strips its mount without setting ``root_path``); ``None`` when
+    that cannot be told."""
+    root = str(scope.get("root_path") or "")
+    raw = scope.get("raw_path")
+    if not root and isinstance(raw, bytes):
+        sent, tail = unquote(raw.decode("latin-1")).rstrip("/"), str(scope["path"]).rstrip("/")
+        if not sent.endswith(tail):
+            return None
+        root = sent[: len(sent) - len(tail)]
+    return root.rstrip("/")
+
+
+def mount_advice(base_path: str, root: str) -> str:
+    """What to do when the app, built for ``base_path``, is mounted at ``root``."""
+    wanted = base_path or "/"
+    if root:
+        return (
+            f'StarModel(base_path="{base_path}") is mounted at "{root}": the actions and live URLs it builds '
+            f'start with {wanted}, where the host does not route to it: mount it at "{wanted}" '
+            f'or pass StarModel(base_path="{root}")'
+        )
+    return (
+        f'StarModel(base_path="{base_path}") is served at the root, not mounted: the actions and live URLs it '
+        f'builds start with {wanted}, where nothing routes to it: mount it at "{wanted}" '
+        f'(app.mount("{wanted}", sm)), pass StarModel(base_path=""), or, behind a proxy that strips '
+        f"{wanted}, tell the server its root path (uvicorn --root-path {wanted})"
+    )
+
+
+def _plain_method(spec: EntitySpec, name: str) -> bool:
+    """``name`` is a public method the entity defines without ``@event`` (not one of Entity's own)."""
+    method = getattr(spec.entity, name, None)
+    return not name.startswith("_") and inspect.isfunction(method) and not hasattr(Entity, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -10,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor, event_table
 from starmodel_asgi.page_errors import no_errors
@@ -36,6 +37,17 @@ class Marker:
 ClientWritable = Marker("ClientWritable")
 #: ``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it.
 ServerOnly = Marker("ServerOnly")
+
+
+class EntityConfig(ConfigDict, total=False):
+    """``model_config`` keys of an entity, besides Pydantic's own."""
+
+    scope: Scope
+    store: StoreKind
+    name: str
+    ttl: float
+    client_writable: Iterable[str]
+    presence: bool
 
 
 def snake_case(name: str) -> str:
@@ -107,6 +119,7 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     """Reads and checks an entity class's settings; every mistake is named here, at app build."""
     config: Mapping[str, Any] = entity.model_config
     who = entity.__name__
+    _check_keys(who, config)
     scope, store, presence = _where(who, config)
     name = str(config.get("name") or snake_case(who))
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
@@ -145,6 +158,22 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     )
 
 
+#: The ``model_config`` keys this package reads, and every key an entity's ``model_config`` may hold.
+OWN_KEYS = tuple(sorted(EntityConfig.__optional_keys__ - ConfigDict.__optional_keys__))
+CONFIG_KEYS = EntityConfig.__optional_keys__
+
+
+def _check_keys(who: str, config: Mapping[str, Any]) -> None:
+    """Every ``model_config`` key is Pydantic's or ours: a typo (``"scop"``) is refused, not ignored."""
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        key, close = unknown[0], difflib.get_close_matches(unknown[0], CONFIG_KEYS, n=1)
+        raise ValueError(
+            f'{who}: model_config has no key "{key}"{f": did you mean {close[0]!r}?" if close else ""} '
+            f"(it takes {', '.join(OWN_KEYS)}, and Pydantic's ConfigDict keys)"
+        )
+
+
 def _where(who: str, config: Mapping[str, Any]) -> tuple[Scope, StoreKind, bool]:
     """``scope``, ``store`` and ``presence`` from ``model_config``, checked together."""
     scope, store = config.get("scope", "session"), config.get("store", "memory")
@@ -168,6 +197,28 @@ def _marked(entity: type[BaseModel], marker: Marker) -> frozenset[str]:
 
 def _names(value: Iterable[str] | str) -> Iterable[str]:
     return (value,) if isinstance(value, str) else value
+
+
+#: The class attribute saying an app serves the entity (``spec_of`` alone builds a spec for any class).
+SERVED = "__starmodel_served__"
+
+
+def serve(entity: type[BaseModel], spec: EntitySpec) -> None:
+    """``spec`` is how an app serves ``entity``: actions and page helpers built on the class use it."""
+    type.__setattr__(entity, "__starmodel_spec__", spec)
+    type.__setattr__(entity, SERVED, True)
+
+
+def served_spec(entity: type[BaseModel]) -> EntitySpec:
+    """The spec of the app that registered ``entity`` last; ``LookupError`` when none did (its
+    actions would post to URLs nothing answers)."""
+    if not entity.__dict__.get(SERVED):
+        name = entity.__name__
+        raise LookupError(
+            f"no StarModel serves {name}, so its actions and live pages have no URL: "
+            f"add it to StarModel(entities=[..., {name}])"
+        )
+    return spec_of(entity)
 
 
 def spec_of(entity: type[BaseModel]) -> EntitySpec:
