@@ -309,7 +309,7 @@ def entity_classes(entities: type[Entity] | Iterable[type[Entity]]) -> list[type
     return classes
 
 
-def event_owner(builder: ActionBuilder | Callable[..., Any]) -> type[Entity]:
+def event_owner(builder: ActionBuilder[...] | Callable[..., Any]) -> type[Entity]:
     """The entity class whose event ``builder`` is (``Counter.increment``); a method without
     ``@event`` is named with the fix."""
     owner = getattr(builder, "_owner", None)
