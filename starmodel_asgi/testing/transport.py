@@ -70,6 +70,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             yield
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport method: runs ``request`` through the app and returns once the answer
+        has started; the body streams while the client is entered, else it is already complete."""
         exchange = Exchange(self.app, self._scope(request), request)
         if self._tg is None:
             await exchange.run()
