@@ -173,3 +173,11 @@ def test_readme_has_a_table_of_contents_of_its_sections_and_links_the_docs() -> 
     assert "mkdocs build" in readme and "mkdocs serve" in readme
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (ROOT / link).exists(), f"README links {link}, which does not exist"
+
+
+def test_the_settings_page_has_a_row_for_every_keyword_of_starmodel() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text()
+    first_cells = "".join(line.split("|")[1] for line in page.splitlines() if line.startswith("| "))
+    rows = set(re.findall(r"`(\w+)`", first_cells))
+    missing = [p for p in inspect.signature(starmodel_asgi.StarModel).parameters if p not in rows]
+    assert missing == [], f"docs/settings.md has no row for StarModel's {missing}"
