@@ -1,5 +1,7 @@
 """Live, server-side state for Datastar pages: entities, events, one ASGI app."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from starlette.datastructures import UploadFile
 
 from starmodel_asgi.app import SessionCookieMiddleware, StarModel
@@ -12,6 +14,12 @@ from starmodel_asgi.formatters import DatastarFormatter, Formatter, JSONFormatte
 from starmodel_asgi.messages import Message
 from starmodel_asgi.pages import SafeHTML, datastar_script
 from starmodel_asgi.values import Element, EventRequest, Redirect, Signals, Update
+
+try:
+    __version__ = version("starmodel-asgi")
+    """The installed distribution's version (pyproject.toml's ``version``)."""
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0"
 
 __all__ = [
     "Action",

@@ -47,8 +47,9 @@ E = TypeVar("E", bound=Entity)
 class StarModel:
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
-    Each setting is described in README's "App settings" table. Every one is checked here: a bad
-    entity, a bad value or a missing extra fails when the app is built, not on a request.
+    Each setting is described in the [App settings](../settings.md) page of the docs
+    (``docs/settings.md``). Every one is checked here: a bad entity, a bad value or a missing extra
+    fails when the app is built, not on a request.
     """
 
     def __init__(
@@ -147,6 +148,8 @@ class StarModel:
         return spec
 
     def store_for(self, spec: EntitySpec) -> Store:
+        """The store that keeps ``spec``'s entity (given in ``stores=`` or built from the URLs);
+        ``LookupError`` for ``store="client"`` entities, whose state is kept in the page."""
         store = self._stores.get(spec.store)
         if store is None:
             raise LookupError(f'{spec.entity.__name__}: store="{spec.store}" is kept in the page, not on the server')

@@ -26,6 +26,7 @@ class SignalRef(str):
 
     @property
     def path(self) -> str:
+        """The reference without its ``$`` (``"counter.count"``), as ``data-bind:`` takes it."""
         return self[1:]
 
 
@@ -109,6 +110,8 @@ class Entity(BaseModel):
         return self.model_dump(mode="json", include=cast(set[str], spec_of(type(self)).shown))
 
     def stored_state(self) -> dict[str, Any]:
+        """The state a store keeps, as JSON-ready values: every field, ``ServerOnly`` ones included,
+        without ``@computed_field``s (they are recomputed, never stored)."""
         computed = spec_of(type(self)).computed
         return self.model_dump(mode="json", exclude=cast(set[str], computed) if computed else None)
 

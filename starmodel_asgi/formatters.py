@@ -30,9 +30,14 @@ class Formatter(Protocol):
     streams: bool
     headers: dict[str, str]
 
-    def matches(self, request: EventRequest) -> bool: ...
-    def format(self, updates: Sequence[Update]) -> str: ...
-    def format_error(self, error: EventError) -> str: ...
+    def matches(self, request: EventRequest) -> bool:
+        """Whether this formatter answers ``request`` (e.g. by its headers)."""
+
+    def format(self, updates: Sequence[Update]) -> str:
+        """The response body for ``updates``: each one as it happens if ``streams``, else all at the end."""
+
+    def format_error(self, error: EventError) -> str:
+        """The response body for a failed request; the status code is ``error.status``."""
 
 
 class DatastarFormatter:
@@ -43,9 +48,11 @@ class DatastarFormatter:
     headers = {k: v for k, v in SSE_HEADERS.items() if k != "Content-Type"}
 
     def matches(self, request: EventRequest) -> bool:
+        """Requests from Datastar's client (``Datastar-Request: true``)."""
         return request.is_datastar
 
     def format(self, updates: Sequence[Update]) -> str:
+        """Per update: the changed signals, its elements, the signals it clears, and its redirect."""
         events: list[str] = []
         for update in updates:
             if update.changed:
@@ -79,12 +86,15 @@ class JSONFormatter:
     headers: dict[str, str] = {}
 
     def matches(self, request: EventRequest) -> bool:
+        """Every request: JSON is the fallback format."""
         return True
 
     def format(self, updates: Sequence[Update]) -> str:
+        """The public state after the last update, as a JSON object (``{}`` if there is none)."""
         return json.dumps(updates[-1].state if updates else {})
 
     def format_error(self, error: EventError) -> str:
+        """``{"error": message, "errors": {parameter: message}, "status": status}``."""
         return json.dumps({"error": error.message, "errors": error.errors, "status": error.status})
 
 

@@ -26,6 +26,8 @@ DEFAULT_BASE_PATH = "/sm"
 
 
 class Marker:
+    """A field marker for ``Annotated[...]``: ``ClientWritable`` or ``ServerOnly``."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -33,10 +35,12 @@ class Marker:
         return self.name
 
 
-#: ``Annotated[str, ClientWritable]``: the browser may set this field through its signals.
 ClientWritable = Marker("ClientWritable")
-#: ``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it.
+"""``Annotated[str, ClientWritable]``: the browser may set this field through its signals (``data-bind``);
+other fields change only through event parameters. ``model_config = {"client_writable": [...]}`` says the same."""
 ServerOnly = Marker("ServerOnly")
+"""``Annotated[str, ServerOnly]``: stored, never sent to the browser nor accepted from it, and left out of
+``repr()`` and ``str()``."""
 
 
 class EntityConfig(ConfigDict, total=False):

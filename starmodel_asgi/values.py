@@ -66,6 +66,7 @@ class EventRequest:
 
     @property
     def is_datastar(self) -> bool:
+        """Whether the request came from Datastar's client (its ``Datastar-Request: true`` header)."""
         return is_datastar(self.headers)
 
 

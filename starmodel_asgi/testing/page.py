@@ -257,14 +257,17 @@ class LivePage:
 
     @property
     def text(self) -> str:
+        """The stream's whole body so far, as sent."""
         return self.received.text
 
     @property
     def signals(self) -> dict[str, Any]:
+        """Every signal patch the stream carried so far, merged (``None`` where one removes a signal)."""
         return self.received.signals
 
     @property
     def elements(self) -> list[tuple[str, str, str]]:
+        """Every element patch the stream carried so far, as ``(selector, mode, html)``."""
         return self.received.elements
 
     async def _read(self) -> None:

@@ -42,6 +42,7 @@ class Answer:
     events: int = field(default=0, repr=False)
 
     def json(self) -> Any:
+        """The body parsed as JSON (a JSON answer's state or error)."""
         return json.loads(self.text)
 
     def apply_to(self, signals: dict[str, Any]) -> None:
@@ -50,6 +51,8 @@ class Answer:
             merge(signals, patch, only_if_missing)
 
     def add_events(self, events: list[tuple[str, dict[str, list[str]]]]) -> None:
+        """Take in datastar events as ``parse_events`` reads them: signal patches merged into
+        ``signals``, element patches added to ``elements``, a redirect script to ``redirect``."""
         for name, data in events:
             self.events += 1
             if name == EventType.PATCH_SIGNALS:

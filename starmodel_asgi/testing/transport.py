@@ -71,6 +71,8 @@ class StreamingTransport(httpx.AsyncBaseTransport):
             yield
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport method: runs ``request`` through the app and returns once the answer
+        has started; the body streams while the client is entered, else it is already complete."""
         exchange = Exchange(self.app, self._scope(request), request)
         if self._tg is None or not streams(request):  # the whole answer: as cheap as httpx's own transport
             await self.app(exchange.scope, exchange.receive, exchange.send)
