@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Send
@@ -106,9 +106,7 @@ class Operations:
     specs: dict[str, EntitySpec]
     presence: Presence
     observer: Observer
-
-    def spec(self, entity: type[Entity]) -> EntitySpec:
-        raise NotImplementedError
+    spec: Callable[[type[Entity]], EntitySpec]  # StarModel.spec
 
     @property
     def metrics(self) -> Metrics | None:
