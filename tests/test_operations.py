@@ -193,8 +193,10 @@ async def test_health_is_answered_under_the_hosts_mount() -> None:
     async with client_of(host) as client:
         answer = await client.get("/sm/health")
         posted = await client.post("/sm/health", headers=JSON)
+        described = (await client.get("/sm/openapi.json")).json()["paths"]
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
     assert posted.status_code == 404  # only GET and HEAD: it is not an entity
+    assert set(described["/health"]["get"]["responses"]) == {"200", "503"}
 
 
 async def test_an_entity_named_health_keeps_its_path(caplog: pytest.LogCaptureFixture) -> None:
@@ -203,7 +205,9 @@ async def test_an_entity_named_health_keeps_its_path(caplog: pytest.LogCaptureFi
     assert any("named 'health'" in r.getMessage() for r in caplog.records)
     async with client_of(sm) as client:
         answer = await client.get("/health", headers=JSON)
+        described = (await client.get("/openapi.json")).json()["paths"]
     assert answer.json() == {"hp": 10}  # the entity's state, as before this route existed
+    assert "Read the caller's health" in described["/health"]["get"]["summary"]
     assert (await sm.health())["status"] == "ok"  # still there for a route of the host's
 
 
