@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -25,10 +24,13 @@ from starmodel_asgi.errors import EventError
 from starmodel_asgi.events import ActionBuilder
 from starmodel_asgi.formatters import Formatter, default_formatters
 from starmodel_asgi.guard import Authorize, Guard
+from starmodel_asgi.health import Health
 from starmodel_asgi.identity import SessionCookieMiddleware, Sessions, SessionSigner
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.live import Live
+from starmodel_asgi.logs import APP, get_logger
 from starmodel_asgi.openapi import openapi_json
+from starmodel_asgi.operations import Operations, observer
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
@@ -39,12 +41,12 @@ from starmodel_asgi.stores import Store, store_from_kind
 
 __all__ = ["SessionCookieMiddleware", "StarModel"]
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(APP)
 
 E = TypeVar("E", bound=Entity)
 
 
-class StarModel:
+class StarModel(Operations):
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
     Each setting is described in the [App settings](../settings.md) page of the docs
@@ -80,6 +82,10 @@ class StarModel:
         datastar_error_status: int | None = None,
         nested_wait: float = 2.0,
         max_background: int = UNSET,
+        slow_event: float | None = UNSET,
+        health_timeout: float = UNSET,
+        metrics: bool | Any = UNSET,
+        tracing: bool | None = UNSET,
     ) -> None:
         given = locals()  # the deployment settings as given in code (the others: environment, defaults)
         self.settings = s = settings(**{name: given[name] for name in SETTINGS})
@@ -121,6 +127,9 @@ class StarModel:
             overrides=self.dependency_overrides,
         )
         self.route_table = self.endpoints.routes(self.specs.values())
+        self.observer = observer(s, self.endpoints)
+        #: ``await sm.health()``: what ``GET /health`` answers (an entity named ``health`` takes that path)
+        self.health = Health(self._stores, self.broadcast, s.health_timeout, shadowed="health" in self.specs)
         self._openapi: bytes | None = None  # GET /openapi.json, built on first use
         self.wiring = Wiring(self.base_path)  # mistakes seen in requests, logged once with their fix
 
@@ -175,10 +184,13 @@ class StarModel:
                 await Response(self._openapi, media_type="application/json")(scope, receive, send)
                 return
             found = self.route_table.resolve(path)
-            if found is None:
-                response = self.endpoints.error(incoming, self.wiring.not_found(self.specs, path))
+            if found is not None:
+                await self.observer(incoming, *found, receive, send)
+                return
+            if path == "/health" and incoming.method in ("GET", "HEAD"):
+                response = await self.health.response()
             else:
-                response = await self.endpoints.serve(incoming, *found)
+                response = self.endpoints.error(incoming, self.wiring.not_found(self.specs, path))
             await response(scope, receive, send)
         else:  # websockets: nothing here speaks them
             await send({"type": "websocket.close", "code": 1000})
@@ -234,33 +246,33 @@ class StarModel:
         ``key`` is the session id, user id or record id (``None`` for a global entity); a missing
         record raises ``LookupError``."""
         spec = self.spec(entity)
-        async with self.dispatcher.edit(spec, self._key(spec, key, "edit")) as instance:
+        async with self.dispatcher.edit(spec, _key(spec, key, "edit")) as instance:
             assert isinstance(instance, entity)
             yield instance
 
     async def get(self, entity: type[E], key: str | None = None) -> E:
         """The instance as saved (defaults for a session or user that has none yet)."""
         spec = self.spec(entity)
-        instance = await self.dispatcher.read(spec, self._key(spec, key, "get"), must_exist=spec.is_record)
+        instance = await self.dispatcher.read(spec, _key(spec, key, "get"), must_exist=spec.is_record)
         assert isinstance(instance, entity)
         return instance
 
     async def create(self, entity: type[E], **fields: Any) -> E:
         """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``
         (made up, or ``id="..."`` when moving data in: ``ValueError``, 409 over HTTP, if it exists)."""
-        spec = self._records(entity, "create")
+        spec = _records(self.spec(entity), "create")
         instance = await self.dispatcher.create(spec, **fields)
         assert isinstance(instance, entity)
         return instance
 
     async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
         """Records in their store's order (SQL: by id; memory: by creation)."""
-        spec = self._records(entity, "list")
+        spec = _records(self.spec(entity), "list")
         return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
 
     async def delete(self, entity: type[E], key: str) -> None:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
-        await self.dispatcher.delete(self._records(entity, "delete"), key)
+        await self.dispatcher.delete(_records(self.spec(entity), "delete"), key)
 
     def on(self, entity: type[Entity] | None = None, event: str | None = None) -> Callable[[Subscriber], Subscriber]:
         """``@sm.on(Task)``, ``@sm.on(Task, "toggle")`` or ``@sm.on()`` (every entity): ``fn(change)``,
@@ -277,20 +289,6 @@ class StarModel:
             return subscriber
 
         return register
-
-    def _key(self, spec: EntitySpec, key: str | None, doing: str) -> str:
-        if spec.scope == "global":
-            return GLOBAL_KEY if key is None else key
-        if key is None:
-            what = {"record": "record id", "user": "user id", "session": "session id"}[spec.scope]
-            raise TypeError(f"sm.{doing}({spec.entity.__name__}, key=...) needs the {what}")
-        return key
-
-    def _records(self, entity: type[Entity], doing: str) -> EntitySpec:
-        spec = self.spec(entity)
-        if not spec.is_record:
-            raise TypeError(f'sm.{doing} needs a record entity: {entity.__name__} is scope="{spec.scope}"')
-        return spec
 
     def known_session(self, request: Request, user_id: str | None = None) -> str | None:
         """The caller's session id, if it has one made for ``user_id`` (``None``: signed out)."""
@@ -322,6 +320,21 @@ def event_owner(builder: ActionBuilder[...] | Callable[..., Any]) -> type[Entity
         name = builder.__qualname__
         raise TypeError(f"sm.action({name}): {name} is not an event: add @event above def {builder.__name__}")
     raise TypeError("sm.action takes an event of an entity class: sm.action(Counter.increment, ...)")
+
+
+def _key(spec: EntitySpec, key: str | None, doing: str) -> str:
+    if spec.scope == "global":
+        return GLOBAL_KEY if key is None else key
+    if key is None:
+        what = {"record": "record id", "user": "user id", "session": "session id"}[spec.scope]
+        raise TypeError(f"sm.{doing}({spec.entity.__name__}, key=...) needs the {what}")
+    return key
+
+
+def _records(spec: EntitySpec, doing: str) -> EntitySpec:
+    if not spec.is_record:
+        raise TypeError(f'sm.{doing} needs a record entity: {spec.entity.__name__} is scope="{spec.scope}"')
+    return spec
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:

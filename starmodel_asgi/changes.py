@@ -4,7 +4,6 @@ process that made it."""
 from __future__ import annotations
 
 import inspect
-import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starmodel_asgi.depends import Depends, Provider, provided, wanted
+from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.values import EventRequest
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(EVENTS)
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ parameters; each runs once per call. ``sm.dependency_overrides[get_mailer] = fak
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from starmodel_asgi.errors import EventError
+from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.values import EventRequest
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(EVENTS)
 
 Provider = Callable[..., Any]
 

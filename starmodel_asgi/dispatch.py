@@ -4,7 +4,6 @@ creates and deletes go the same way. No web types in it."""
 from __future__ import annotations
 
 import inspect
-import logging
 import random
 import uuid
 import weakref
@@ -23,6 +22,7 @@ from starmodel_asgi.elements import to_elements
 from starmodel_asgi.entity import EDITOR_KEY, Entity, entity_class
 from starmodel_asgi.errors import EventError, internal_error, invalid
 from starmodel_asgi.events import EventDescriptor, EventInfo
+from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.spec import EntitySpec
@@ -30,7 +30,7 @@ from starmodel_asgi.stores import State, Store
 from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
 from starmodel_asgi.values import EventRequest, Redirect, Update
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(EVENTS)
 
 _MISSING = object()
 _DONE = object()

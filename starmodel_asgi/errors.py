@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-logger = logging.getLogger("starmodel_asgi")
+from starmodel_asgi.logs import EVENTS, get_logger
+
+logger = get_logger(EVENTS)
 
 
 @dataclass

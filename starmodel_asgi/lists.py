@@ -11,7 +11,6 @@ streams of one process share each read and its rendering.
 from __future__ import annotations
 
 import html as html_escape
-import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -25,12 +24,13 @@ from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.live import Live, LiveStream
+from starmodel_asgi.logs import LIVE, get_logger
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import list_channel
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 #: Asked for each record a stream would send: ``False`` leaves it out.
 Allowed = Callable[[Entity], Awaitable[bool]]

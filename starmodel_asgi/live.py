@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.formatters import Formatter
+from starmodel_asgi.logs import LIVE, get_logger
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse, cancel_on_disconnect
@@ -30,7 +30,7 @@ from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import DELETED, channel_name
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 #: Asked about each record a stream would send: ``False`` leaves it out (a list) or ends it.
 Allowed = Callable[[Entity], Awaitable[bool]]
@@ -64,6 +64,7 @@ class Live:
     keepalive: float = 15.0
     views: Views = field(default_factory=lambda: Views())
     presence: Presence | None = None
+    streams: dict[str, int] = field(default_factory=dict)  # entity name -> live streams open here
 
     def response(
         self, formatter: Formatter, spec: EntitySpec, key: str, allowed: Allowed | None = None
@@ -74,6 +75,20 @@ class Live:
 
     def viewers(self, spec: EntitySpec) -> Presence | None:
         return self.presence if spec.presence else None
+
+    def open_streams(self) -> dict[str, int]:
+        """The live streams open in this process, by entity name."""
+        return self.streams
+
+    def opened(self, name: str) -> None:
+        self.streams[name] = self.streams.get(name, 0) + 1
+
+    def closed(self, name: str) -> None:
+        left = self.streams[name] - 1
+        if left:
+            self.streams[name] = left
+        else:
+            del self.streams[name]
 
 
 class LiveStream(StreamResponse):
@@ -102,6 +117,8 @@ class LiveStream(StreamResponse):
                     scope, receive, send
                 )
                 return
+            self.live.opened(self.spec.name)
+            stack.callback(self.live.closed, self.spec.name)
             presence = self.live.viewers(self.spec)
             viewers = await stack.enter_async_context(presence.join(self.channel)) if presence else None
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})

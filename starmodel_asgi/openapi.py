@@ -85,12 +85,41 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
             else:
                 operation = _op(summary, id_param, answers, params, forms=True)
             paths[f"/{spec.name}{record}/{segment}"] = {method: operation}
+    paths.setdefault("/health", HEALTH)  # an entity named health keeps its path
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "paths": paths,
         "components": {"schemas": {**definitions.get("$defs", {}), "Error": ERROR_SCHEMA}},
     }
+
+
+_CHECKS = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"enum": ["ok", "degraded"]},
+        "checks": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["ok", "ms"],
+                "properties": {"ok": {"type": "boolean"}, "ms": {"type": "number"}, "error": {"type": "string"}},
+            },
+        },
+    },
+}
+#: ``GET /health``: each store and the broadcast reached, with their latency.
+HEALTH = {
+    "get": {
+        "summary": "The stores and the broadcast reached, with their latency",
+        "parameters": [],
+        "responses": {
+            "200": {"description": "Every check passed", "content": {"application/json": {"schema": _CHECKS}}},
+            "503": {"description": "A check failed", "content": {"application/json": {"schema": _CHECKS}}},
+        },
+    }
+}
 
 
 def _state_model(spec: EntitySpec) -> type[BaseModel]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,9 +29,10 @@ import anyio
 
 from starmodel_asgi.broadcast import Broadcast, Capabilities, Payload
 from starmodel_asgi.broadcast.channels import Channels, Inbox
+from starmodel_asgi.logs import LIVE, get_logger, own_task
 from starmodel_asgi.wire import CENSUS_CHANNEL, viewers_channel
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 
 class Presence:
@@ -96,10 +96,9 @@ class Presence:
         """Listens to the other workers' counts of ``channel`` before saying hello, so no answer
         is missed."""
         ready = anyio.Event()
-        loop = asyncio.get_running_loop()
-        self._readers[channel] = loop.create_task(self._read(channel, ready), name=f"starmodel-presence {channel}")
+        self._readers[channel] = own_task(self._read(channel, ready), f"starmodel-presence {channel}")
         if self._beat is None or self._beat.done():
-            self._beat = loop.create_task(self._heartbeat(), name="starmodel-presence")
+            self._beat = own_task(self._heartbeat(), "starmodel-presence")
         with anyio.move_on_after(self.interval):
             await ready.wait()
 

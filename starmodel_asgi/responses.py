@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -14,9 +13,10 @@ from starlette.types import Message, Receive, Scope, Send
 from starmodel_asgi.compression import MIN_SIZE, Compression, compressing
 from starmodel_asgi.errors import EventError, internal_error
 from starmodel_asgi.formatters import DatastarFormatter, Formatter
+from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.values import EventRequest, Update
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(EVENTS)
 
 StreamResponseT = TypeVar("StreamResponseT", bound="StreamResponse")
 

@@ -36,9 +36,23 @@ class MethodHandler:
     checks_new_record: bool = False
 
 
+@dataclass(frozen=True)
+class RouteTemplate:
+    """A route's path with its id as ``{id}`` (``/task/{id}/toggle``), relative to the mount: the
+    app puts it in ``scope["route"]``, where tracing and metrics middleware read a route's
+    ``path_format`` (as FastAPI's routes give it), so spans name the route, never a record's id."""
+
+    path: str
+
+    @property
+    def path_format(self) -> str:
+        return self.path
+
+
 @dataclass
 class Route:
     spec: EntitySpec
+    template: RouteTemplate
     handlers: dict[str, MethodHandler] = field(default_factory=dict)
 
     @property
@@ -60,10 +74,11 @@ class RouteTable:
 
     def add(self, spec: EntitySpec, tail: str, method: str, handler: MethodHandler, *, with_id: bool = False) -> None:
         """Serve ``method`` on ``/{spec.name}[/{id}]/{tail}`` (``tail`` may be empty)."""
+        path = "/" + "/".join(filter(None, (spec.name, "{id}" if with_id else "", tail)))
         if with_id:
-            route = self._with_id.setdefault((spec.name, tail), Route(spec))
+            route = self._with_id.setdefault((spec.name, tail), Route(spec, RouteTemplate(path)))
         else:
-            route = self._exact.setdefault("/" + "/".join(filter(None, (spec.name, tail))), Route(spec))
+            route = self._exact.setdefault(path, Route(spec, RouteTemplate(path)))
         if method in route.handlers:
             raise ValueError(f"{spec.entity.__name__}: two handlers for {method} /{spec.name}/{tail}")
         route.handlers[method] = handler

@@ -33,8 +33,9 @@ def _seconds(value: Any) -> float:
     return seconds
 
 
-def _ttl(value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+def _seconds_or_none(value: Any) -> float | None:
+    """Seconds, or ``None`` (``none`` or ``off`` in the environment): never."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
         return None
     return _seconds(value)
 
@@ -59,6 +60,15 @@ def _switch(value: Any) -> bool | None:
     if word in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true, false or auto")
+
+
+def _metrics(value: Any) -> Any:
+    """On or off, or the ``prometheus_client.CollectorRegistry`` to register them in."""
+    if isinstance(value, bool | str):
+        return bool(_switch(value))
+    if not hasattr(value, "register"):
+        raise ValueError("must be true, false or a prometheus_client CollectorRegistry")
+    return value
 
 
 def _text(value: Any) -> str:
@@ -87,7 +97,7 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "redis_url": (DEFAULT_REDIS_URL, _text),
     "broadcast_url": ("memory://", _text),
     "secret_key": (None, _keys),
-    "session_ttl": (24 * 3600.0, _ttl),
+    "session_ttl": (24 * 3600.0, _seconds_or_none),
     "trusted_origins": ((), _list),
     "max_body_size": (1024 * 1024, _count),
     "compress": (None, _switch),
@@ -97,6 +107,10 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "body_timeout": (30.0, _seconds),
     "send_timeout": (10.0, _seconds),
     "max_background": (4, _count),
+    "slow_event": (1.0, _seconds_or_none),
+    "health_timeout": (1.0, _seconds),
+    "metrics": (False, _metrics),
+    "tracing": (None, _switch),
 }
 
 
@@ -116,6 +130,10 @@ class Settings:
     body_timeout: float
     send_timeout: float
     max_background: int
+    slow_event: float | None
+    health_timeout: float
+    metrics: Any  # False, True or a CollectorRegistry
+    tracing: bool | None
 
 
 #: Settings whose ``None`` in code means "not given" (the others' ``None`` means something: no

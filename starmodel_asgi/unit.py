@@ -14,7 +14,6 @@ lists and subscribers hear of it last.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
@@ -27,6 +26,7 @@ from pydantic_core import PydanticSerializationError
 from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import Conflict, EventError, NotFound, invalid
+from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
 from starmodel_asgi.values import EventRequest
@@ -44,7 +44,7 @@ class Owner(Protocol):
     async def send(self, channel: str, message: str) -> None: ...
 
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(EVENTS)
 
 #: The unit the running event (or ``sm.edit`` block) works in, which nested writes join.
 CURRENT: ContextVar[Unit | None] = ContextVar("starmodel_unit", default=None)

@@ -9,15 +9,15 @@ their last local subscriber; ``_close`` closes its connections.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 
 from starmodel_asgi.broadcast.channels import Channels, Inbox
+from starmodel_asgi.logs import LIVE, get_logger, own_task
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 
 class Listener:
@@ -48,7 +48,7 @@ class Listener:
         subscriber, first = self._channels.add(channel, every)
         try:
             if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._run(), name=f"starmodel-{self.kind}")
+                self._task = own_task(self._run(), f"starmodel-{self.kind}")
                 self._task.add_done_callback(self._log_failure)
             if first:
                 await self._watch(channel)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,8 +26,9 @@ import asyncpg
 
 from starmodel_asgi.broadcast.base import split_prefix
 from starmodel_asgi.broadcast.listener import Listener
+from starmodel_asgi.logs import LIVE, get_logger
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 #: What a lost or refused connection raises.
 CONNECTION_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -9,7 +9,6 @@ Requires the ``redis`` extra (redis-py's asyncio client, hence an asyncio event 
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from typing import Any
 
@@ -21,9 +20,10 @@ from redis.backoff import NoBackoff
 
 from starmodel_asgi.broadcast.base import split_prefix
 from starmodel_asgi.broadcast.listener import Listener
+from starmodel_asgi.logs import LIVE, get_logger
 from starmodel_asgi.stores.redis import CONNECTION_ERRORS, blocking_client
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(LIVE)
 
 #: What a lost or refused connection raises.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,12 +22,13 @@ from redis.exceptions import LockNotOwnedError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
+from starmodel_asgi.logs import STORES, get_logger, own_task
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(STORES)
 
 #: What a lost or refused connection raises.
 CONNECTION_ERRORS = (RedisError, OSError)
@@ -282,7 +282,7 @@ class RedisStore:
         # milliseconds). The redis client is asyncio-only.
         loop = asyncio.get_running_loop()
         if self._renewer is None or self._renewer.done() or self._renewer.get_loop() is not loop:
-            self._renewer = loop.create_task(self._renew_all(), name="starmodel-redis-renew")
+            self._renewer = own_task(self._renew_all(), "starmodel-redis-renew")
 
     async def _renew_all(self) -> None:
         """Every third of ``lock_timeout``, push back the lease of each lock held (for at least
@@ -314,7 +314,7 @@ class RedisStore:
             self._stale[(name, token)] = time.monotonic() + self.lock_timeout
             loop = asyncio.get_running_loop()
             if self._clearer is None or self._clearer.done() or self._clearer.get_loop() is not loop:
-                self._clearer = loop.create_task(self._clear_stale(), name="starmodel-redis-unlock")
+                self._clearer = own_task(self._clear_stale(), "starmodel-redis-unlock")
 
     async def _clear_stale(self) -> None:
         while self._stale:
@@ -360,6 +360,10 @@ class RedisStore:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await self.client.aclose()
+
+    async def ping(self) -> None:
+        """A round trip to Redis (``GET /health``)."""
+        await self.client.ping()
 
 
 def _loads(raw: str | bytes) -> State:

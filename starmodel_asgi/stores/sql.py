@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 import types
 import typing
@@ -49,10 +48,11 @@ from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.errors import invalid
+from starmodel_asgi.logs import STORES, get_logger
 from starmodel_asgi.spec import EntitySpec, spec_of
 from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
 
-logger = logging.getLogger("starmodel_asgi")
+logger = get_logger(STORES)
 
 #: Bookkeeping columns. Pydantic fields cannot start with "_", so these never collide.
 KEY, CREATED, EXPIRES = "_key", "_created", "_expires"
@@ -416,6 +416,11 @@ class SQLStore:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+    async def ping(self) -> None:
+        """A round trip to the database (``GET /health``)."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
 
     # -- tables -------------------------------------------------------------------------------
 
