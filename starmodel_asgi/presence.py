@@ -53,6 +53,7 @@ class Presence:
         self._watchers = Channels()  # each stream's view of its channel's total
         self._readers: dict[str, asyncio.Task[None]] = {}
         self._beat: asyncio.Task[None] | None = None
+        self._opened = 0  # how many times aclose() ran: a stream that joined before leaves nothing after
 
     def count(self, channel: str) -> int:
         """The viewers of ``channel`` across every worker heard from."""
@@ -63,6 +64,7 @@ class Presence:
         """Counts one more viewer of ``channel`` while the block runs; yields the total each time
         it changes (the first right away), as a string."""
         watcher, _ = self._watchers.add(channel)
+        opened = self._opened
         try:
             first = channel not in self._local
             self._local[channel] = self._local.get(channel, 0) + 1
@@ -74,10 +76,10 @@ class Presence:
         finally:
             self._watchers.remove(channel, watcher)
             with anyio.CancelScope(shield=True):
-                await self._leave(channel)
+                await self._leave(channel, opened)
 
-    async def _leave(self, channel: str) -> None:
-        if channel not in self._local:  # the app was closed meanwhile
+    async def _leave(self, channel: str, opened: int) -> None:
+        if opened != self._opened or channel not in self._local:  # the app was closed meanwhile
             return
         left = self._local[channel] - 1
         if left:
@@ -261,6 +263,7 @@ class Presence:
 
     async def aclose(self) -> None:
         """Tell the other workers this one's viewers are gone, and stop listening."""
+        self._opened += 1
         for channel in list(self._local):
             await self._say(channel, count=0)
         tasks = [*self._readers.values(), *([self._beat] if self._beat else [])]

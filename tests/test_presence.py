@@ -196,3 +196,18 @@ async def test_censuses_over_postgresql_are_split_to_fit_its_messages_and_read_w
         await a.aclose()
         await b.aclose()
         tg.cancel_scope.cancel()
+
+
+async def test_a_viewer_that_leaves_after_the_app_was_closed_and_opened_again_does_not_uncount_the_new_one() -> None:
+    presence = Presence(MemoryBroadcast(), interval=5)
+    channel = "sm:room:lobby"
+    async with AsyncExitStack() as old_page:
+        await old_page.enter_async_context(presence.join(channel))
+        assert presence.count(channel) == 1
+        await presence.aclose()  # a host's shutdown while the page is open
+        async with presence.join(channel):  # a page after the app came back
+            assert presence.count(channel) == 1
+            await old_page.aclose()  # the old page's stream ends only now
+            assert presence.count(channel) == 1  # it was counted by the closed app, not this one
+    assert presence.count(channel) == 0
+    await presence.aclose()
