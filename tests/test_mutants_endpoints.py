@@ -1,10 +1,12 @@
 """The request path as a caller sees it: the behaviours mutation testing (issue 19 point 11) found no
 test for in ``endpoints.py``: errors answered in the format a custom formatter picks by method and
-path, a background event on a record asking ``authorize`` about the record as saved, a
-three-argument ``authorize`` asked once per request (never per record), a ``delete`` named as such,
-a Datastar create that clears the errors its page shows (and only then), the list's content type,
-live streams that always speak SSE (the request's own streaming format first), the messages a
-caller reads, the largest offset every store takes, and a provider's cleanup with an upload."""
+path; ``authorize`` asked once per request as documented (three arguments: at the door, never per
+record; four: about the record concerned, a background event's as saved, a missing one a 404, an
+upload's before its body and again under the lock, a delete as ``"delete"``); a Datastar create that
+clears the errors its page shows, and only then; the list's content type; live streams that always
+speak SSE (the request's own streaming format first); the messages a caller reads; the largest offset
+every store takes and the longest id; a provider's cleanup with an upload; 405s, no cookie without a
+session, the cross-site check over the scope's scheme and for GET events."""
 
 from __future__ import annotations
 
@@ -75,6 +77,16 @@ class Board(Entity):
     async def refresh(self) -> None:
         DONE.append("refreshed")
 
+    @event(method="GET")
+    def visit(self, times: int = 1) -> None:
+        """A GET that changes state (a link's counter)."""
+        self.views += times
+
+
+class Prefs(Entity):
+    model_config = {"scope": "user", "name": "prefs"}
+    theme: str = "light"
+
 
 class Draft(Entity):
     model_config = {"store": "client", "name": "draft"}
@@ -105,7 +117,7 @@ def app(authorize: Any = None, formatters: Any = None) -> StarModel:
     DONE.clear()
     UPLOADS.clear()
     return StarModel(
-        [Memo, Board, Draft], secret_key="endpoints", get_user=user, authorize=authorize, formatters=formatters
+        [Memo, Board, Prefs, Draft], secret_key="endpoints", get_user=user, authorize=authorize, formatters=formatters
     )
 
 
@@ -212,6 +224,40 @@ async def test_a_three_argument_authorize_is_asked_once_per_request_never_per_re
             assert renamed.status == 200, renamed.text
             await stream.wait(lambda s: s.signals["memo"]["title"] == "pushed")
         assert asked == [("Memo", None, {"id": memo}, None), ("Memo", "rename", {"id": memo}, None)]
+
+        asked.clear()
+        assert (await page.request("DELETE", f"/memo/{memo}")).status == 204
+        assert asked == [("Memo", "delete", {"id": memo}, None)]
+
+
+# -- a four-argument authorize is asked once per request, about the record concerned ----------------
+
+
+async def test_a_four_argument_authorize_is_asked_once_per_request_about_the_record() -> None:
+    sm = app(authorize=owners)
+    ada = {**JSON, "x-user": "ada"}
+    async with client(sm) as c:
+        memo = await new_memo(c, "ada")
+        assert asked == [("Memo", None, {"id": memo}, memo)]  # the new record, before it is saved
+
+        asked.clear()  # an upload: asked before its body is received (as saved), then under the record's lock
+        files = {"note": ("n.txt", b"x", "text/plain")}
+        assert (await c.post(f"/memo/{memo}/attach", files=files, headers=ada)).is_success
+        assert asked == [("Memo", "attach", {"id": memo}, memo)] * 2
+
+        for method, path, event_name in [
+            ("GET", f"/memo/{memo}", None),
+            ("POST", f"/memo/{memo}/rename?title=again", "rename"),
+            ("DELETE", f"/memo/{memo}", "delete"),
+        ]:
+            asked.clear()
+            answer = await c.request(method, path, headers=ada)
+            assert answer.is_success, (method, path, answer.text)
+            assert asked == [("Memo", event_name, {"id": memo}, memo)], (method, path)
+
+        for method, path in [("GET", "/memo/gone"), ("GET", "/memo/gone/live"), ("POST", "/memo/gone/rename?title=x")]:
+            missing = await c.request(method, path, headers=ada)
+            assert missing.status_code == 404, (method, path, missing.text)  # not found, rather than refused
 
 
 # -- a delete is asked about as "delete" -----------------------------------------------------------
@@ -348,3 +394,107 @@ async def test_a_providers_cleanup_runs_and_the_upload_is_closed_once_the_answer
         assert parse_sse(r.text)[0].elements == '<p id="attached">100</p>'
     assert DONE == ["cleaned up after ['note.txt']"]
     assert [upload.file.closed for upload in UPLOADS] == [True]
+
+
+# -- the door: 405s, the cross-site check, and no cookie where there is no session ------------------
+
+
+async def test_a_method_not_allowed_is_a_405_saying_so_in_each_format() -> None:
+    sm = app()
+    async with client(sm) as c:
+        plain = await c.put("/memo", headers=JSON)
+        assert (plain.status_code, plain.headers["allow"]) == (405, "GET, POST")
+        assert plain.json() == {"error": "PUT not allowed here", "errors": {}, "status": 405}
+        datastar = await c.put("/memo", headers=DATASTAR)
+        assert datastar.status_code == 405 and datastar.headers["allow"] == "GET, POST"
+        blank = {"note": "", "owner": "", "title": ""}  # the page's older messages cleared
+        assert merged_signals(parse_sse(datastar.text))["memo"] == {"_error": "PUT not allowed here", "_errors": blank}
+
+
+async def test_no_answer_sets_a_cookie_when_the_entity_keeps_no_session() -> None:
+    sm = app()
+    async with client(sm) as c:
+        answers = [
+            await c.post("/memo", json={"title": "t"}, headers=JSON),  # created
+            await c.get("/board", headers=JSON),  # read
+            await c.put("/memo", headers=JSON),  # refused before the caller is known: 405
+            await c.get(f"/memo/{'x' * 201}", headers=JSON),  # an id no store holds: 404
+            await c.post("/board/refresh", data={"a": "b"}, headers={"origin": "http://evil.example"}),  # 403
+        ]
+    assert [a.status_code for a in answers] == [201, 200, 405, 404, 403]
+    assert [a.headers.get_list("set-cookie") for a in answers] == [[]] * 5
+
+
+def without_scheme(sm: StarModel) -> Any:
+    """A server that leaves ``scheme`` out of the scope (ASGI allows it: it is then ``http``)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        await sm({k: v for k, v in scope.items() if k != "scheme"}, receive, send)
+
+    return asgi
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", None])
+async def test_a_same_site_form_passes_the_cross_site_check_over_the_scopes_scheme(scheme: str | None) -> None:
+    sm = app()
+    site = scheme or "http"
+    transport = StreamingTransport(sm if scheme else without_scheme(sm))
+    async with httpx.AsyncClient(transport=transport, base_url=f"{site}://t") as c:
+        form = {"title": "from a form"}
+        same = await c.post("/memo", data=form, headers={**JSON, "origin": f"{site}://t", "referer": f"{site}://t/"})
+        assert same.status_code == 201, same.text
+        other = "https" if site == "http" else "http"
+        cross = await c.post("/memo", data=form, headers={**JSON, "origin": f"{other}://t"})
+        assert cross.status_code == 403, cross.text
+
+
+# -- ids, users and failures the caller is told about ----------------------------------------------
+
+
+async def test_an_id_of_200_printable_characters_is_reachable_a_longer_one_is_404_unasked() -> None:
+    sm = app()
+    longest = await sm.create(Memo, id="m" * 200, title="longest")
+    async with client(sm) as c:
+        found = await c.get(f"/memo/{longest.id}", headers=JSON)
+        assert found.status_code == 200 and found.json()["title"] == "longest"
+        for key in ("m" * 201, "tab%09here"):  # too long; unprintable
+            refused = await c.get(f"/memo/{key}", headers=JSON)
+            assert refused.status_code == 404
+            assert refused.json()["error"] == "No memo with that id"  # refused before any store is asked
+
+
+async def test_a_user_entity_without_a_user_is_401_saying_so() -> None:
+    sm = app()
+    async with client(sm) as c:
+        anonymous = await c.get("/prefs", headers=JSON)
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"] == "Authentication required"
+        assert (await c.get("/prefs", headers={**JSON, "x-user": "ada"})).json()["theme"] == "light"
+
+
+async def test_a_failure_at_the_door_is_a_500_naming_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    def unsure(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
+        return "maybe"  # type: ignore[return-value]
+
+    sm = app(authorize=unsure)
+    async with client(sm) as c:
+        failed = await c.get("/board", headers=JSON)
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "Internal error in GET /board"
+    assert "GET /board failed" in caplog.text and "authorize must return a bool" in caplog.text
+
+
+async def test_a_get_event_changes_state_so_it_passes_the_cross_site_check_a_read_need_not() -> None:
+    sm = app()
+    async with client(sm) as c:
+        evil = {"origin": "http://evil.example", "sec-fetch-site": "cross-site"}
+        refused = await c.get("/board/visit?times=5", headers={**evil, "accept": "text/html"})
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"] == "Cross-site request refused (Origin)"
+        read = await c.get("/board", headers={**evil, "accept": "text/html"})  # a read: any site may link to it
+        assert read.status_code == 200 and read.json()["views"] == 0
+    async with Page(sm) as page:  # Datastar sends a GET's signals as the ``datastar`` query value
+        page.signals = {"board": {"views": 0}, "other": 1}
+        answer = await page.run("@get('/board/visit?times=2')")
+        assert answer.status == 200, answer.text
+        assert page.signals["board"]["views"] == 2
