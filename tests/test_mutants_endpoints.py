@@ -88,6 +88,15 @@ class Prefs(Entity):
     theme: str = "light"
 
 
+class Cart(Entity):
+    model_config = {"scope": "session", "name": "cart"}
+    items: int = 0
+
+    @event
+    def add(self) -> None:
+        self.items += 1
+
+
 class Draft(Entity):
     model_config = {"store": "client", "name": "draft"}
     text: str = ""
@@ -117,7 +126,11 @@ def app(authorize: Any = None, formatters: Any = None) -> StarModel:
     DONE.clear()
     UPLOADS.clear()
     return StarModel(
-        [Memo, Board, Prefs, Draft], secret_key="endpoints", get_user=user, authorize=authorize, formatters=formatters
+        [Memo, Board, Prefs, Cart, Draft],
+        secret_key="endpoints",
+        get_user=user,
+        authorize=authorize,
+        formatters=formatters,
     )
 
 
@@ -498,3 +511,14 @@ async def test_a_get_event_changes_state_so_it_passes_the_cross_site_check_a_rea
         answer = await page.run("@get('/board/visit?times=2')")
         assert answer.status == 200, answer.text
         assert page.signals["board"]["views"] == 2
+
+
+async def test_a_session_cookie_is_sent_with_lower_case_header_names() -> None:
+    """ASGI asks for lower-case header names, and HTTP/2 servers refuse any other."""
+    sm = app()
+    async with client(sm) as c:
+        first = await c.post("/cart/add", headers=JSON)
+        assert first.status_code == 200 and first.json()["items"] == 1
+        assert len(first.headers.get_list("set-cookie")) == 1
+        assert [name for name, _ in first.headers.raw if name != name.lower()] == []
+        assert (await c.post("/cart/add", headers=JSON)).json()["items"] == 2  # the same session
