@@ -385,7 +385,13 @@ async def test_the_streaming_transport_reads_an_endless_answer_in_process_and_le
                 assert await response.aiter_bytes().__anext__() == b": got \n\n"
             while not told:
                 await anyio.sleep(0.01)
-    assert told == ["http.disconnect"]
+            # another format of endless answer, asked for as a stream
+            asked = {"accept": "application/x-ndjson"}
+            async with client.stream("GET", "/feed", headers=asked, extensions={"stream": True}) as response:
+                assert await response.aiter_bytes().__anext__() == b": got \n\n"
+            while len(told) < 2:
+                await anyio.sleep(0.01)
+    assert told == ["http.disconnect", "http.disconnect"]
 
 
 async def test_the_streaming_transport_hands_a_body_sent_in_pieces_over_piece_by_piece() -> None:

@@ -143,6 +143,7 @@ class Page:
         sent = filtered(self.signals, options.get("filterSignals"))
         payload = self._outgoing(method, url, sent)
         request = self._request(method, url, payload, "text/event-stream", options.get("headers"))
+        request.extensions["stream"] = True  # whatever format the action's headers ask for
         failure: BaseException | None = None  # raised as itself, not wrapped in the task group's group
         async with AsyncExitStack() as stack:
             if self._transport is not None:

@@ -23,7 +23,8 @@ logger = logging.getLogger("starmodel_asgi")
 class StreamingTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncClient(transport=StreamingTransport(app))``: requests to ``app`` in this
     process. Unlike ``httpx.ASGITransport``, which waits for the whole answer, the answer to a GET
-    that accepts ``text/event-stream`` (a live stream) arrives as the app sends it, so it can be
+    that accepts ``text/event-stream`` (a live stream), or of a request sent with
+    ``extensions={"stream": True}``, arrives as the app sends it, so it can be
     read with ``client.stream(...)``; leaving the stream tells the app the client went away
     (``http.disconnect``). Other answers end on their own and are read whole, which costs no task.
 
@@ -103,8 +104,11 @@ class StreamingTransport(httpx.AsyncBaseTransport):
 
 def streams(request: httpx.Request) -> bool:
     """Whether an answer may be read as it arrives: a GET that accepts an event stream (a live
-    stream, a GET event). Other answers (a POSTed event, a page, JSON) end on their own, so they
-    are read whole."""
+    stream, a GET event), or any request sent with ``extensions={"stream": True}`` (a live stream
+    asked for in another format). Other answers (a POSTed event, a page, JSON) end on their own,
+    so they are read whole."""
+    if request.extensions.get("stream"):
+        return True
     return request.method == "GET" and "text/event-stream" in request.headers.get("accept", "")
 
 
