@@ -38,7 +38,7 @@ class Health:
         message, which may name hosts or users)."""
         checks: dict[str, dict[str, Any]] = {}
         probes: dict[str, Callable[[], Awaitable[None]]] = {
-            **{f"store:{name}": _store_probe(store) for name, store in sorted(self.stores.items())},
+            **{f"store:{name}": store.ping for name, store in sorted(self.stores.items())},
             "broadcast": self._broadcast_probe,
         }
         async with anyio.create_task_group() as tg:  # at once: the answer takes the longest check, not their sum
@@ -76,16 +76,6 @@ class Health:
                 if message is None:
                     await self.broadcast.publish(channel, "ping")
         raise ConnectionError("the broadcast closed")
-
-
-def _store_probe(store: Store) -> Callable[[], Awaitable[None]]:
-    """The store's ``ping()`` (a round trip to its server); a store without one is reachable."""
-    ping: Callable[[], Awaitable[None]] | None = getattr(store, "ping", None)
-    return ping if ping is not None else _reachable
-
-
-async def _reachable() -> None:
-    """A store in this process: nothing to reach."""
 
 
 def _ms(start: float) -> float:

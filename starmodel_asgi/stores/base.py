@@ -82,6 +82,10 @@ class Store(Protocol):
         with ``newest`` the ``offset`` newest."""
         ...
 
+    async def ping(self) -> None:
+        """A round trip to the store's server (``GET /health``); nothing for one in this process."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

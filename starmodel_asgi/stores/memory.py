@@ -149,6 +149,9 @@ class MemoryStore:
             texts = texts[offset : offset + limit]
         return [_loads(text) for text in texts]
 
+    async def ping(self) -> None:
+        """In this process: nothing to reach."""
+
     async def aclose(self) -> None:
         self._data.clear()
         self._once.clear()
