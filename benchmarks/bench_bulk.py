@@ -51,7 +51,7 @@ async def _fill(sm: StarModel, records: int) -> str:
 async def one_run(url: str, records: int) -> tuple[float, float, float]:
     """Seconds for: the baseline's transaction, StarModel's one event, N separate deletes."""
     store = SQLStore(url, table_prefix=f"b{uuid.uuid4().hex[:8]}_")
-    sm = StarModel([Todo], secret_key="bench", stores={"sql": store})
+    sm = StarModel([Todo], base_path="", secret_key="bench", stores={"sql": store})
     spec = sm.spec(Todo)
     try:
         await _fill(sm, records)

@@ -36,6 +36,7 @@ class Counter(Entity):
 def worker(url: str, prefix: str) -> StarModel:
     return StarModel(
         entities=[Counter],
+        base_path="",
         secret_key="bench",
         broadcast_url=f"{url}?prefix={prefix}",
         stores={"redis": RedisStore(url, prefix=prefix)},

@@ -80,7 +80,7 @@ def baseline_app() -> Starlette:
 
 
 def starmodel_app() -> StarModel:
-    return StarModel(entities=[Counter], secret_key="bench")
+    return StarModel(entities=[Counter], base_path="", secret_key="bench")
 
 
 async def post_event(d: Driver) -> int:

@@ -191,7 +191,7 @@ async def run(driver: LiveDriver, n: int, m: int) -> float:
 
 async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tuple[float, float]]:
     """Median changes/s of the baseline and of StarModel, per number of streams."""
-    starmodel = StarModel(entities=[Counter], secret_key="bench")
+    starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench")
     baseline, subscribers = baseline_app()
     drivers = {"baseline": LiveDriver(baseline), "starmodel": LiveDriver(starmodel)}
     for driver in drivers.values():  # warm-up: imports, caches, the session cookie

@@ -117,7 +117,7 @@ async def compressed(n: int) -> dict[str, float]:
     """Resident bytes per idle stream, uncompressed (``identity``) and per encoding offered."""
     results = {}
     for encoding in ("identity", "zstd", "br"):
-        starmodel = StarModel(entities=[Counter], secret_key="bench")
+        starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench")
         await rss_per_stream(starmodel, 10, None if encoding == "identity" else encoding)  # warm-up
         results[encoding] = await rss_per_stream(starmodel, n, None if encoding == "identity" else encoding)
         await starmodel.aclose()
@@ -126,7 +126,7 @@ async def compressed(n: int) -> dict[str, float]:
 
 async def measure(n: int) -> tuple[float, float]:
     """(bytes per bare stream, bytes per StarModel stream)."""
-    starmodel = StarModel(entities=[Counter], secret_key="bench")
+    starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench")
     await per_stream(starmodel, 10)  # warm-up: imports, caches
     await per_stream(bare_app(), 10)
     bare = await per_stream(bare_app(), n)

@@ -34,7 +34,10 @@ async def cpu_per_request(driver: Driver, n: int) -> float:
 
 
 async def measure(requests: int, rounds: int) -> dict[str, float]:
-    drivers = {label: Driver(StarModel([Counter], secret_key="bench", **options)) for label, options in APPS.items()}
+    drivers = {
+        label: Driver(StarModel([Counter], base_path="", secret_key="bench", **options))
+        for label, options in APPS.items()
+    }
     for driver in drivers.values():  # warm-up
         await cpu_per_request(driver, 200)
     results: dict[str, list[float]] = {label: [] for label in drivers}

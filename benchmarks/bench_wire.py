@@ -31,7 +31,7 @@ class Feed(Entity):
 
 
 async def wire(encoding: str, patches: int) -> int:
-    sm = StarModel([Feed], secret_key="bench")
+    sm = StarModel([Feed], base_path="", secret_key="bench")
     driver = Driver(sm)
     received = [0]
     bodies = anyio.Event()
