@@ -141,6 +141,9 @@ class Wiring:
         self.methods: set[tuple[type, str]] = set()
 
     def check_mount(self, scope: Mapping[str, object]) -> None:
+        given = scope.get("root_path")
+        if given and given in self.mounts:  # mounted where it was before: the usual case, told quickly
+            return
         root = mount_point(scope)
         if root is None or root in self.mounts or len(self.mounts) > MOUNTS_NAMED:
             return
@@ -168,6 +171,8 @@ def mount_point(scope: Mapping[str, object]) -> str | None:
     root = str(scope.get("root_path") or "")
     raw = scope.get("raw_path")
     if not root and isinstance(raw, bytes):
+        if len(raw) == len(str(scope["path"])):  # nothing cut from the front: served at the root
+            return ""
         sent, tail = unquote(raw.decode("latin-1")).rstrip("/"), str(scope["path"]).rstrip("/")
         if not sent.endswith(tail):
             return None
