@@ -335,3 +335,32 @@ async def test_a_thousand_concurrent_requests_wait_for_a_connection_instead_of_f
     assert {s: statuses.count(s) for s in set(statuses)} == {200: 1000}
     assert len([k for k in await rb.keys() if ":state:visitor:" in k]) == 1000
     await sm.aclose()
+
+
+class CountingRedis(Redis):
+    """A real client that counts the commands it sends (each one a round trip here)."""
+
+    sent: list[str]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return await super().execute_command(*args, **options)
+
+
+async def test_an_event_costs_two_round_trips_to_the_store(rb: Backend) -> None:
+    """Lock and read in one script; save and unlock in another (it was three: the unlock alone)."""
+    counting = CountingRedis.from_url(rb.url, decode_responses=True)
+    counting.sent = []
+    store = RedisStore(rb.url, prefix=rb.prefix, client=counting)
+    rb.stores.append(store)
+    sm = rb.app(store)
+    async with client(sm) as c:
+        assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 1}
+        first = list(counting.sent)
+        counting.sent.clear()
+        assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 2}
+        assert len(counting.sent) == 2, counting.sent
+        assert (await c.get("/tally", headers=JSON)).json() == {"count": 2}
+    assert len([c for c in first if c.startswith("EVAL")]) == 2, first  # the first may load the scripts
+    assert await rb.lock_keys() == []  # nothing left locked
+    await sm.aclose()

@@ -47,21 +47,23 @@ def _unavailable() -> Iterator[None]:
         raise EventError(503, "The state is unavailable; try again") from exc
 
 
-# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), lock ms, score, member, indexed.
+# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), score, member, indexed.
+# Saves and drops the lock in one round trip (a unit releases every hold right after its commit).
 _SAVE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('pexpire', KEYS[1], ARGV[4])
+redis.call('del', KEYS[1])
 if tonumber(ARGV[3]) > 0 then
   redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else
   redis.call('set', KEYS[2], ARGV[2])
 end
-if ARGV[7] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[5], ARGV[6]) end
+if ARGV[6] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[5]) end
 return 1
 """
-# KEYS: lock, state, index. ARGV: token, member.
+# KEYS: lock, state, index. ARGV: token, member. Deletes and drops the lock.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1])
 redis.call('del', KEYS[2])
 redis.call('zrem', KEYS[3], ARGV[2])
 return 1
@@ -132,20 +134,24 @@ class RedisSlot:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
-            args += [_ms(store.lock_timeout), store._clock(), self.key, indexed]
+            args += [store._clock(), self.key, indexed]
             done = await store._save(keys=self._keys, args=args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+        store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
+        self._txn._unlocked.add(self._keys[0])
 
 
 class RedisTransaction:
     """Instances held by Redis locks; writes kept aside and applied at ``commit`` (each checks
-    that its lock is still ours)."""
+    that its lock is still ours, and drops it in the same round trip: the in-process hold keeps
+    this process's other events out until ``release``)."""
 
-    __slots__ = ("_holds", "_store", "_writes")
+    __slots__ = ("_holds", "_store", "_unlocked", "_writes")
 
     def __init__(self, store: RedisStore) -> None:
         self._store = store
+        self._unlocked: set[str] = set()  # locks a write dropped
         self._holds: list[tuple[KeyHold, str, str]] = []  # in-process hold, lock name, token
         self._writes: dict[str, tuple[RedisSlot, str | None]] = {}
 
@@ -191,7 +197,8 @@ class RedisTransaction:
             for local, name, token in reversed(holds):
                 store._held.pop(name, None)
                 try:
-                    await store._forget_lock(name, token, held=True)
+                    if name not in self._unlocked:
+                        await store._forget_lock(name, token, held=True)
                 finally:
                     await local.__aexit__(None, None, None)
 
@@ -199,7 +206,7 @@ class RedisTransaction:
 class RedisStore:
     """Entity state in Redis under ``prefix`` (``state:``, ``lock:`` and, for records, ``index:``
     keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
-    every ``lock_timeout / 3`` seconds (and by every save), so events may run longer than the lease.
+    every ``lock_timeout / 3`` seconds, so events may run longer than the lease.
     A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write.
     Commands fail after ``timeout`` seconds rather than hang, and while Redis is down, restarting or
     silent the caller is told ``503`` "try again"; a lock that could not be deleted
