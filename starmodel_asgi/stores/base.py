@@ -175,7 +175,10 @@ class KeyHold:
         lock, users = locks.get(key) or (owner._new(), 0)
         locks[key] = (lock, users + 1)
         try:
-            await lock.acquire()
+            if users:  # taken or waited for: wait in turn
+                await lock.acquire()
+            else:  # nobody else: no need to wait (nor to look for a cancellation)
+                lock.acquire_nowait()
         except BaseException:
             owner._forget(key)
             raise
