@@ -100,6 +100,10 @@ class StarModel(Operations):
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
         self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
+        for store in self._stores.values():  # a store that can publish its own changes (Redis)
+            publish_through = getattr(store, "publish_through", None)
+            if publish_through is not None:
+                publish_through(self.broadcast)
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
         self.dependency_overrides: dict[Provider, Provider] = {}

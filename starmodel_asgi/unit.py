@@ -256,7 +256,8 @@ class Unit:
         try:  # before the holds are released: pages see an instance's changes in commit order
             send = self.dispatcher.send
             for held, text in written:
-                await send(channel_name(held.spec, held.key), DELETED if text is None else text)
+                if not getattr(held.slot, "published", False):  # a store of one's own may not say
+                    await send(channel_name(held.spec, held.key), DELETED if text is None else text)
         finally:
             await self._release()  # transactions shield their own release
         if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):

@@ -24,6 +24,9 @@ class Slot(Protocol):
     """
 
     keeps_json: bool
+    #: the last ``save`` or ``delete`` committed also published the change (the Redis store, when
+    #: the broadcast is on its server): the unit does not publish it again
+    published: bool
 
     async def load(self) -> State | None: ...
     async def load_text(self) -> str | None: ...

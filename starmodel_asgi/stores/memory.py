@@ -26,6 +26,7 @@ class _Entry:
 class MemorySlot:
     __slots__ = ("_key", "_spec", "_txn")
     keeps_json = True
+    published = False
 
     def __init__(self, txn: MemoryTransaction, spec: EntitySpec, key: Key) -> None:
         self._txn, self._spec, self._key = txn, spec, key

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -24,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.wire import DELETED, channel_name
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -47,8 +49,10 @@ def _unavailable() -> Iterator[None]:
         raise EventError(503, "The state is unavailable; try again") from exc
 
 
-# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), score, member, indexed.
-# Saves and drops the lock in one round trip (a unit releases every hold right after its commit).
+# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), score, member, indexed,
+# channel ('': none). Saves, drops the lock (a unit releases every hold right after its commit) and,
+# when the broadcast shares this server, publishes the new state: one round trip, and messages go
+# out in the order of the saves, whichever process made them.
 _SAVE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
@@ -58,14 +62,17 @@ else
   redis.call('set', KEYS[2], ARGV[2])
 end
 if ARGV[6] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[5]) end
+if ARGV[7] ~= '' then redis.call('publish', ARGV[7], ARGV[2]) end
 return 1
 """
-# KEYS: lock, state, index. ARGV: token, member. Deletes and drops the lock.
+# KEYS: lock, state, index. ARGV: token, member, channel ('': none), message. Deletes, drops the
+# lock and publishes the deletion.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
 redis.call('del', KEYS[2])
 redis.call('zrem', KEYS[3], ARGV[2])
+if ARGV[3] ~= '' then redis.call('publish', ARGV[3], ARGV[4]) end
 return 1
 """
 # KEYS: lock, state. ARGV: token, lock ms, state ttl ms (0: none). Takes the lock if free and
@@ -102,7 +109,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "text")
+    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "published", "text")
     keeps_json = True
 
     def __init__(self, txn: RedisTransaction, spec: EntitySpec, key: str, token: str, text: str | None) -> None:
@@ -110,6 +117,7 @@ class RedisSlot:
         store = txn._store
         self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
         self.text = text
+        self.published = False
 
     async def load(self) -> State | None:
         text = await self.load_text()
@@ -128,16 +136,19 @@ class RedisSlot:
     async def write(self, text: str | None) -> None:
         """Applies a save (``text``) or a delete (``None``), if the lock is still ours."""
         store = self._txn._store
+        prefix = store.channel_prefix
+        channel = "" if prefix is None else prefix + channel_name(self._spec, self.key)
         if text is None:
-            done = await store._delete(keys=self._keys, args=[self._token, self.key])
+            done = await store._delete(keys=self._keys, args=[self._token, self.key, channel, DELETED])
         else:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
-            args += [store._clock(), self.key, indexed]
+            args += [store._clock(), self.key, indexed, channel]
             done = await store._save(keys=self._keys, args=args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+        self.published = prefix is not None
         store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
         self._txn._unlocked.add(self._keys[0])
 
@@ -225,8 +236,12 @@ class RedisStore:
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
+        self.url = url
         self.default_ttl = default_ttl
         self.prefix = prefix
+        #: set when the broadcast is Redis pub/sub on this same server (``publish_through``):
+        #: each save then publishes its change itself, with this prefix on the channel
+        self.channel_prefix: str | None = None
         self.lock_timeout = lock_timeout
         self.lock_poll = lock_poll
         self._clock = clock
@@ -266,6 +281,15 @@ class RedisStore:
         return f"{self.prefix}index:{spec.name}"
 
     keeps_json = True
+
+    def publish_through(self, broadcast: object) -> None:
+        """When ``broadcast`` is Redis pub/sub on this store's server, saves publish their own
+        changes (in the save's round trip) instead of handing them to the app's outbox."""
+        from starmodel_asgi.broadcast.redis import RedisBroadcast
+
+        self.channel_prefix = None
+        if isinstance(broadcast, RedisBroadcast) and _server(broadcast.url) == _server(self.url):
+            self.channel_prefix = broadcast.prefix
 
     def begin(self) -> RedisTransaction:
         return RedisTransaction(self)
@@ -371,6 +395,14 @@ class RedisStore:
     async def ping(self) -> None:
         """A round trip to Redis (``GET /health``)."""
         await self.client.ping()
+
+
+def _server(url: str) -> tuple[str, int, str | None]:
+    """Which Redis server a URL names (pub/sub spans its databases)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return (parts.path, 0, parts.username)
+    return (parts.hostname or "localhost", parts.port or 6379, parts.username)
 
 
 def _loads(raw: str | bytes) -> State:

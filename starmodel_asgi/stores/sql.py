@@ -178,6 +178,7 @@ class Statements:
 
 class SQLSlot:
     keeps_json = False  # rows are columns, not JSON
+    published = False
 
     def __init__(
         self,
