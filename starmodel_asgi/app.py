@@ -35,7 +35,7 @@ from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
-from starmodel_asgi.settings import SETTINGS, UNSET, settings
+from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, settings
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key, serve
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -86,6 +86,7 @@ class StarModel(Operations):
         health_timeout: float = UNSET,
         metrics: bool | Any = UNSET,
         tracing: bool | None = UNSET,
+        schema: SchemaMode = UNSET,
     ) -> None:
         given = locals()  # the deployment settings as given in code (the others: environment, defaults)
         self.settings = s = settings(**{name: given[name] for name in SETTINGS})
@@ -141,7 +142,8 @@ class StarModel(Operations):
         serve(entity, spec)  # the class-level action builder points here
 
     def _make_store(self, kind: StoreKind) -> Store:
-        return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)
+        s = self.settings
+        return store_from_kind(kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema)
 
     @property
     def routes(self) -> list[Any]:

@@ -51,6 +51,8 @@ from starmodel_asgi.errors import invalid
 from starmodel_asgi.logs import STORES, get_logger
 from starmodel_asgi.spec import EntitySpec, spec_of
 from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
+from starmodel_asgi.settings import SchemaMode, schema_mode
+from starmodel_asgi.stores.schema import reconcile
 
 logger = get_logger(STORES)
 
@@ -268,7 +270,7 @@ class SQLTransaction:
             # a few waiters per row queue in the database, the others here
             await self._stack.enter_async_context(store._locks.hold((table.name, key)))
         conn = await self._connection()
-        await self._ensure(conn, table)
+        await self._ensure(conn, table, spec)
         try:
             await store._sweep(conn, table)
             slot = SQLSlot(store, conn, table, spec, key, self._deletes)
@@ -289,15 +291,15 @@ class SQLTransaction:
             return await self._store.get(spec, key)
         store = self._store
         table = store._table(spec)
-        await self._ensure(self._conn, table)
+        await self._ensure(self._conn, table, spec)
         row = await store._row(self._conn, table, key, lock=False)
         return None if row is None else store._state(spec, row, store._clock())
 
-    async def _ensure(self, conn: AsyncConnection, table: Table) -> None:
+    async def _ensure(self, conn: AsyncConnection, table: Table, spec: EntitySpec) -> None:
         """The table, created inside this transaction if this process has not seen it yet (known
         ready for everyone once the transaction commits)."""
         if table.name not in self._store._ready and table.name not in self._tables:
-            await self._store._create(conn, table)
+            await self._store._create(conn, table, spec)
             self._tables.add(table.name)
 
     async def commit(self) -> None:
@@ -331,7 +333,8 @@ class SQLStore:
     ``url`` is a SQLAlchemy async URL: ``sqlite+aiosqlite:///file.db`` or
     ``postgresql+asyncpg://user@host/db``. SQLite needs a file (``:memory:`` is one connection,
     which cannot hold two transactions at once). Expired rows are skipped when read and deleted
-    every ``sweep_interval`` seconds by a later write.
+    every ``sweep_interval`` seconds by a later write. A table missing the columns of fields
+    added since gets them on first use (``schema="add"``) or is refused (``schema="check"``).
     """
 
     def __init__(
@@ -344,8 +347,12 @@ class SQLStore:
         lock_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
         engine_options: dict[str, Any] | None = None,
+        schema: SchemaMode = "add",
     ) -> None:
         self.default_ttl = default_ttl
+        #: a table missing columns of new fields: ``"add"`` them, or ``"check"``: refuse (503)
+        self.schema = schema_mode(schema)
+        self._told: set[str] = set()  # tables refused for missing columns, logged once
         self.table_prefix = table_prefix
         self.sweep_interval = sweep_interval
         self._clock = clock
@@ -431,7 +438,7 @@ class SQLStore:
             async with self._ddl:
                 if table.name not in self._ready:
                     async with self._transaction(write=True) as conn:
-                        await self._create(conn, table)
+                        await self._create(conn, table, spec)
                     self._ready.add(table.name)
         return table
 
@@ -440,12 +447,14 @@ class SQLStore:
         table = self.metadata.tables.get(name)
         return entity_table(spec, self.metadata, self.table_prefix) if table is None else table
 
-    async def _create(self, conn: AsyncConnection, table: Table) -> None:
+    async def _create(self, conn: AsyncConnection, table: Table, spec: EntitySpec) -> None:
+        """The table and its indexes if missing, then the columns of fields added since (``schema``)."""
         if not self._sqlite:
             await conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK)))
         await conn.execute(CreateTable(table, if_not_exists=True))
         for index in table.indexes:
             await conn.execute(CreateIndex(index, if_not_exists=True))
+        await reconcile(conn, table, spec, self.schema, self._told)
 
     # -- internals ------------------------------------------------------------------------------
 
