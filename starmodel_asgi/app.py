@@ -143,7 +143,9 @@ class StarModel(Operations):
 
     def _make_store(self, kind: StoreKind) -> Store:
         s = self.settings
-        return store_from_kind(kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema)
+        return store_from_kind(
+            kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema
+        )
 
     @property
     def routes(self) -> list[Any]:

@@ -132,7 +132,7 @@ async def test_schema_check_refuses_the_entity_naming_the_columns_and_the_alembi
 
 
 def test_a_bad_schema_setting_fails_at_build_and_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match='schema=\'drop\': must be "add" .* or "check"'):
+    with pytest.raises(ValueError, match=r"schema='drop': must be \"add\" .* or \"check\""):
         StarModel(entities=[NoteV2], secret_key="k", schema="drop")  # type: ignore[arg-type]
     monkeypatch.setenv("STARMODEL_SCHEMA", "sometimes")
     with pytest.raises(ValueError, match="STARMODEL_SCHEMA='sometimes'"):
@@ -178,7 +178,9 @@ async def test_a_type_change_on_redis_is_a_clear_error_and_the_upgrade_hook_read
     url, prefix = redis_prefix
 
     def redis_app(entity: type[Entity]) -> StarModel:
-        return StarModel(entities=[entity], secret_key="k", base_path="", stores={"redis": RedisStore(url, prefix=prefix)})
+        return StarModel(
+            entities=[entity], secret_key="k", base_path="", stores={"redis": RedisStore(url, prefix=prefix)}
+        )
 
     old = redis_app(BoardV1)
     async with old.edit(BoardV1) as board:
@@ -190,7 +192,7 @@ async def test_a_type_change_on_redis_is_a_clear_error_and_the_upgrade_hook_read
     async with client(strict) as c:
         response = await c.get("/board", headers=JSON)
     assert response.status_code == 500
-    for named in ("BoardV2", "tags", "model_validator(mode=\"before\")"):
+    for named in ("BoardV2", "tags", 'model_validator(mode="before")'):
         assert named in response.json()["error"]
         assert any(named in r.getMessage() for r in caplog.records)
     with pytest.raises(Exception, match="the stored state no longer fits the entity"):

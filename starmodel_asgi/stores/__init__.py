@@ -9,8 +9,8 @@ from starmodel_asgi.extras import require
 from starmodel_asgi.stores.base import Contention, KeyedLocks, Slot, State, Store, Transaction, ttl_for
 
 if TYPE_CHECKING:
-    from starmodel_asgi.spec import StoreKind
     from starmodel_asgi.settings import SchemaMode
+    from starmodel_asgi.spec import StoreKind
 
 __all__ = ["Contention", "KeyedLocks", "Slot", "State", "Store", "Transaction", "store_from_kind", "ttl_for"]
 

@@ -28,9 +28,7 @@ def _existing(conn: Connection, table: str) -> set[str]:
     return {column["name"] for column in inspect(conn).get_columns(table)}
 
 
-async def reconcile(
-    conn: AsyncConnection, table: Table, spec: EntitySpec, mode: SchemaMode, told: set[str]
-) -> None:
+async def reconcile(conn: AsyncConnection, table: Table, spec: EntitySpec, mode: SchemaMode, told: set[str]) -> None:
     """Makes ``table`` in the database have every column of ``table`` as declared (``add``), or
     raises ``SchemaDrift`` naming the missing ones (``check``). Runs inside the caller's
     transaction, after ``CREATE TABLE IF NOT EXISTS``, under the store's DDL lock. A refusal is
@@ -43,7 +41,7 @@ async def reconcile(
     who = spec.entity.__name__
     if mode == "check":
         message = (
-            f"{who}: the table {table.name} has no column {names} (schema=\"check\"). Migrate it: "
+            f'{who}: the table {table.name} has no column {names} (schema="check"). Migrate it: '
             f'alembic revision --autogenerate -m "{spec.name}: add {names}" && alembic upgrade head '
             f'(or StarModel(schema="add") adds missing columns itself)'
         )

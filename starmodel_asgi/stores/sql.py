@@ -49,9 +49,9 @@ from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.errors import invalid
 from starmodel_asgi.logs import STORES, get_logger
+from starmodel_asgi.settings import SchemaMode, schema_mode
 from starmodel_asgi.spec import EntitySpec, spec_of
 from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
-from starmodel_asgi.settings import SchemaMode, schema_mode
 from starmodel_asgi.stores.schema import reconcile
 
 logger = get_logger(STORES)
