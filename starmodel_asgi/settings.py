@@ -79,7 +79,7 @@ def schema_mode(value: Any) -> SchemaMode:
     word = value.strip().lower() if isinstance(value, str) else value
     if word not in SCHEMA_MODES:
         raise ValueError('must be "add" (add missing columns) or "check" (refuse to serve, name the migration)')
-    return word  # type: ignore[no-any-return]
+    return word
 
 
 def _text(value: Any) -> str:

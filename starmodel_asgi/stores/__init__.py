@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starmodel_asgi.extras import require
-from starmodel_asgi.stores.base import Contention, KeyedLocks, Slot, State, Store, Transaction, ttl_for
+from starmodel_asgi.stores.base import Contention, KeyedLocks, Slot, State, Store, Stored, Transaction, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.settings import SchemaMode
     from starmodel_asgi.spec import StoreKind
 
-__all__ = ["Contention", "KeyedLocks", "Slot", "State", "Store", "Transaction", "store_from_kind", "ttl_for"]
+__all__ = ["Contention", "KeyedLocks", "Slot", "State", "Store", "Stored", "Transaction", "store_from_kind", "ttl_for"]
 
 #: The module each SQLAlchemy async driver needs, by URL scheme's driver part.
 SQL_DRIVERS = {"aiosqlite": "aiosqlite", "asyncpg": "asyncpg", "psycopg": "psycopg", "aiomysql": "aiomysql"}

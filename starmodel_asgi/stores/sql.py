@@ -14,7 +14,7 @@ import json
 import time
 import types
 import typing
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -51,7 +51,7 @@ from starmodel_asgi.errors import invalid
 from starmodel_asgi.logs import STORES, get_logger
 from starmodel_asgi.settings import SchemaMode, schema_mode
 from starmodel_asgi.spec import EntitySpec, spec_of
-from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, Stored, ttl_for
 from starmodel_asgi.stores.schema import reconcile
 
 logger = get_logger(STORES)
@@ -115,6 +115,21 @@ def metadata_for(entities: Iterable[type[BaseModel]], table_prefix: str = DEFAUL
         if spec.store == "sql":
             entity_table(spec, metadata, table_prefix)
     return metadata
+
+
+#: Rows read or written per transaction when copying.
+_PAGE = 500
+
+
+def _insert_ignoring(dialect: str) -> Callable[[Table], Any]:
+    """The dialect's ``INSERT`` that has ``on_conflict_do_nothing``."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert
 
 
 def _lock_id(table: str, key: str) -> int:
@@ -420,6 +435,48 @@ class SQLStore:
             rows = (await conn.execute(query)).all()
         states = [s for row in rows if (s := self._state(spec, row, now)) is not None]
         return states[::-1] if newest else states
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Live rows, oldest first, a page per short transaction (keyset on creation time and key)."""
+        table = await self.table(spec)
+        created, key = table.c[CREATED], table.c[KEY]
+        after: tuple[float, str] | None = None
+        while True:
+            now = self._clock()
+            query = select(table).where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
+            if after is not None:
+                query = query.where(or_(created > after[0], (created == after[0]) & (key > after[1])))
+            async with self._transaction(write=False) as conn:
+                rows = (await conn.execute(query.order_by(created, key).limit(_PAGE))).all()
+            for row in rows:
+                state = self._state(spec, row, now)
+                if state is not None:
+                    expires = row._mapping[EXPIRES]
+                    left = None if expires is None else expires - now
+                    yield Stored(row._mapping[KEY], json.dumps(state), left, row._mapping[CREATED])
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1]._mapping[CREATED], rows[-1]._mapping[KEY])
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        """One transaction: expired rows with these keys dropped, then each inserted unless its
+        key is taken (``ON CONFLICT DO NOTHING``)."""
+        table = await self.table(spec)
+        now, written = self._clock(), 0
+        insert_ignoring = _insert_ignoring(self.dialect)
+        async with self._transaction(write=True) as conn:
+            keys = [item.key for item in items]
+            await conn.execute(delete(table).where(table.c[KEY].in_(keys), table.c[EXPIRES] <= now))
+            for n, item in enumerate(items):
+                state = json.loads(item.text)
+                values: dict[str, Any] = {k: state[k] for k in spec.fields if k in state}
+                _check_storable(spec, table, values)
+                values[KEY] = item.key
+                values[CREATED] = now + n * 1e-6 if item.created is None else item.created
+                values[EXPIRES] = None if item.expires_in is None else now + item.expires_in
+                result = await conn.execute(insert_ignoring(table).values(values).on_conflict_do_nothing())
+                written += result.rowcount
+        return written
 
     async def aclose(self) -> None:
         await self.engine.dispose()
