@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber, Subscribers
 from starmodel_asgi.compression import Compression
-from starmodel_asgi.copying import Copied, Progress, chosen, copy_all, target_store
+from starmodel_asgi.copying import Copying
 from starmodel_asgi.depends import Provider
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Endpoints, UserGetter
@@ -47,7 +47,7 @@ logger = get_logger(APP)
 E = TypeVar("E", bound=Entity)
 
 
-class StarModel(Operations):
+class StarModel(Operations, Copying):
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
     Each setting is described in the [App settings](../settings.md) page of the docs
@@ -278,26 +278,6 @@ class StarModel(Operations):
     async def delete(self, entity: type[E], key: str) -> None:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
         await self.dispatcher.delete(_records(self.spec(entity), "delete"), key)
-
-    async def copy(
-        self,
-        to: str | Store,
-        entities: Iterable[str | type[Entity]] | None = None,
-        *,
-        dry_run: bool = False,
-        progress: Progress | None = None,
-    ) -> dict[str, Copied]:
-        """``await sm.copy(to="postgresql+asyncpg://...")``: every instance of the app's entities
-        (or of ``entities``, by name or class) from their stores into the store at ``to`` (a URL,
-        or a ``Store``), keeping keys, remaining TTLs and creation order, never overwriting what
-        is there: a second run writes nothing. Counts by entity name; ``dry_run`` only counts."""
-        specs = chosen(self.specs, entities)
-        target = target_store(to, self.settings) if isinstance(to, str) else to
-        try:
-            return await copy_all(specs, self.store_for, None if dry_run else target, progress)
-        finally:
-            if isinstance(to, str):
-                await target.aclose()
 
     def on(self, entity: type[Entity] | None = None, event: str | None = None) -> Callable[[Subscriber], Subscriber]:
         """``@sm.on(Task)``, ``@sm.on(Task, "toggle")`` or ``@sm.on()`` (every entity): ``fn(change)``,

@@ -105,3 +105,31 @@ async def copy_all(
 ) -> dict[str, Copied]:
     """``copy_entity`` for each of ``specs``, in order, from the store that keeps it."""
     return {spec.name: await copy_entity(spec, store_for(spec), target, progress) for spec in specs}
+
+
+class Copying:
+    """``sm.copy``: the data-moving side of ``StarModel``'s API."""
+
+    specs: dict[str, EntitySpec]
+    settings: Settings
+    store_for: Callable[[EntitySpec], Store]  # StarModel.store_for
+
+    async def copy(
+        self,
+        to: str | Store,
+        entities: Iterable[str | type[Entity]] | None = None,
+        *,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Copied]:
+        """``await sm.copy(to="postgresql+asyncpg://...")``: every instance of the app's entities
+        (or of ``entities``, by name or class) from their stores into the store at ``to`` (a URL,
+        or a ``Store``), keeping keys, remaining TTLs and creation order, never overwriting what
+        is there: a second run writes nothing. Counts by entity name; ``dry_run`` only counts."""
+        specs = chosen(self.specs, entities)
+        target = target_store(to, self.settings) if isinstance(to, str) else to
+        try:
+            return await copy_all(specs, self.store_for, None if dry_run else target, progress)
+        finally:
+            if isinstance(to, str):
+                await target.aclose()
