@@ -13,6 +13,7 @@ from typing import TextIO
 
 from starmodel_asgi.app import StarModel
 from starmodel_asgi.copying import Copied
+from starmodel_asgi.errors import EventError
 from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.routing import MethodHandler, Route
 
@@ -160,4 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(copy(sm, args.to, args.entity, args.dry_run))
     except (AppNotFound, ValueError, LookupError) as exc:
         top.exit(2, f"starmodel {args.command}: {exc}\n")
+    except EventError as exc:  # a store refused (unreachable, a table to migrate): its message says why
+        top.exit(1, f"starmodel {args.command}: {exc.message}\n")
     return 0

@@ -4,6 +4,8 @@ the directory of a project whose app it names as ``module:attribute``."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +143,43 @@ async def test_copy_moves_the_data_counts_it_and_a_second_run_or_a_dry_run_write
     assert refused.returncode == 2 and "cannot copy to 'mysql://h/db'" in refused.stderr
     unknown = starmodel(project, "copy", "shop:sm", "--to", target, "--entity", "basket")
     assert unknown.returncode == 2 and "no entity 'basket'" in unknown.stderr
+
+
+@pytest.mark.anyio
+async def test_copy_shows_its_progress_on_a_terminal(project: Path) -> None:
+    source = StarModel([Note], secret_key="cli", database_url=f"sqlite+aiosqlite:///{project / 'source.db'}")
+    await source.create(Note, id="n-1", text="one")
+    await source.aclose()
+    controller, terminal = pty.openpty()  # stderr is a terminal, as when run by hand
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "starmodel_asgi",
+                "copy",
+                "shop:sm",
+                "--to",
+                f"sqlite+aiosqlite:///{project / 't.db'}",
+            ],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=60,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0
+    assert b"copying note: 1 read" in shown
+    assert ["note", "1", "1", "0"] in [line.split() for line in done.stdout.splitlines()]

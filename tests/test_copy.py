@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import Entity, StarModel, event
@@ -213,3 +213,17 @@ async def test_copy_to_a_url_picks_the_store_and_names_what_it_cannot_copy_to(tm
     with pytest.raises(ValueError, match="no entity 'basket' kept on the server to copy: cart, profile"):
         await sm.copy(to=url, entities=["basket"])
     await sm.aclose()
+
+
+async def test_copying_from_tables_never_made_finds_nothing_and_makes_none(tmp_path: Path) -> None:
+    source_url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    classes = entities("sql")
+    sm = StarModel(entities=list(classes.values()), secret_key="k", database_url=source_url)
+    counts = await sm.copy(to=f"sqlite+aiosqlite:///{tmp_path / 'target.db'}", dry_run=True)
+    assert {name: c.found for name, c in counts.items()} == dict.fromkeys(NAMES, 0)
+    await sm.aclose()
+    engine = create_async_engine(source_url)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(lambda sync: inspect(sync).get_table_names()) == []
+    await engine.dispose()
+    assert not (tmp_path / "target.db").exists()  # a dry run does not even open the target

@@ -36,6 +36,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     update,
@@ -437,7 +438,13 @@ class SQLStore:
         return states[::-1] if newest else states
 
     async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
-        """Live rows, oldest first, a page per short transaction (keyset on creation time and key)."""
+        """Live rows, oldest first, a page per short transaction (keyset on creation time and key).
+        A table not made yet holds nothing (and is not made for this)."""
+        name = table_name(spec, self.table_prefix)
+        if name not in self._ready:
+            async with self.engine.connect() as conn:
+                if not await conn.run_sync(lambda sync: inspect(sync).has_table(name)):
+                    return
         table = await self.table(spec)
         created, key = table.c[CREATED], table.c[KEY]
         after: tuple[float, str] | None = None
