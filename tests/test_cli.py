@@ -3,11 +3,13 @@ the directory of a project whose app it names as ``module:attribute``."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pty
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -183,3 +185,13 @@ async def test_copy_shows_its_progress_on_a_terminal(project: Path) -> None:
     assert done.returncode == 0
     assert b"copying note: 1 read" in shown
     assert ["note", "1", "1", "0"] in [line.split() for line in done.stdout.splitlines()]
+
+
+def test_the_starmodel_script_runs_the_same_command_line() -> None:
+    with (Path(__file__).resolve().parent.parent / "pyproject.toml").open("rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    module, _, function = scripts["starmodel"].partition(":")
+    main = getattr(importlib.import_module(module), function)
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0

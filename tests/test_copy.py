@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from starmodel_asgi import Entity, StarModel, event
 from starmodel_asgi.spec import spec_of
-from starmodel_asgi.stores import Store
+from starmodel_asgi.stores import Store, Stored
 from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.stores.redis import RedisStore
 from starmodel_asgi.stores.sql import SQLStore
@@ -227,3 +227,29 @@ async def test_copying_from_tables_never_made_finds_nothing_and_makes_none(tmp_p
         assert await conn.run_sync(lambda sync: inspect(sync).get_table_names()) == []
     await engine.dispose()
     assert not (tmp_path / "target.db").exists()  # a dry run does not even open the target
+
+
+@pytest.mark.parametrize("places", [("sqlite", "redis")], indirect=True, ids=["sqlite->redis->memory"])
+async def test_copy_pages_through_more_instances_than_one_batch(places: tuple[Place, Place]) -> None:
+    """Past one page (500) of records and of sessions: every one copied once, records in order."""
+    source, target = places
+    sm, classes = source.app()
+    todo, cart = spec_of(classes["todo"]), spec_of(classes["cart"])
+    records = [
+        Stored(f"r{n:05d}"[::-1], f'{{"id": "r{n}", "title": "t{n}"}}', None, 1000.0 + n // 3) for n in range(1201)
+    ]
+    sessions = [Stored(f"s{n}", f'{{"id": "s{n}", "items": ["x{n}"]}}', 600.0, None) for n in range(1201)]
+    assert await source.store.restore(todo, records) == 1201  # equal creation times: the key breaks ties
+    assert await source.store.restore(cart, sessions) == 1201
+
+    counts = await sm.copy(to=target.store, entities=["todo", "cart"])
+    assert {name: (c.found, c.written) for name, c in counts.items()} == {"todo": (1201, 1201), "cart": (1201, 1201)}
+    ordered = sorted(records, key=lambda s: (s.created or 0, s.key))
+    assert [s.key async for s in target.store.dump(todo)] == [s.key for s in ordered]
+    assert sorted([s.key async for s in target.store.dump(cart)]) == sorted(s.key for s in sessions)
+
+    memory = MemoryStore()
+    back = StarModel(entities=list(target.app()[1].values()), secret_key="k", stores={"redis": target.store})
+    assert (await back.copy(to=memory, entities=["todo"]))["todo"].written == 1201
+    assert [s.key async for s in memory.dump(todo)] == [s.key for s in ordered]
+    await sm.aclose()
