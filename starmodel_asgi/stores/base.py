@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -60,6 +61,16 @@ class Contention(Exception):
     unit of work is rolled back and may be run again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One instance as a store keeps it, to move it to another store (``sm.copy``)."""
+
+    key: str  # the session id, user id, record id, or ``GLOBAL_KEY``
+    text: str  # its state as JSON
+    expires_in: float | None  # seconds left before it expires (``None``: never)
+    created: float | None = None  # when it was first saved (wall clock), where the store keeps it
+
+
 class Store(Protocol):
     #: ``get_text`` gives the stored JSON (memory, Redis); SQL rows are columns
     keeps_json: bool
@@ -83,6 +94,17 @@ class Store(Protocol):
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         """Stored instances of a record entity, oldest first: skipping the ``offset`` oldest, or
         with ``newest`` the ``offset`` newest."""
+        ...
+
+    def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Every live instance of ``spec`` (each session's, user's, record, or the global one),
+        oldest first where the store keeps the order (records always)."""
+        ...
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        """Writes each of ``items`` under its key, with its remaining TTL and creation time (in
+        their order when ``created`` is ``None``), unless a live instance has that key already:
+        nothing is overwritten. Returns how many were written."""
         ...
 
     async def ping(self) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -149,6 +149,26 @@ class MemoryStore:
         else:
             texts = texts[offset : offset + limit]
         return [_loads(text) for text in texts]
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        name, now = spec.name, self._clock()
+        for (n, key), entry in list(self._data.items()):  # in the order first written
+            if n == name and (entry.expires is None or entry.expires > now):
+                yield Stored(key, entry.text, None if entry.expires is None else entry.expires - now)
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        written, now = 0, self._clock()
+        for item in items:
+            key = (spec.name, item.key)
+            entry = self._data.get(key)
+            if entry is not None and (entry.expires is None or entry.expires > now):
+                continue
+            self._drop(key)  # an expired one: the new one goes last, in creation order
+            self._data[key] = _Entry(item.text, None if item.expires_in is None else now + item.expires_in)
+            if spec.scope == "session":
+                self._used(key, now)
+            written += 1
+        return written
 
     async def ping(self) -> None:
         """In this process: nothing to reach."""

@@ -11,9 +11,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
 from starmodel_asgi.wire import DELETED, channel_name
 
 if TYPE_CHECKING:
@@ -81,6 +81,18 @@ _ACQUIRE = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
 if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[2], ARGV[3]) end
 return {1, redis.call('get', KEYS[2])}
+"""
+# KEYS: state, index. ARGV: state JSON, ttl ms (0: none), score, member, indexed. Writes a copied
+# state unless one is there (nothing is overwritten): 1 if written.
+_RESTORE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('set', KEYS[1], ARGV[1])
+end
+if ARGV[5] == '1' then redis.call('zadd', KEYS[2], 'NX', ARGV[3], ARGV[4]) end
+return 1
 """
 # KEYS: lock. ARGV: token, lock ms. Pushes the lease back if the lock is still ours.
 _RENEW = """
@@ -263,6 +275,7 @@ class RedisStore:
         self._unlock = self.client.register_script(_UNLOCK)
         self._take = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
+        self._restore = self.client.register_script(_RESTORE)
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
@@ -283,13 +296,13 @@ class RedisStore:
     keeps_json = True
 
     def publish_through(self, broadcast: object) -> None:
-        """When ``broadcast`` is Redis pub/sub on this store's server, saves publish their own
-        changes (in the save's round trip) instead of handing them to the app's outbox."""
-        from starmodel_asgi.broadcast.redis import RedisBroadcast
-
+        """When ``broadcast`` is Redis pub/sub on this store's server (``RedisBroadcast``, known
+        by its ``kind``: the broadcast module imports this one), saves publish their own changes
+        (in the save's round trip) instead of handing them to the app's outbox."""
         self.channel_prefix = None
-        if isinstance(broadcast, RedisBroadcast) and _server(broadcast.url) == _server(self.url):
-            self.channel_prefix = broadcast.prefix
+        url, prefix = getattr(broadcast, "url", None), getattr(broadcast, "prefix", None)
+        if getattr(broadcast, "kind", None) == "Redis" and isinstance(url, str) and isinstance(prefix, str):
+            self.channel_prefix = prefix if _server(url) == _server(self.url) else None
 
     def begin(self) -> RedisTransaction:
         return RedisTransaction(self)
@@ -383,6 +396,52 @@ class RedisStore:
                 await self.client.zrem(index, *gone)
         return [_loads(raw) for raw in raws if raw is not None]
 
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Records in their index's order (creation); other instances as ``SCAN`` finds them."""
+        if spec.is_record:
+            index, start = self._index_key(spec), 0
+            while page := await self.client.zrange(index, start, start + _PAGE - 1, withscores=True):
+                start += _PAGE
+                scored: Keys = [(str(member), float(score)) for member, score in cast("list[tuple[str, float]]", page)]
+                for item in await self._with_ttl(spec, scored):
+                    yield item
+            return
+        states = self._state_key(spec, "")
+        keys: Keys = []
+        async for name in self.client.scan_iter(match=_glob_escape(states) + "*", count=_PAGE):
+            keys.append((str(name)[len(states) :], None))
+            if len(keys) == _PAGE:
+                for item in await self._with_ttl(spec, keys):
+                    yield item
+                keys = []
+        for item in await self._with_ttl(spec, keys):
+            yield item
+
+    async def _with_ttl(self, spec: EntitySpec, keys: Sequence[tuple[str, float | None]]) -> tuple[Stored, ...]:
+        """The states of ``keys`` (with their creation times) and their remaining TTLs, in one round trip."""
+        if not keys:
+            return ()
+        pipe = self.client.pipeline(transaction=False)
+        for key, _ in keys:
+            pipe.get(self._state_key(spec, key))
+            pipe.pttl(self._state_key(spec, key))
+        found = await pipe.execute()
+        return tuple(
+            Stored(key, str(text), None if ttl < 0 else ttl / 1000, created)
+            for (key, created), text, ttl in zip(keys, found[::2], found[1::2], strict=True)
+            if text is not None  # gone meanwhile (or an expired record still indexed)
+        )
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        now, indexed = self._clock(), "1" if spec.is_record else "0"
+        for n, item in enumerate(items):
+            ttl = 0 if item.expires_in is None else _ms(item.expires_in)
+            score = now + n * 1e-6 if item.created is None else item.created
+            keys = [self._state_key(spec, item.key), self._index_key(spec)]
+            await self._restore(keys=keys, args=[item.text, ttl, score, item.key, indexed], client=pipe)
+        return sum(await pipe.execute()) if items else 0
+
     async def aclose(self) -> None:
         tasks = [t for t in (self._renewer, self._clearer) if t is not None]
         self._renewer = self._clearer = None
@@ -403,6 +462,17 @@ def _server(url: str) -> tuple[str, int, str | None]:
     if parts.scheme == "unix":
         return (parts.path, 0, parts.username)
     return (parts.hostname or "localhost", parts.port or 6379, parts.username)
+
+
+Keys = list[tuple[str, float | None]]  # keys, with their creation times where known
+
+#: Instances read or written per round trip when copying.
+_PAGE = 500
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _loads(raw: str | bytes) -> State:
