@@ -101,8 +101,7 @@ class StarModel(Operations, Copying):
         self._stores: dict[str, Store] = dict(stores or {})
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
-        self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
-        _link(self._stores.values(), self.broadcast)
+        self.broadcast = _linked(self._stores.values(), broadcast or broadcast_from_url(s.broadcast_url))
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
         self.dependency_overrides: dict[Provider, Provider] = {}
@@ -343,12 +342,13 @@ def _records(spec: EntitySpec, doing: str) -> EntitySpec:
     return spec
 
 
-def _link(stores: Iterable[Store], broadcast: Broadcast) -> None:
-    """Tells each store that can publish its own changes (Redis) which broadcast the app uses."""
+def _linked(stores: Iterable[Store], broadcast: Broadcast) -> Broadcast:
+    """``broadcast``, once each store that can publish its own changes (Redis) knows it."""
     for store in stores:
         publish_through = getattr(store, "publish_through", None)
         if publish_through is not None:
             publish_through(broadcast)
+    return broadcast
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:
