@@ -106,6 +106,25 @@ class LiveStream(StreamResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self.compressed(send)
+        started = False
+
+        async def start(message: ASGIMessage) -> None:
+            nonlocal started
+            await send(message)
+            started = True
+
+        try:
+            await self._serve(scope, receive, send, start)
+        except anyio.get_cancelled_exc_class():
+            # the server is stopping (uvicorn cancels what is still open once its graceful
+            # shutdown is over): a normal end, so the response is finished and nothing is logged
+            if not started:
+                raise
+            logger.debug("live stream of %s cancelled by the server: ending it", self.channel)
+            with anyio.move_on_after(1, shield=True):
+                await send({"type": "http.response.body", "body": b""})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, start: Send) -> None:
         async with AsyncExitStack() as stack:
             messages = await stack.enter_async_context(self.live.broadcast.subscribe(self.channel))
             try:
@@ -121,7 +140,7 @@ class LiveStream(StreamResponse):
             stack.callback(self.live.closed, self.spec.name)
             presence = self.live.viewers(self.spec)
             viewers = await stack.enter_async_context(presence.join(self.channel)) if presence else None
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await start({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self.first(send)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
