@@ -211,13 +211,17 @@ class Endpoints:
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
         if spec.in_browser:
             raise EventError(404, f"{spec.name} lives in the browser: there is nothing to stream", spec.name)
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, self.key(spec, call)))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(
+            call, self.live.response(self._streaming(call), spec, self.key(spec, call), viewer=viewer)
+        )
 
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
         allowed = partial(self.guard.allows_record, call, spec) if self.guard.with_record else None
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed, viewer))
 
     def _streaming(self, call: EventRequest) -> Formatter:
         formatter = self.answers.formatter(call)
@@ -254,7 +258,16 @@ class Endpoints:
 
         checks = partial(self.guard.allows_record, call, spec) if self.guard.authorize is not None else None
         return self.answers.streamed(
-            call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+            call,
+            ListStream(
+                self.live,
+                self.windows,
+                self._streaming(call),
+                spec,
+                limit,
+                checks,
+                call if spec.renders_per_viewer else None,
+            ),
         )
 
     def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:

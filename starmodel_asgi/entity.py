@@ -132,8 +132,12 @@ class Entity(BaseModel):
         outer element ``render()`` returns)."""
         return f"{spec_of(type(self)).name}-{self.id}"
 
-    def render(self) -> Any:
-        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates.
+
+        ``render(self)`` is rendered once per change for every page; ``render(self, viewer)``
+        once per live stream, ``viewer`` being the stream's ``EventRequest`` (``user_id``,
+        ``session_id``, ``raw``): what each viewer may see and do, at a cost per stream."""
         return None
 
     def on_create(self, request: EventRequest | None) -> Awaitable[None] | None:

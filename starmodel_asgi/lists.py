@@ -27,7 +27,7 @@ from starmodel_asgi.live import Live, LiveStream
 from starmodel_asgi.logs import LIVE, get_logger
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
-from starmodel_asgi.values import Element, Update
+from starmodel_asgi.values import Element, EventRequest, Update
 from starmodel_asgi.wire import list_channel
 
 logger = get_logger(LIVE)
@@ -45,11 +45,12 @@ class Row:
     html: str
 
 
-def row_of(spec: EntitySpec, record: Entity) -> Row | None:
-    """The record's ``render()``, given the element id ``{entity}-{id}`` if it has none (wrapped in
-    a ``<div>``). ``None`` when rendering fails (logged): the list goes on without it."""
+def row_of(spec: EntitySpec, record: Entity, viewer: EventRequest | None = None) -> Row | None:
+    """The record's ``render()`` (``render(viewer)`` when given), given the element id
+    ``{entity}-{id}`` if it has none (wrapped in a ``<div>``). ``None`` when rendering fails
+    (logged): the list goes on without it."""
     try:
-        html = "".join(e.html for e in rendered(record))
+        html = "".join(e.html for e in rendered(record, viewer))
     except Exception:
         logger.exception("%s.render() failed for %s; leaving it out of the live list", spec.entity.__name__, record.id)
         return None
@@ -127,13 +128,21 @@ class ListStream(LiveStream):
     """The newest ``limit`` records (oldest first), then what each change does to them."""
 
     def __init__(
-        self, live: Live, windows: Windows, formatter: Formatter, spec: EntitySpec, limit: int, allowed: Allowed | None
+        self,
+        live: Live,
+        windows: Windows,
+        formatter: Formatter,
+        spec: EntitySpec,
+        limit: int,
+        allowed: Allowed | None,
+        viewer: EventRequest | None = None,
     ) -> None:
         super().__init__(live, formatter, spec, list_channel(spec))
-        self.windows, self.limit, self.allowed = windows, limit, allowed
+        self.windows, self.limit, self.allowed, self.viewer = windows, limit, allowed, viewer
         self.target = f"#{spec.name}-list"
         self._sent: dict[str, str] = {}  # id -> HTML, in page order
         self._rows: list[Row] = []
+        self._own: dict[str, Row] = {}  # id -> the row as rendered for this stream's viewer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self.windows.watching(self.spec.name, self.limit):
@@ -163,9 +172,22 @@ class ListStream(LiveStream):
             rows = await self._read()
         else:
             rows = await self.windows.get(self.spec.name, message, self.limit, self._read)
-        if self.allowed is None:
-            return rows
-        return [row for row in rows if await self._allowed(row)]
+        if self.allowed is not None:
+            rows = [row for row in rows if await self._allowed(row)]
+        return rows if self.viewer is None else self._for_viewer(rows)
+
+    def _for_viewer(self, rows: list[Row]) -> list[Row]:
+        """The rows rendered for this stream's viewer: only the records that changed since this
+        stream last rendered them."""
+        own: dict[str, Row] = {}
+        for row in rows:
+            mine = self._own.get(row.id)
+            if mine is None or mine.record != row.record:
+                mine = row_of(self.spec, row.record, self.viewer)
+            if mine is not None:
+                own[row.id] = mine
+        self._own = own
+        return list(own.values())
 
     async def _allowed(self, row: Row) -> bool:
         """``authorize``'s answer for one record; one that fails is refused (and logged), so one
@@ -179,6 +201,8 @@ class ListStream(LiveStream):
 
     async def _read(self, width: int | None = None) -> list[Row]:
         records = await self.live.dispatcher.list(self.spec, width or self.limit, 0, newest=True)
+        if self.viewer is not None:  # each stream renders for its viewer
+            return [Row(record.id, record, "") for record in records]
         return [row for record in records if (row := row_of(self.spec, record)) is not None]
 
     def _changes(self, rows: list[Row]) -> list[Element]:
