@@ -4,8 +4,11 @@ The list's channel only says "something changed" (a fresh token per create, chan
 each stream re-reads its window of records and sends the difference from what the page holds:
 new records appended to ``#{entity}-list`` (or prepended, when a delete brings an older one back
 into the window), changed ones morphed by their element id ``{entity}-{id}``, gone ones removed.
+A newest-first list (``?newest_first=1``) shows the same window the other way round: new records
+are prepended, and ``&shown=N`` (the page's "load more") makes the window ``N`` records wider.
 A burst of changes costs one read, since a stream that falls behind only keeps the newest token;
-streams of one process share each read and its rendering.
+streams of one process share each read and its rendering (``render(self, viewer)``: each stream
+renders the records that changed for its own viewer).
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ class Reading:
 
 
 class ListStream(LiveStream):
-    """The newest ``limit`` records (oldest first), then what each change does to them."""
+    """The newest ``limit`` records (oldest first, or newest first with ``newest_first``), then
+    what each change does to them."""
 
     def __init__(
         self,
@@ -136,9 +140,11 @@ class ListStream(LiveStream):
         limit: int,
         allowed: Allowed | None,
         viewer: EventRequest | None = None,
+        newest_first: bool = False,
     ) -> None:
         super().__init__(live, formatter, spec, list_channel(spec))
         self.windows, self.limit, self.allowed, self.viewer = windows, limit, allowed, viewer
+        self.newest_first = newest_first
         self.target = f"#{spec.name}-list"
         self._sent: dict[str, str] = {}  # id -> HTML, in page order
         self._rows: list[Row] = []
@@ -174,6 +180,8 @@ class ListStream(LiveStream):
             rows = await self.windows.get(self.spec.name, message, self.limit, self._read)
         if self.allowed is not None:
             rows = [row for row in rows if await self._allowed(row)]
+        if self.newest_first:
+            rows = rows[::-1]
         return rows if self.viewer is None else self._for_viewer(rows)
 
     def _for_viewer(self, rows: list[Row]) -> list[Row]:
