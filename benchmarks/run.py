@@ -33,6 +33,7 @@ import bench_delivery
 import bench_events
 import bench_live
 import bench_memory
+import bench_viewer
 import bench_wire
 import httpx
 import stores_bench
@@ -186,6 +187,17 @@ async def collect(quick: bool) -> list[str]:
                 label, f"{1e6 / (base * streams):.1f}", f"{1e6 / (ours * streams):.1f}", f"{ours / base:.2f}", ">= 0.85"
             )
         )
+    streams = n(1000, 12)
+    ((shared, viewer),) = (await bench_viewer.measure([streams], n(50, 2), n(5, 1))).values()
+    rows.append(
+        row(
+            f"render(self, viewer) against render(self), {streams:,} record streams (us per change per stream)",
+            f"{1e6 / (shared * streams):.1f}",
+            f"{1e6 / (viewer * streams):.1f}",
+            f"{viewer / shared:.2f}",
+            "measured (a render per stream)",
+        )
+    )
     bare, mine = await bench_memory.measure(n(2000, 20))
     rows.append(
         row(

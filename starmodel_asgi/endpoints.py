@@ -34,6 +34,8 @@ from starmodel_asgi.values import App, EventRequest, Update
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
+#: How many pages of ``list_limit`` records a newest-first live list may grow to with "load more".
+MAX_PAGES = 10
 #: No body: nothing to close.
 NO_BODY = Body()
 
@@ -211,13 +213,17 @@ class Endpoints:
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
         if spec.in_browser:
             raise EventError(404, f"{spec.name} lives in the browser: there is nothing to stream", spec.name)
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, self.key(spec, call)))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(
+            call, self.live.response(self._streaming(call), spec, self.key(spec, call), viewer=viewer)
+        )
 
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
         allowed = partial(self.guard.allows_record, call, spec) if self.guard.with_record else None
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed, viewer))
 
     def _streaming(self, call: EventRequest) -> Formatter:
         formatter = self.answers.formatter(call)
@@ -251,11 +257,26 @@ class Endpoints:
                 404, f"{spec.entity.__name__} has no render(): a live list sends each record's HTML", spec.name
             )
         limit, _ = self._page(spec, call)
-
+        newest_first, shown = self._newest_first(spec, call)
         checks = partial(self.guard.allows_record, call, spec) if self.guard.authorize is not None else None
-        return self.answers.streamed(
-            call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+        viewer = call if spec.renders_per_viewer else None
+        stream = ListStream(
+            self.live, self.windows, self._streaming(call), spec, limit + shown, checks, viewer, newest_first
         )
+        return self.answers.streamed(call, stream)
+
+    def _newest_first(self, spec: EntitySpec, call: EventRequest) -> tuple[bool, int]:
+        """``?newest_first=1`` and, to load older records, ``&shown=`` (how many the page shows:
+        the list then holds that many more)."""
+        newest_first = call.query.get("newest_first", ["0"])[0] in ("1", "true")
+        try:
+            shown = int(call.query.get("shown", [0])[0])
+        except ValueError:
+            raise EventError(422, "shown must be an integer", spec.name) from None
+        most = MAX_PAGES * self.list_limit
+        if (shown and not newest_first) or not 0 <= shown <= most:
+            raise EventError(422, f"shown (older records of a newest_first list) must be 0..{most}", spec.name)
+        return newest_first, shown
 
     def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:
         """``?limit=&offset=``, checked."""

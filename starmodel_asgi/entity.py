@@ -137,8 +137,12 @@ class Entity(BaseModel):
         outer element ``render()`` returns)."""
         return f"{spec_of(type(self)).name}-{self.id}"
 
-    def render(self) -> Any:
-        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates.
+
+        ``render(self)`` is rendered once per change for every page; ``render(self, viewer)``
+        once per live stream, ``viewer`` being the stream's ``EventRequest`` (``user_id``,
+        ``session_id``, ``raw``): what each viewer may see and do, at a cost per stream."""
         return None
 
     def on_create(self, request: EventRequest | None) -> Awaitable[None] | None:
@@ -160,7 +164,8 @@ class Entity(BaseModel):
         ``_error``/``_errors`` for showing failures next to fields.
 
         ``sync="get"`` fetches the caller's current state on load, ``"live"`` keeps a live stream
-        open, ``None`` only declares the given (or default) state.
+        open (reopened after the server restarts, except a record's: a deleted record's stream
+        ends for good), ``None`` only declares the given (or default) state.
         """
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
@@ -172,33 +177,55 @@ class Entity(BaseModel):
                 raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
             base = spec.url(instance.id if instance is not None else None)
             url = base if sync == "get" else f"{base}/live"
-            attrs += f" data-init=\"@get('{url}')\""
+            # a live stream the server ended as it stopped is asked again (Datastar retries only
+            # a cut one); not a record's, whose stream also ends when it is deleted
+            again = ", {retry: 'always'}" if sync == "live" and not spec.is_record else ""
+            attrs += f" data-init=\"@get('{url}'{again})\""
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
 
     @classmethod
-    def live_list(cls, limit: int | None = None, tag: str = "div", **attrs: str) -> SafeHTML:
+    def live_list(
+        cls, limit: int | None = None, tag: str = "div", *, newest_first: bool = False, **attrs: str
+    ) -> SafeHTML:
         """The element a record entity's live list fills: ``<div id="message-list">`` opening
-        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first), with a
-        ``_viewers`` signal for ``presence`` entities. ``attrs`` become HTML attributes."""
+        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first; newest first
+        with ``newest_first``, new records then prepended), with a ``_viewers`` signal for
+        ``presence`` entities. ``attrs`` become HTML attributes. A newest-first list grows by
+        ``limit`` older records on ``load_more()``. The page reopens the stream after the server
+        restarts."""
         spec = cls.__starmodel_target__()
         if not spec.is_record:
             raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
-        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
         if limit is not None and not 0 < limit <= spec.list_limit:
             raise ValueError(
                 f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
                 " lower limit or raise StarModel(list_limit=...)"
             )
-        if limit is not None:
-            url += f"?limit={int(limit)}"
+        query = ([f"limit={int(limit)}"] if limit is not None else []) + (["newest_first=1"] if newest_first else [])
+        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
+        url += "?" + "&".join(query) if query else ""
         extra = "".join(
             f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
         )
+        if newest_first:  # the same element asks again, so Datastar ends the stream it replaces
+            extra += f" data-on:{LOAD_MORE}=\"@get('{url}&shown=' + el.children.length, {{retry: 'always'}})\""
         local = inert_json({spec.name: _local_signals(spec)})
         return SafeHTML(
             f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
-            f" data-init=\"@get('{url}')\"{extra}></{tag}>"
+            f" data-init=\"@get('{url}', {{retry: 'always'}})\"{extra}></{tag}>"
         )
+
+    @classmethod
+    def load_more(cls) -> str:
+        """The expression that asks a newest-first ``live_list`` for ``limit`` older records, for
+        the page's own button: ``<button data-on:click="{Message.load_more()}">Older</button>``.
+        Those records stay live like the others."""
+        spec = cls.__starmodel_target__()
+        return f"document.getElementById('{spec.name}-list').dispatchEvent(new CustomEvent('{LOAD_MORE}'))"
+
+
+#: The DOM event a newest-first live list answers by asking for older records.
+LOAD_MORE = "sm-load-more"
 
 
 def _local_signals(spec: EntitySpec) -> dict[str, Any]:

@@ -4,8 +4,11 @@ The list's channel only says "something changed" (a fresh token per create, chan
 each stream re-reads its window of records and sends the difference from what the page holds:
 new records appended to ``#{entity}-list`` (or prepended, when a delete brings an older one back
 into the window), changed ones morphed by their element id ``{entity}-{id}``, gone ones removed.
+A newest-first list (``?newest_first=1``) shows the same window the other way round: new records
+are prepended, and ``&shown=N`` (the page's "load more") makes the window ``N`` records wider.
 A burst of changes costs one read, since a stream that falls behind only keeps the newest token;
-streams of one process share each read and its rendering.
+streams of one process share each read and its rendering (``render(self, viewer)``: each stream
+renders the records that changed for its own viewer).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from starmodel_asgi.live import Live, LiveStream
 from starmodel_asgi.logs import LIVE, get_logger
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
-from starmodel_asgi.values import Element, Update
+from starmodel_asgi.values import Element, EventRequest, Update
 from starmodel_asgi.wire import list_channel
 
 logger = get_logger(LIVE)
@@ -45,11 +48,12 @@ class Row:
     html: str
 
 
-def row_of(spec: EntitySpec, record: Entity) -> Row | None:
-    """The record's ``render()``, given the element id ``{entity}-{id}`` if it has none (wrapped in
-    a ``<div>``). ``None`` when rendering fails (logged): the list goes on without it."""
+def row_of(spec: EntitySpec, record: Entity, viewer: EventRequest | None = None) -> Row | None:
+    """The record's ``render()`` (``render(viewer)`` when given), given the element id
+    ``{entity}-{id}`` if it has none (wrapped in a ``<div>``). ``None`` when rendering fails
+    (logged): the list goes on without it."""
     try:
-        html = "".join(e.html for e in rendered(record))
+        html = "".join(e.html for e in rendered(record, viewer))
     except Exception:
         logger.exception("%s.render() failed for %s; leaving it out of the live list", spec.entity.__name__, record.id)
         return None
@@ -108,7 +112,8 @@ class Windows:
                 del self._pending[key]
             reading.done.set()
         if reading.rows is not None:
-            self._done.put(key, reading, sum(3 * len(row.html) for row in reading.rows))  # records, ~HTML twice
+            # records ~ their HTML twice; rows a stream renders for its viewer: about 1 KB a record
+            self._done.put(key, reading, sum(3 * len(row.html) or 1024 for row in reading.rows))
         return reading
 
 
@@ -124,16 +129,27 @@ class Reading:
 
 
 class ListStream(LiveStream):
-    """The newest ``limit`` records (oldest first), then what each change does to them."""
+    """The newest ``limit`` records (oldest first, or newest first with ``newest_first``), then
+    what each change does to them."""
 
     def __init__(
-        self, live: Live, windows: Windows, formatter: Formatter, spec: EntitySpec, limit: int, allowed: Allowed | None
+        self,
+        live: Live,
+        windows: Windows,
+        formatter: Formatter,
+        spec: EntitySpec,
+        limit: int,
+        allowed: Allowed | None,
+        viewer: EventRequest | None = None,
+        newest_first: bool = False,
     ) -> None:
         super().__init__(live, formatter, spec, list_channel(spec))
-        self.windows, self.limit, self.allowed = windows, limit, allowed
+        self.windows, self.limit, self.allowed, self.viewer = windows, limit, allowed, viewer
+        self.newest_first = newest_first
         self.target = f"#{spec.name}-list"
         self._sent: dict[str, str] = {}  # id -> HTML, in page order
         self._rows: list[Row] = []
+        self._own: dict[str, Row] = {}  # id -> the row as rendered for this stream's viewer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with self.windows.watching(self.spec.name, self.limit):
@@ -163,9 +179,24 @@ class ListStream(LiveStream):
             rows = await self._read()
         else:
             rows = await self.windows.get(self.spec.name, message, self.limit, self._read)
-        if self.allowed is None:
-            return rows
-        return [row for row in rows if await self._allowed(row)]
+        if self.allowed is not None:
+            rows = [row for row in rows if await self._allowed(row)]
+        if self.newest_first:
+            rows = rows[::-1]
+        return rows if self.viewer is None else self._for_viewer(rows)
+
+    def _for_viewer(self, rows: list[Row]) -> list[Row]:
+        """The rows rendered for this stream's viewer: only the records that changed since this
+        stream last rendered them."""
+        own: dict[str, Row] = {}
+        for row in rows:
+            mine = self._own.get(row.id)
+            if mine is None or mine.record != row.record:
+                mine = row_of(self.spec, row.record, self.viewer)
+            if mine is not None:
+                own[row.id] = mine
+        self._own = own
+        return list(own.values())
 
     async def _allowed(self, row: Row) -> bool:
         """``authorize``'s answer for one record; one that fails is refused (and logged), so one
@@ -179,6 +210,8 @@ class ListStream(LiveStream):
 
     async def _read(self, width: int | None = None) -> list[Row]:
         records = await self.live.dispatcher.list(self.spec, width or self.limit, 0, newest=True)
+        if self.viewer is not None:  # each stream renders for its viewer
+            return [Row(record.id, record, "") for record in records]
         return [row for record in records if (row := row_of(self.spec, record)) is not None]
 
     def _changes(self, rows: list[Row]) -> list[Element]:

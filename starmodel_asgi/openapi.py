@@ -66,7 +66,8 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
                     refs[(writable[spec.name], "validation")],
                 ),
             }
-            paths[f"/{spec.name}/live"] = {"get": _op(f"Live list of {spec.name} records", _page(), _stream())}
+            live = [*_page(), *_newest_first()]
+            paths[f"/{spec.name}/live"] = {"get": _op(f"Live list of {spec.name} records", live, _stream())}
             paths[f"/{spec.name}/{{id}}"] = {
                 "get": _op(f"Read a {spec.name} record", id_param, {"200": _json(state_ref)}),
                 "delete": _op(f"Delete a {spec.name} record", id_param, {"204": {"description": "Deleted"}}),
@@ -185,6 +186,15 @@ def _page() -> list[dict[str, Any]]:
     return [
         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    ]
+
+
+def _newest_first() -> list[dict[str, Any]]:
+    """A live list's order (``newest_first=1``: newest on top) and its "load more" (``shown``: the
+    records the page shows, by which the window grows)."""
+    return [
+        {"name": "newest_first", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {"name": "shown", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -82,6 +83,8 @@ class EntitySpec:
     presence: bool = False
     #: the most records a list or a live list sends (the serving app's ``list_limit``)
     list_limit: int = 100
+    #: ``render(self, viewer)``: each live stream renders for its own viewer (else once for all)
+    renders_per_viewer: bool = False
 
     @cached_property
     def shown(self) -> frozenset[str]:
@@ -170,7 +173,28 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         base_path=base_path,
         presence=presence,
         list_limit=list_limit,
+        renders_per_viewer=_renders_per_viewer(entity),
     )
+
+
+def _renders_per_viewer(entity: type[BaseModel]) -> bool:
+    """Whether ``render`` takes the viewer: ``render(self)`` is rendered once for every stream,
+    ``render(self, viewer)`` once per stream, given its ``EventRequest``."""
+    render = getattr(entity, "render", None)
+    if render is None:
+        return False
+    params = list(inspect.signature(render).parameters.values())[1:]  # after self
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional[1:] if p.default is p.empty]
+    required += [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required:
+        names = ", ".join(["self", *(p.name for p in params)])
+        raise ValueError(
+            f"{entity.__name__}.render({names}): render takes no parameter (one HTML for"
+            " every viewer) or one, the viewer (the stream's EventRequest: user_id, session_id, raw);"
+            f" give {', '.join(p.name for p in required)} a default or drop it"
+        )
+    return bool(positional)
 
 
 #: The ``model_config`` keys this package reads, and every key an entity's ``model_config`` may hold.

@@ -125,7 +125,7 @@ async def test_holders_render_signals_and_a_sync_action() -> None:
     StarModel([Clicks, Mine], base_path="/sm")
     holder = Clicks.holder(sync="live")
     assert "data-signals='{&quot;clicks&quot;:{&quot;count&quot;:0,&quot;step&quot;:1}}'" in holder
-    assert "data-init=\"@get('/sm/clicks/live')\"" in holder
+    assert "data-init=\"@get('/sm/clicks/live', {retry: 'always'})\"" in holder
     assert "data-init=\"@get('/sm/clicks')\"" in Clicks.holder()
     assert Clicks.signal.count == "$clicks.count" and Clicks.signal.step.path == "clicks.step"
 
