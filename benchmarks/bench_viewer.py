@@ -92,7 +92,7 @@ async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tupl
         rates: dict[str, list[float]] = {name: [] for name in drivers}
         for _ in range(rounds):  # interleaved so drift hits both alike
             for name, driver in drivers.items():
-                rates[name].append(changes / await run(driver, n, changes))
+                rates[name].append(changes / (await run(driver, n, changes))[0])
         figures[n] = statistics.median(rates["shared"]), statistics.median(rates["viewer"])
     for sm in apps.values():
         await sm.aclose()
