@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel
 
 from starmodel_asgi.events import EventDescriptor
-from starmodel_asgi.pages import SafeHTML
+from starmodel_asgi.pages import SafeHTML, inert_json
 from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
 
 if TYPE_CHECKING:
@@ -200,12 +199,6 @@ def _local_signals(spec: EntitySpec) -> dict[str, Any]:
     """The signals the server sets and the page never sends back: blank errors, and the number
     of viewers of a ``presence`` entity."""
     return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
-
-
-def inert_json(value: Any) -> str:
-    """JSON for a Datastar attribute that is evaluated as an expression: ``@`` and ``$`` (action
-    and signal markers, rewritten even inside strings) are escaped, so stored text stays text."""
-    return json.dumps(value, separators=(",", ":")).replace("@", "\\u0040").replace("$", "\\u0024")
 
 
 def entity_class(spec: EntitySpec) -> type[Entity]:

@@ -95,6 +95,9 @@ class Update:
     cleared: dict[str, Any] | None = None
     #: the event deleted its own instance
     gone: bool = False
+    #: client-writable fields among ``changed``, with the value the page held when it sent the
+    #: request: the page takes the new value only where it still holds that one (``guards.py``)
+    guarded: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""Typed text is never lost: an answer that empties a draft keeps what the user typed after
+sending it (headless Chromium, the real Datastar client, a 600 ms event)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse
+from starlette.routing import Mount, Route
+
+from starmodel_asgi import ClientWritable, Entity, StarModel, datastar_script, event
+from starmodel_asgi.testing import Page
+from tests.support.servers import run_server
+from tests.test_browser import chromium, datastar_js  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.anyio
+
+
+class Chat(Entity):
+    """README's draft-emptying pattern, with a slow round trip."""
+
+    model_config = {"name": "typing_chat"}
+    sent: list[str] = []
+    draft: Annotated[str, ClientWritable] = ""
+
+    @event(selector="#sent", mode="append")
+    async def send(self) -> str:
+        await anyio.sleep(0.6)
+        self.sent = [*self.sent, self.draft]
+        self.draft = ""
+        return f"<li>{html.escape(self.sent[-1])}</li>"
+
+
+def site(client: Path) -> Starlette:
+    sm = StarModel([Chat], base_path="/sm", secret_key="typing")
+
+    async def home(request: Request) -> HTMLResponse:
+        return HTMLResponse(f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head><body>
+{Chat.holder(sync=None)}
+<input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send()}">
+<ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>""")
+
+    async def script(request: Request) -> FileResponse:
+        return FileResponse(client, media_type="text/javascript")
+
+    return Starlette(routes=[Route("/", home), Route("/static/datastar.js", script), Mount("/sm", sm)])
+
+
+async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
+    datastar_js: Path,  # noqa: F811
+    chromium: Any,  # noqa: F811
+) -> None:
+    from playwright.async_api import expect
+
+    with run_server(site(datastar_js)) as url:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(url)
+        draft, sent = page.locator("#draft"), page.locator("#sent li")
+
+        await draft.press_sequentially("hello")
+        await draft.press("Enter")
+        await draft.press_sequentially(" next")  # typed while the 600 ms answer is on its way
+        await expect(sent).to_have_text(["hello"])
+        await expect(page.locator("#count")).to_have_text("1")
+        await page.wait_for_timeout(100)
+        await expect(draft).to_have_value(" next")  # the sent part emptied, the new text kept
+
+        await draft.fill("second")  # nothing typed meanwhile: the draft is emptied
+        await draft.press("Enter")
+        await expect(sent).to_have_text(["hello", "second"])
+        await expect(draft).to_have_value("")
+
+        await draft.fill("third")
+        await draft.press("Enter")
+        await draft.fill("rewritten")  # changed, not typed on: the page keeps what the user has
+        await expect(sent).to_have_text(["hello", "second", "third"])
+        await page.wait_for_timeout(100)
+        await expect(draft).to_have_value("rewritten")
+        assert await page.locator("[data-starmodel-guard]").count() == 0  # each guard removes itself
+
+
+async def test_a_page_in_python_sees_the_draft_emptied() -> None:
+    async with Page(StarModel([Chat], secret_key="typing")) as page:
+        answer = await page.run(Chat.send(), typing_chat={"draft": "hello", "sent": []})
+        assert answer.signals == {"typing_chat": {"sent": ["hello"], "draft": ""}}
+        assert page.signals["typing_chat"]["draft"] == ""
+        assert answer.elements == [("#sent", "append", "<li>hello</li>")]
+        assert "data-starmodel-guard" in answer.text  # sent as a guard, not a plain patch
