@@ -124,7 +124,7 @@ class Todo(Entity):
             f'<input type="checkbox" class="toggle" aria-label="done"{" checked" if self.done else ""}'
             f' data-on:change="{Todo.toggle(id=self.id)}">'
             f'<input class="title" value="{title}" aria-label="title" data-on:change="{rename}">'
-            f'<button class="delete" title="delete" data-on:click="@delete(\'/sm/todo/{self.id}\')">'
+            f'<button class="delete" title="delete" data-on:click="{Todo.delete_action(self.id)}">'
             "&times;</button></li>"
         )
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel
 
-from starmodel_asgi.events import EventDescriptor
+from starmodel_asgi.events import Action, EventDescriptor, with_query
 from starmodel_asgi.pages import SafeHTML, inert_json
 from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
 
@@ -170,14 +170,32 @@ class Entity(BaseModel):
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
 
     @classmethod
+    def create_action(cls, **fields: Any) -> Action:
+        """``Todo.create_action(title="Milk")`` -> ``"@post('/sm/todo?title=Milk')"``: the action
+        that creates a record (``POST /{entity}``). Fields left out come from the page's signals
+        (a bound ``$todo.title``) or a form; only client-writable fields may be given."""
+        spec = _records(cls, "create_action")
+        if unknown := fields.keys() - spec.writable:
+            takes = ", ".join(sorted(spec.writable)) or "none: mark fields ClientWritable"
+            raise TypeError(
+                f"{cls.__name__}.create_action() cannot set {', '.join(sorted(unknown))}"
+                f" (a new record takes its client-writable fields: {takes})"
+            )
+        return Action("post", with_query(spec.collection_url(), fields))
+
+    @classmethod
+    def delete_action(cls, id: str | int) -> Action:
+        """``Todo.delete_action(todo.id)`` -> ``"@delete('/sm/todo/<id>')"``: the action that
+        deletes a record (``DELETE /{entity}/{id}``); its live lists drop it."""
+        return Action("delete", _records(cls, "delete_action").url(id))
+
+    @classmethod
     def live_list(cls, limit: int | None = None, tag: str = "div", **attrs: str) -> SafeHTML:
         """The element a record entity's live list fills: ``<div id="message-list">`` opening
         ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first), with a
         ``_viewers`` signal for ``presence`` entities. ``attrs`` become HTML attributes."""
-        spec = cls.__starmodel_target__()
-        if not spec.is_record:
-            raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
-        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
+        spec = _records(cls, "live_list")
+        url = spec.collection_url("live")
         if limit is not None and not 0 < limit <= spec.list_limit:
             raise ValueError(
                 f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
@@ -193,6 +211,17 @@ class Entity(BaseModel):
             f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
             f" data-init=\"@get('{url}')\"{extra}></{tag}>"
         )
+
+
+def _records(entity: type[Entity], helper: str) -> EntitySpec:
+    """The spec of the app serving ``entity``, a record entity (``helper`` is refused otherwise)."""
+    spec = entity.__starmodel_target__()
+    if not spec.is_record:
+        raise TypeError(
+            f'{entity.__name__}.{helper}: only record entities (scope="record") have it;'
+            f' {entity.__name__} is scope="{spec.scope}"'
+        )
+    return spec
 
 
 def _local_signals(spec: EntitySpec) -> dict[str, Any]:
