@@ -295,3 +295,12 @@ async def test_a_record_created_with_a_chosen_id_keeps_it_and_an_existing_one_is
     async with client(sm) as c:  # the HTTP create never takes an id from the page
         made = await c.post("/todo", json={"id": "from-sqlite-42", "title": "page"}, headers=JSON)
         assert made.status_code == 201 and made.json()["id"] != "from-sqlite-42"
+
+
+async def test_sm_list_gives_records_in_creation_order_not_by_id(backend: Backend) -> None:
+    sm = backend.app()
+    Todo = backend.entity
+    for key in ("m", "z", "a"):
+        await sm.create(Todo, id=key, title=key)
+    assert [t.id for t in await sm.list(Todo)] == ["m", "z", "a"]
+    assert [t.id for t in await sm.list(Todo, limit=1, offset=1)] == ["z"]  # offset skips the oldest
