@@ -10,12 +10,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse
-from starlette.routing import Mount, Route
 
 from starmodel_asgi import Entity, StarModel, datastar_script, event
 from starmodel_asgi.pages import DATASTAR_CDN, OFFLINE_NOTICE
+from tests.support.datastar import page_site, script_route
 from tests.support.servers import run_server
 from tests.test_browser import chromium, datastar_js  # noqa: F401  (fixtures)
 
@@ -35,27 +33,22 @@ class Tally(Entity):
 
 def script_app(client: Path, cors: bool) -> Starlette:
     """Serves the Datastar client alone, as a static server on another port would."""
-
-    async def script(request: Request) -> FileResponse:
-        return FileResponse(client, media_type="text/javascript")
-
     middleware = [Middleware(CORSMiddleware, allow_origins=["*"])] if cors else []
-    return Starlette(routes=[Route("/datastar.js", script)], middleware=middleware)
+    return Starlette(routes=[script_route(client, "/datastar.js")], middleware=middleware)
 
 
 def site(client: Path, url: str | None) -> Starlette:
     """A page loading Datastar from ``url`` (``None``: ``STARMODEL_DATASTAR_URL``, else the CDN)."""
     sm = StarModel([Tally], base_path="/sm", secret_key="offline")
-
-    async def home(request: Request) -> HTMLResponse:
-        return HTMLResponse(f"""<!doctype html><html><head>{datastar_script(url, delay=0.5)}</head><body>
-{Tally.holder(sync=None)}<b id="n" data-text="{Tally.signal.n}">0</b>
-<button id="add" data-on:click="{Tally.add()}">add</button></body></html>""")
-
-    async def script(request: Request) -> FileResponse:
-        return FileResponse(client, media_type="text/javascript")
-
-    return Starlette(routes=[Route("/", home), Route("/static/datastar.js", script), Mount("/sm", sm)])
+    return page_site(
+        client,
+        sm,
+        lambda: (
+            f"""<!doctype html><html><head>{datastar_script(url, delay=0.5)}</head>
+<body>{Tally.holder(sync=None)}<b id="n" data-text="{Tally.signal.n}">0</b>
+<button id="add" data-on:click="{Tally.add()}">add</button></body></html>"""
+        ),
+    )
 
 
 async def notice_shown(page: Any) -> bool:

@@ -10,12 +10,10 @@ from typing import Annotated, Any
 import anyio
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse
-from starlette.routing import Mount, Route
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, datastar_script, event
 from starmodel_asgi.testing import Page
+from tests.support.datastar import page_site
 from tests.support.servers import run_server
 from tests.test_browser import chromium, datastar_js  # noqa: F401  (fixtures)
 
@@ -39,17 +37,16 @@ class Chat(Entity):
 
 def site(client: Path) -> Starlette:
     sm = StarModel([Chat], base_path="/sm", secret_key="typing")
-
-    async def home(request: Request) -> HTMLResponse:
-        return HTMLResponse(f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head><body>
-{Chat.holder(sync=None)}
+    return page_site(
+        client,
+        sm,
+        lambda: (
+            f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head>
+<body>{Chat.holder(sync=None)}
 <input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send()}">
-<ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>""")
-
-    async def script(request: Request) -> FileResponse:
-        return FileResponse(client, media_type="text/javascript")
-
-    return Starlette(routes=[Route("/", home), Route("/static/datastar.js", script), Mount("/sm", sm)])
+<ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>"""
+        ),
+    )
 
 
 async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
