@@ -83,7 +83,7 @@ class DatastarFormatter:
 def guarded(update: Update) -> str:
     """The patch that sets the fields the page types into, where it did not type on since."""
     fields = {k: (sent, update.changed[k]) for k, sent in update.guarded.items() if k in update.changed}
-    return SSE.patch_elements(guard_element(update.entity, fields), "body", ElementPatchMode.APPEND)
+    return SSE.patch_elements(guard_element(update.entity, fields, update.rebase), "body", ElementPatchMode.APPEND)
 
 
 def script_string(text: str) -> str:

@@ -11,6 +11,10 @@ request carried, ``new`` the server's and ``now`` the page's:
 - text that starts with ``sent`` (typed on after it): ``new`` followed by what was typed after,
   so an emptied draft keeps only the new text;
 - anything else (the user rewrote it): the page keeps ``now``, as LiveView keeps a focused input.
+
+Live streams guard such fields too, with ``sent`` the value the stream last sent (the page's
+copy until the user typed): a page where the user typed keeps its text, an idle one follows.
+They do not rebase (the stream does not know what a request sent).
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ GUARD_ATTRIBUTE = "data-starmodel-guard"
 
 _SET = (
     "{{const now = {ref}, sent = {sent}, next = {new};"
-    " {ref} = now === sent || JSON.stringify(now) === JSON.stringify(sent) ? next"
-    " : typeof now === 'string' && typeof sent === 'string' && typeof next === 'string' && now.startsWith(sent)"
-    " ? next + now.slice(sent.length) : now}}"
+    " {ref} = now === sent || JSON.stringify(now) === JSON.stringify(sent) ? next : {otherwise}}}"
+)
+_REBASE = (
+    "typeof now === 'string' && typeof sent === 'string' && typeof next === 'string' && now.startsWith(sent)"
+    " ? next + now.slice(sent.length) : now"
 )
 
 
-def guard_element(entity: str, fields: dict[str, tuple[Any, Any]]) -> str:
+def guard_element(entity: str, fields: dict[str, tuple[Any, Any]], rebase: bool = True) -> str:
     """The element that sets ``fields`` (``{name: (sent, new)}``) of ``entity`` on the page, each
-    only where the page still holds the value it sent."""
+    only where the page still holds the value sent; with ``rebase``, text typed on after it
+    follows the new value."""
+    otherwise = _REBASE if rebase else "now"
     sets = (
-        _SET.format(ref=f"${entity}.{name}", sent=inert_json(sent), new=inert_json(new))
+        _SET.format(ref=f"${entity}.{name}", sent=inert_json(sent), new=inert_json(new), otherwise=otherwise)
         for name, (sent, new) in fields.items()
     )
     expression = " ".join(sets) + " el.remove()"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import pytest
@@ -25,6 +25,7 @@ class Chat(Entity):
 
     model_config = {"name": "typing_chat"}
     sent: list[str] = []
+    saved: str = ""
     draft: Annotated[str, ClientWritable] = ""
 
     @event(selector="#sent", mode="append")
@@ -34,16 +35,23 @@ class Chat(Entity):
         self.draft = ""
         return f"<li>{html.escape(self.sent[-1])}</li>"
 
+    @event
+    async def save(self) -> None:
+        """Keeps the draft (saved as the page sent it): a live page gets it back from its stream."""
+        await anyio.sleep(0.6)
+        self.saved = self.draft
 
-def site(client: Path) -> Starlette:
+
+def site(client: Path, sync: Literal["live"] | None = None) -> Starlette:
     sm = StarModel([Chat], base_path="/sm", secret_key="typing")
     return page_site(
         client,
         sm,
         lambda: (
             f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head>
-<body>{Chat.holder(sync=None)}
+<body>{Chat.holder(sync=sync)}
 <input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send()}">
+<button id="save" data-on:click="{Chat.save()}">save</button><b id="saved" data-text="{Chat.signal.saved}"></b>
 <ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>"""
         ),
     )
@@ -80,6 +88,39 @@ async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
         await page.wait_for_timeout(100)
         await expect(draft).to_have_value("rewritten")
         assert await page.locator("[data-starmodel-guard]").count() == 0  # each guard removes itself
+
+
+async def test_a_live_page_keeps_what_was_typed_while_its_own_save_comes_back(
+    datastar_js: Path,  # noqa: F811
+    chromium: Any,  # noqa: F811
+) -> None:
+    from playwright.async_api import expect
+
+    with run_server(site(datastar_js, sync="live")) as url:
+        context = await chromium.new_context()
+        page, other = await context.new_page(), await context.new_page()  # two tabs of one session
+        await page.goto(url)
+        with anyio.fail_after(5):  # the live stream gave the session
+            while not await context.cookies():
+                await anyio.sleep(0.05)
+        await other.goto(url)
+        draft = page.locator("#draft")
+        await draft.press_sequentially("hello")
+        await page.locator("#save").click()
+        await draft.press("End")  # back in the input, after its text
+        await draft.press_sequentially(" more")  # typed while the save is on its way
+        await expect(page.locator("#saved")).to_have_text("hello")
+        await expect(other.locator("#saved")).to_have_text("hello")
+        await page.wait_for_timeout(200)
+        await expect(draft).to_have_value("hello more")  # its stream's "hello" did not wipe it
+        await expect(other.locator("#draft")).to_have_value("hello")  # the idle tab follows the saved draft
+
+        await other.locator("#draft").fill("mine")  # typed in the other tab: a change from here leaves it
+        await draft.fill("third")
+        await page.locator("#save").click()
+        await expect(other.locator("#saved")).to_have_text("third")
+        await other.wait_for_timeout(200)
+        await expect(other.locator("#draft")).to_have_value("mine")
 
 
 async def test_a_page_in_python_sees_the_draft_emptied() -> None:
