@@ -65,6 +65,12 @@ async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
 
     with run_server(site(datastar_js)) as url:
         page = await (await chromium.new_context()).new_page()
+        errors: list[str] = []
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.location["url"] else None,
+        )
+        page.on("pageerror", lambda e: errors.append(str(e)))
         await page.goto(url)
         draft, sent = page.locator("#draft"), page.locator("#sent li")
 
@@ -88,6 +94,7 @@ async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
         await page.wait_for_timeout(100)
         await expect(draft).to_have_value("rewritten")
         assert await page.locator("[data-starmodel-guard]").count() == 0  # each guard removes itself
+        assert errors == []  # the Datastar client took the guards without a complaint
 
 
 async def test_a_live_page_keeps_what_was_typed_while_its_own_save_comes_back(
