@@ -27,9 +27,10 @@ from starmodel_asgi.pages import inert_json
 #: the attribute carrying ``{"<entity>": {"<field>": [sent, new]}}`` (what ``testing.Page`` reads)
 GUARD_ATTRIBUTE = "data-starmodel-guard"
 
+#: one field's compare-and-set, an expression without ``;`` (whatever way a Datastar build reads it)
 _SET = (
-    "{{const now = {ref}, sent = {sent}, next = {new};"
-    " {ref} = now === sent || JSON.stringify(now) === JSON.stringify(sent) ? next : {otherwise}}}"
+    "{ref} = ((now, sent, next) => now === sent || JSON.stringify(now) === JSON.stringify(sent) ? next"
+    " : {otherwise})({ref}, {sent}, {new})"
 )
 _REBASE = (
     "typeof now === 'string' && typeof sent === 'string' && typeof next === 'string' && now.startsWith(sent)"
@@ -42,11 +43,11 @@ def guard_element(entity: str, fields: dict[str, tuple[Any, Any]], rebase: bool 
     only where the page still holds the value sent; with ``rebase``, text typed on after it
     follows the new value."""
     otherwise = _REBASE if rebase else "now"
-    sets = (
+    sets = [
         _SET.format(ref=f"${entity}.{name}", sent=inert_json(sent), new=inert_json(new), otherwise=otherwise)
         for name, (sent, new) in fields.items()
-    )
-    expression = " ".join(sets) + " el.remove()"
+    ]
+    expression = ", ".join([*sets, "el.remove()"])
     carried = inert_json({entity: {name: [sent, new] for name, (sent, new) in fields.items()}})
     return (
         f'<div hidden {GUARD_ATTRIBUTE}="{html.escape(carried, quote=True)}"'
