@@ -29,8 +29,8 @@ class Chat(Entity):
     draft: Annotated[str, ClientWritable] = ""
 
     @event(selector="#sent", mode="append")
-    async def send(self) -> str:
-        await anyio.sleep(0.6)
+    async def send(self, pause: float = 0.6) -> str:
+        await anyio.sleep(pause)
         self.sent = [*self.sent, self.draft]
         self.draft = ""
         return f"<li>{html.escape(self.sent[-1])}</li>"
@@ -42,7 +42,7 @@ class Chat(Entity):
         self.saved = self.draft
 
 
-def site(client: Path, sync: Literal["live"] | None = None) -> Starlette:
+def site(client: Path, sync: Literal["live"] | None = None, pause: float = 0.6) -> Starlette:
     sm = StarModel([Chat], base_path="/sm", secret_key="typing")
     return page_site(
         client,
@@ -50,21 +50,30 @@ def site(client: Path, sync: Literal["live"] | None = None) -> Starlette:
         lambda: (
             f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head>
 <body>{Chat.holder(sync=sync)}
-<input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send()}">
+<input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send(pause=pause)}">
 <button id="save" data-on:click="{Chat.save()}">save</button><b id="saved" data-text="{Chat.signal.saved}"></b>
 <ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>"""
         ),
     )
 
 
+async def slow_network(route: Any) -> None:
+    await anyio.sleep(0.6)  # the request waits 600 ms before it leaves, as on a slow network
+    await route.continue_()
+
+
+@pytest.mark.parametrize("slow", ["event", "network"])
 async def test_text_typed_while_an_answer_is_on_its_way_survives_it(
     datastar_js: Path,  # noqa: F811
     chromium: Any,  # noqa: F811
+    slow: str,
 ) -> None:
     from playwright.async_api import expect
 
-    with run_server(site(datastar_js)) as url:
+    with run_server(site(datastar_js, pause=0.6 if slow == "event" else 0)) as url:
         page = await (await chromium.new_context()).new_page()
+        if slow == "network":
+            await page.route("**/sm/typing_chat/send*", slow_network)
         errors: list[str] = []
         page.on(
             "console",
