@@ -16,6 +16,7 @@ import hmac
 import secrets
 import statistics
 import time
+from typing import NamedTuple
 
 import anyio
 from asgi_driver import Driver
@@ -95,37 +96,64 @@ async def get_state(d: Driver) -> int:
 SCENARIOS = {"datastar event (POST, SSE answer)": post_event, "state read (GET, JSON)": get_state}
 
 
-async def timed(driver: Driver, scenario, n: int) -> float:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
+class Figures(NamedTuple):
+    """Medians of one side of a scenario: requests per second, and the CPU this process spent
+    per request (steadier than the rate on a shared machine)."""
+
+    rate: float
+    cpu_us: float
+
+
+async def timed(driver: Driver, scenario, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Requests per second and CPU microseconds per request over ``n`` requests."""
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         status = await scenario(driver)
         assert status == 200, status
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e6
 
 
-async def measure(requests: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """Median requests/s of the baseline and of StarModel, per scenario."""
+async def measure(requests: int, rounds: int) -> dict[str, tuple[Figures, Figures]]:
+    """Per scenario, the baseline's figures and StarModel's. Each round is cut in slices of
+    ``SLICE`` requests, the two apps alternating, so a busy moment of the machine hits both."""
     drivers = {
         "starmodel": Driver(starmodel_app()),
         "baseline": Driver(baseline_app()),
     }
     figures = {}
     for label, scenario in SCENARIOS.items():
-        results: dict[str, list[float]] = {name: [] for name in drivers}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in drivers}
         for driver in drivers.values():  # warm-up: first session, imports, caches
             await timed(driver, scenario, 200)
-        for _ in range(rounds):  # interleaved so drift hits both alike
-            for name, driver in drivers.items():
-                results[name].append(await timed(driver, scenario, requests))
-        figures[label] = statistics.median(results["baseline"]), statistics.median(results["starmodel"])
+        for _ in range(rounds):
+            spent = {name: [0.0, 0.0] for name in drivers}  # wall seconds, CPU us
+            for _ in range(max(1, requests // SLICE)):
+                for name, driver in drivers.items():
+                    n = min(SLICE, requests)
+                    rate, cpu_us = await timed(driver, scenario, n)
+                    spent[name][0] += n / rate
+                    spent[name][1] += cpu_us * n
+            slices = max(1, requests // SLICE) * min(SLICE, requests)
+            for name, (wall, cpu) in spent.items():
+                results[name].append((slices / wall, cpu / slices))
+        base, ours = (
+            Figures(statistics.median(r for r, _ in results[n]), statistics.median(c for _, c in results[n]))
+            for n in ("baseline", "starmodel")
+        )
+        figures[label] = base, ours
     return figures
 
 
+#: Requests per slice of a round (the apps alternate slice by slice).
+SLICE = 250
+
+
 async def main(requests: int, rounds: int) -> None:
-    print(f"{requests} requests x {rounds} rounds, median requests/s, one process, direct ASGI calls")
-    print(f"{'scenario':36} {'baseline':>9} {'starmodel':>9} {'ratio':>6}")
+    print(f"{requests} requests x {rounds} rounds, medians, one process, direct ASGI calls")
+    print(f"{'scenario':36} {'baseline':>9} {'starmodel':>9} {'ratio':>6}  CPU us per request (ratio)")
     for label, (base, ours) in (await measure(requests, rounds)).items():
-        print(f"{label:36} {base:9.0f} {ours:9.0f} {ours / base:6.2f}")
+        cpu = f"{base.cpu_us:.0f} / {ours.cpu_us:.0f} ({ours.cpu_us / base.cpu_us:.2f})"
+        print(f"{label:36} {base.rate:9.0f} {ours.rate:9.0f} {ours.rate / base.rate:6.2f}  {cpu}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber, Subscribers
 from starmodel_asgi.compression import Compression
+from starmodel_asgi.copying import Copying
 from starmodel_asgi.depends import Provider
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Endpoints, UserGetter
@@ -35,7 +36,7 @@ from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
-from starmodel_asgi.settings import SETTINGS, UNSET, settings
+from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, settings
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key, serve
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -46,7 +47,7 @@ logger = get_logger(APP)
 E = TypeVar("E", bound=Entity)
 
 
-class StarModel(Operations):
+class StarModel(Operations, Copying):
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
     Each setting is described in the [App settings](../settings.md) page of the docs
@@ -86,6 +87,7 @@ class StarModel(Operations):
         health_timeout: float = UNSET,
         metrics: bool | Any = UNSET,
         tracing: bool | None = UNSET,
+        schema: SchemaMode = UNSET,
     ) -> None:
         given = locals()  # the deployment settings as given in code (the others: environment, defaults)
         self.settings = s = settings(**{name: given[name] for name in SETTINGS})
@@ -99,7 +101,7 @@ class StarModel(Operations):
         self._stores: dict[str, Store] = dict(stores or {})
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
-        self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
+        self.broadcast = _linked(self._stores.values(), broadcast or broadcast_from_url(s.broadcast_url))
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
         self.dependency_overrides: dict[Provider, Provider] = {}
@@ -141,7 +143,10 @@ class StarModel(Operations):
         serve(entity, spec)  # the class-level action builder points here
 
     def _make_store(self, kind: StoreKind) -> Store:
-        return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)
+        s = self.settings
+        return store_from_kind(
+            kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema
+        )
 
     @property
     def routes(self) -> list[Any]:
@@ -335,6 +340,15 @@ def _records(spec: EntitySpec, doing: str) -> EntitySpec:
     if not spec.is_record:
         raise TypeError(f'sm.{doing} needs a record entity: {spec.entity.__name__} is scope="{spec.scope}"')
     return spec
+
+
+def _linked(stores: Iterable[Store], broadcast: Broadcast) -> Broadcast:
+    """``broadcast``, once each store that can publish its own changes (Redis) knows it."""
+    for store in stores:
+        publish_through = getattr(store, "publish_through", None)
+        if publish_through is not None:
+            publish_through(broadcast)
+    return broadcast
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:

@@ -106,7 +106,12 @@ class Entity(BaseModel):
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers
         (public fields and ``@computed_field``s)."""
-        return self.model_dump(mode="json", include=cast(set[str], spec_of(type(self)).shown))
+        spec = spec_of(type(self))
+        plain = spec.plain_shown
+        if plain is not None:
+            values = self.__dict__
+            return {name: values[name] for name in plain}
+        return self.model_dump(mode="json", include=cast(set[str], spec.shown))
 
     def stored_state(self) -> dict[str, Any]:
         """The state a store keeps, as JSON-ready values: every field, ``ServerOnly`` ones included,

@@ -17,6 +17,7 @@ from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, Payload
+from starmodel_asgi.compression import REST
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
@@ -148,16 +149,16 @@ class LiveStream(StreamResponse):
             if idle < self.live.keepalive:
                 await anyio.sleep(self.live.keepalive - idle)
                 continue
-            await self._send(send, KEEPALIVE)
+            await self._send(send, KEEPALIVE, rest=True)  # quiet: a compressor may let go
 
     async def _viewers(self, send: Send, counts: AsyncIterator[Payload]) -> None:
         async for count in counts:
             update = Update(self.spec.name, {"_viewers": int(count or 0)}, {})
             await self._send(send, self.formatter.format([update]).encode())
 
-    async def _send(self, send: Send, body: bytes) -> None:
+    async def _send(self, send: Send, body: bytes, rest: bool = False) -> None:
         async with self._sending:  # the keep-alive and viewers tasks send too
-            await _body(send, body)
+            await _body(send, body, rest and self.rests and self.encoding is not None)
             self._last_sent = anyio.current_time()
 
 
@@ -280,6 +281,8 @@ class Views:
         self._recent.put((channel, message), view, cost)
 
 
-async def _body(send: Send, body: bytes) -> None:
+async def _body(send: Send, body: bytes, rest: bool = False) -> None:
     message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
+    if rest:
+        message[REST] = True
     await send(message)

@@ -26,6 +26,10 @@ class StreamResponse(Response):
     compressed and flushed piece by piece when ``encoding`` is set."""
 
     encoding: str | None = None
+    #: the client decodes a compressed body of several frames, so a quiet stream may end its
+    #: frame and free its encoder: a browser (its fetches say ``Sec-Fetch-Mode``). httpx and
+    #: urllib3 fail on a frame that ends where a read does, so other clients keep one frame.
+    rests: bool = False
 
     def __init__(self, formatter: Formatter) -> None:
         super().__init__(None, 200, formatter.headers, formatter.media_type)
@@ -172,7 +176,8 @@ class Answers:
 
     def streamed(self, call: EventRequest, response: StreamResponseT) -> StreamResponseT:
         """``response``, compressed if the caller accepts an encoding this app offers."""
-        response.encoding = self.compression.choose(call.headers)
+        response.encoding = self.compression.choose(call.headers, stream=True)
+        response.rests = "sec-fetch-mode" in call.headers
         return response
 
     def _headers(self, formatter: Formatter) -> list[tuple[bytes, bytes]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -83,6 +83,11 @@ class RouteTable:
             raise ValueError(f"{spec.entity.__name__}: two handlers for {method} /{spec.name}/{tail}")
         route.handlers[method] = handler
 
+    def __iter__(self) -> Iterator[Route]:
+        """Every route: the exact paths, then those with an id, each in the order first added."""
+        yield from self._exact.values()
+        yield from self._with_id.values()
+
     def resolve(self, path: str) -> tuple[Route, Mapping[str, str]] | None:
         """The route for a path and its parameters, or ``None``."""
         route = self._exact.get(path)
@@ -141,6 +146,9 @@ class Wiring:
         self.methods: set[tuple[type, str]] = set()
 
     def check_mount(self, scope: Mapping[str, object]) -> None:
+        given = scope.get("root_path")
+        if given and given in self.mounts:  # mounted where it was before: the usual case, told quickly
+            return
         root = mount_point(scope)
         if root is None or root in self.mounts or len(self.mounts) > MOUNTS_NAMED:
             return
@@ -168,6 +176,8 @@ def mount_point(scope: Mapping[str, object]) -> str | None:
     root = str(scope.get("root_path") or "")
     raw = scope.get("raw_path")
     if not root and isinstance(raw, bytes):
+        if len(raw) == len(str(scope["path"])):  # nothing cut from the front: served at the root
+            return ""
         sent, tail = unquote(raw.decode("latin-1")).rstrip("/"), str(scope["path"]).rstrip("/")
         if not sent.endswith(tail):
             return None

@@ -7,8 +7,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
-from types import MappingProxyType
-from typing import Any, Literal, get_args
+from types import MappingProxyType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
@@ -87,6 +87,17 @@ class EntitySpec:
     def shown(self) -> frozenset[str]:
         """What the page sees: public fields and computed fields."""
         return self.public | self.computed
+
+    @cached_property
+    def plain_shown(self) -> tuple[str, ...] | None:
+        """The shown fields in order when each holds only JSON's own ``int``, ``str``, ``bool``
+        or ``None`` (validated on assignment, no computed field): the public state is then read
+        straight off the instance, without a serialiser run."""
+        if self.computed or not self.entity.model_config.get("validate_assignment"):
+            return None
+        fields = self.entity.model_fields
+        names = tuple(name for name in fields if name in self.public)
+        return names if all(_plain(fields[name].annotation) for name in names) else None
 
     @cached_property
     def no_errors(self) -> dict[str, Any]:
@@ -249,3 +260,13 @@ def instance_key(spec: EntitySpec, record_id: str | None, user_id: str | None, s
     if spec.scope == "global":
         return GLOBAL_KEY
     return user_id if spec.scope == "user" else session_id
+
+
+_PLAIN = (int, str, bool, type(None))
+
+
+def _plain(annotation: Any) -> bool:
+    """``int``, ``str``, ``bool``, or an optional one: values JSON holds as they are."""
+    if annotation in _PLAIN:
+        return True
+    return get_origin(annotation) in (Union, UnionType) and all(a in _PLAIN for a in get_args(annotation))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import anyio
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from starmodel_asgi.changes import Change, Subscribers
@@ -76,7 +77,12 @@ def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: boo
     if state is None and must_exist:
         raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
     model = entity_class(spec)
-    return model(id=key) if state is None else model.model_validate(state)
+    if state is None:
+        return model(id=key)
+    try:
+        return model.model_validate(state)
+    except ValidationError as exc:
+        raise stale(spec, key, exc) from None
 
 
 #: a run of digits longer than Python prints (``sys.get_int_max_str_digits``'s default)
@@ -87,7 +93,27 @@ def instance_from_json(spec: EntitySpec, key: str, text: str | None, must_exist:
     """``instance_of`` for a state stored as JSON, validated straight from the text."""
     if text is None:
         return instance_of(spec, key, None, must_exist)
-    return entity_class(spec).model_validate_json(text)
+    try:
+        return entity_class(spec).model_validate_json(text)
+    except ValidationError as exc:
+        raise stale(spec, key, exc) from None
+
+
+class StaleState(EventError):
+    """A stored state the entity no longer accepts (a field's type changed since it was saved)."""
+
+
+def stale(spec: EntitySpec, key: str, exc: ValidationError) -> StaleState:
+    """What a stored state that no longer validates is: an error naming the entity, the fields
+    and the upgrade hook, logged, and a ``500`` saying the same (never a bare one)."""
+    who = spec.entity.__name__
+    fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(state)'}: {e['msg']}" for e in exc.errors())
+    message = (
+        f"{who} {key!r}: the stored state no longer fits the entity ({fields}). Upgrade old states "
+        f'with a @model_validator(mode="before") on {who} that converts them (README, "Migrations")'
+    )
+    logger.error("%s", message)
+    return StaleState(500, message, spec.name)
 
 
 #: ``authorize`` about the instance concerned: raises (403) when refused.
@@ -256,7 +282,8 @@ class Unit:
         try:  # before the holds are released: pages see an instance's changes in commit order
             send = self.dispatcher.send
             for held, text in written:
-                await send(channel_name(held.spec, held.key), DELETED if text is None else text)
+                if not getattr(held.slot, "published", False):  # a store of one's own may not say
+                    await send(channel_name(held.spec, held.key), DELETED if text is None else text)
         finally:
             await self._release()  # transactions shield their own release
         if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):

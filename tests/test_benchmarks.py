@@ -3,6 +3,7 @@ timed in tests, but they must not rot. Needs wrk (``.ci/run`` installs it), Post
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,10 +30,25 @@ def test_every_benchmark_row_runs() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 15, result.stdout  # the header and every row
+    assert len(table) == 1 + 18, result.stdout  # the header and every row
     bulk = [row.split(" | ") for row in table if "done records" in row]
     assert [cells[0].split(" on ")[-1].split(",")[0] for cells in bulk] == ["SQLite", "PostgreSQL"]
     counters = [row.split(" | ") for row in table if "global counter" in row]
     assert len(counters) == 3
     for cells in counters:  # "<req/s>; <lost>" for the baseline and for StarModel: no update lost
         assert cells[1].endswith("; 0") and cells[2].endswith("; 0"), cells
+
+
+def test_the_gate_fails_a_run_whose_cpu_ratio_passes_its_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_events
+    import run
+
+    limits = json.loads((ROOT / "benchmarks" / "gate.json").read_text())
+    label = "datastar event (POST, SSE answer)"
+    base = bench_events.Figures(rate=1000, cpu_us=100)
+    within = {label: (base, bench_events.Figures(rate=900, cpu_us=100 * limits[label] - 1))}
+    run.gate(within)  # passes quietly
+    past = {label: (base, bench_events.Figures(rate=500, cpu_us=100 * limits[label] + 1))}
+    with pytest.raises(SystemExit, match=r"datastar event .* past the gate"):
+        run.gate(past)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi import Entity, ServerOnly, StarModel, event
 from starmodel_asgi.spec import spec_of
 from tests.support.entities import ENTITIES, Counter, TodoList
 
@@ -124,3 +127,37 @@ def test_bad_settings_are_refused_at_registration() -> None:
 
     with pytest.raises(ValueError, match="method"):
         event(method="FETCH")
+
+
+class Plain(Entity):
+    count: int = 0
+    title: str = ""
+    done: bool = False
+    note: str | None = None
+    secret: Annotated[str, ServerOnly] = "hidden"
+
+
+class Unvalidated(Entity):
+    model_config = {"validate_assignment": False}
+    count: int = 0
+
+
+class Nested(Entity):
+    count: int = 0
+    tags: list[str] = []
+
+
+@given(st.integers(), st.text(), st.booleans(), st.none() | st.text())
+def test_a_plain_entitys_public_state_is_read_off_the_instance_as_pydantic_would_dump_it(
+    count: int, title: str, done: bool, note: str | None
+) -> None:
+    StarModel(entities=[Plain, Unvalidated, Nested], secret_key="k")
+    assert spec_of(Plain).plain_shown == ("count", "title", "done", "note")  # ServerOnly left out
+    assert spec_of(Unvalidated).plain_shown is None and spec_of(Nested).plain_shown is None
+    instance = Plain(id="p")
+    instance.count, instance.title, instance.done, instance.note = count, title, done, note
+    expected = instance.model_dump(mode="json", include={"count", "title", "done", "note"})
+    assert instance.public_state() == expected
+    assert list(instance.public_state()) == list(expected)  # in the fields' order
+    instance.count = "7"  # type: ignore[assignment]  # validated on assignment: what is kept is an int
+    assert instance.public_state()["count"] == 7

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -24,6 +25,9 @@ class Slot(Protocol):
     """
 
     keeps_json: bool
+    #: the last ``save`` or ``delete`` committed also published the change (the Redis store, when
+    #: the broadcast is on its server): the unit does not publish it again
+    published: bool
 
     async def load(self) -> State | None: ...
     async def load_text(self) -> str | None: ...
@@ -57,6 +61,16 @@ class Contention(Exception):
     unit of work is rolled back and may be run again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One instance as a store keeps it, to move it to another store (``sm.copy``)."""
+
+    key: str  # the session id, user id, record id, or ``GLOBAL_KEY``
+    text: str  # its state as JSON
+    expires_in: float | None  # seconds left before it expires (``None``: never)
+    created: float | None = None  # when it was first saved (wall clock), where the store keeps it
+
+
 class Store(Protocol):
     #: ``get_text`` gives the stored JSON (memory, Redis); SQL rows are columns
     keeps_json: bool
@@ -80,6 +94,17 @@ class Store(Protocol):
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
         """Stored instances of a record entity, oldest first: skipping the ``offset`` oldest, or
         with ``newest`` the ``offset`` newest."""
+        ...
+
+    def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Every live instance of ``spec`` (each session's, user's, record, or the global one),
+        oldest first where the store keeps the order (records always)."""
+        ...
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        """Writes each of ``items`` under its key, with its remaining TTL and creation time (in
+        their order when ``created`` is ``None``), unless a live instance has that key already:
+        nothing is overwritten. Returns how many were written."""
         ...
 
     async def ping(self) -> None:
@@ -126,10 +151,13 @@ def ttl_for(spec: EntitySpec, default: float | None) -> float | None:
 class KeyedLocks:
     """In-process locks by key, forgotten when nobody holds or waits for them. Stores take one
     before a cross-process lock so a process sends ``width`` waiters per instance, not hundreds
-    (``width=2`` keeps the next one queued in the database, ready the moment the row is free)."""
+    (``width=2`` keeps the next one queued in the database, ready the moment the row is free).
+    Forgotten locks are kept for reuse (up to ``SPARE_LOCKS``): making one costs more than the
+    rest of an uncontended hold."""
 
     def __init__(self, width: int = 1) -> None:
-        self._locks: dict[Hashable, tuple[anyio.Lock | anyio.Semaphore, int]] = {}
+        self._locks: dict[Hashable, tuple[anyio.Semaphore, int]] = {}
+        self._spare: list[anyio.Semaphore] = []
         self._width = width
 
     def __len__(self) -> int:
@@ -137,40 +165,50 @@ class KeyedLocks:
 
     def hold(self, key: Hashable) -> KeyHold:
         """``async with locks.hold(key):`` (a class, not a generator: this runs on every event)."""
-        return KeyHold(self._locks, key, self._width)
+        return KeyHold(self, key)
+
+    def _new(self) -> anyio.Semaphore:
+        if self._spare:
+            return self._spare.pop()
+        # a semaphore, not a Lock: a unit may be released by another task than the one that held
+        # (a write from a sync event's worker thread runs in a task of its own)
+        return anyio.Semaphore(self._width, fast_acquire=True)
+
+    def _forget(self, key: Hashable) -> None:
+        lock, users = self._locks[key]
+        if users > 1:
+            self._locks[key] = (lock, users - 1)
+            return
+        del self._locks[key]
+        if len(self._spare) < SPARE_LOCKS and lock.value == self._width:
+            self._spare.append(lock)
+
+
+#: How many idle locks ``KeyedLocks`` keeps for reuse.
+SPARE_LOCKS = 64
 
 
 class KeyHold:
-    __slots__ = ("_key", "_lock", "_locks", "_width")
+    __slots__ = ("_key", "_lock", "_locks")
 
-    def __init__(
-        self, locks: dict[Hashable, tuple[anyio.Lock | anyio.Semaphore, int]], key: Hashable, width: int
-    ) -> None:
-        self._locks, self._key, self._width = locks, key, width
+    def __init__(self, locks: KeyedLocks, key: Hashable) -> None:
+        self._locks, self._key = locks, key
 
     async def __aenter__(self) -> None:
-        key, locks = self._key, self._locks
-        lock, users = locks.get(key) or (self._new(), 0)
+        key, owner = self._key, self._locks
+        locks = owner._locks
+        lock, users = locks.get(key) or (owner._new(), 0)
         locks[key] = (lock, users + 1)
         try:
-            await lock.acquire()
+            if users:  # taken or waited for: wait in turn
+                await lock.acquire()
+            else:  # nobody else: no need to wait (nor to look for a cancellation)
+                lock.acquire_nowait()
         except BaseException:
-            self._forget()
+            owner._forget(key)
             raise
         self._lock = lock
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._lock.release()
-        self._forget()
-
-    def _new(self) -> anyio.Lock | anyio.Semaphore:
-        # a semaphore, not a Lock: a unit may be released by another task than the one that held
-        # (a write from a sync event's worker thread runs in a task of its own)
-        return anyio.Semaphore(self._width, fast_acquire=True)
-
-    def _forget(self) -> None:
-        lock, users = self._locks[self._key]
-        if users == 1:
-            del self._locks[self._key]
-        else:
-            self._locks[self._key] = (lock, users - 1)
+        self._locks._forget(self._key)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -26,6 +26,7 @@ class _Entry:
 class MemorySlot:
     __slots__ = ("_key", "_spec", "_txn")
     keeps_json = True
+    published = False
 
     def __init__(self, txn: MemoryTransaction, spec: EntitySpec, key: Key) -> None:
         self._txn, self._spec, self._key = txn, spec, key
@@ -139,8 +140,8 @@ class MemoryStore:
         return self._read(spec, (spec.name, key))
 
     async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
-        self._sweep()
         name, now = spec.name, self._clock()
+        self._sweep(now)
         texts = [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
         if newest:
             end = max(len(texts) - offset, 0)
@@ -148,6 +149,26 @@ class MemoryStore:
         else:
             texts = texts[offset : offset + limit]
         return [_loads(text) for text in texts]
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        name, now = spec.name, self._clock()
+        for (n, key), entry in list(self._data.items()):  # in the order first written
+            if n == name and (entry.expires is None or entry.expires > now):
+                yield Stored(key, entry.text, None if entry.expires is None else entry.expires - now)
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        written, now = 0, self._clock()
+        for item in items:
+            key = (spec.name, item.key)
+            entry = self._data.get(key)
+            if entry is not None and (entry.expires is None or entry.expires > now):
+                continue
+            self._drop(key)  # an expired one: the new one goes last, in creation order
+            self._data[key] = _Entry(item.text, None if item.expires_in is None else now + item.expires_in)
+            if spec.scope == "session":
+                self._used(key, now)
+            written += 1
+        return written
 
     async def ping(self) -> None:
         """In this process: nothing to reach."""
@@ -158,33 +179,33 @@ class MemoryStore:
         self._again.clear()
 
     def _read(self, spec: EntitySpec, key: Key) -> str | None:
-        self._sweep()
+        now = self._clock()
+        self._sweep(now)
         entry = self._data.get(key)
         if entry is None:
             return None
-        now = self._clock()
         if entry.expires is not None and entry.expires <= now:
             self._drop(key)
             return None
         ttl = ttl_for(spec, self.default_ttl)
         entry.expires = None if ttl is None else now + ttl
         if spec.scope == "session":
-            self._used(key)
+            self._used(key, now)
         return entry.text
 
     def _write(self, spec: EntitySpec, key: Key, text: str) -> None:
         ttl = ttl_for(spec, self.default_ttl)
-        self._data[key] = _Entry(text, None if ttl is None else self._clock() + ttl)
+        now = self._clock()
+        self._data[key] = _Entry(text, None if ttl is None else now + ttl)
         if spec.scope == "session":
-            self._used(key)
+            self._used(key, now)
 
-    def _used(self, key: Key) -> None:
+    def _used(self, key: Key, now: float) -> None:
         """Notes a use of a session: its first goes to ``_once``, one ``returned_after`` seconds
         later moves it to ``_again``; past the bound, the least recent of ``_once`` goes first."""
         if key in self._again:
             self._again.move_to_end(key)
         elif key in self._once:
-            now = self._clock()
             if now - self._once[key] < self.returned_after:
                 self._once.move_to_end(key)
                 return
@@ -193,7 +214,7 @@ class MemoryStore:
             if len(self._again) > self.max_sessions * 0.8:  # the oldest returning one is a visitor again
                 self._once[self._again.popitem(last=False)[0]] = now
         else:
-            self._once[key] = self._clock()
+            self._once[key] = now
         while len(self._once) + len(self._again) > self.max_sessions:
             oldest, _ = (self._once or self._again).popitem(last=False)
             self._data.pop(oldest, None)
@@ -203,8 +224,7 @@ class MemoryStore:
         self._once.pop(key, None)
         self._again.pop(key, None)
 
-    def _sweep(self) -> None:
-        now = self._clock()
+    def _sweep(self, now: float) -> None:
         if now - self._last_sweep < self.sweep_interval:
             return
         self._last_sweep = now

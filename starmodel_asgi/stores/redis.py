@@ -11,9 +11,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -23,7 +24,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
+from starmodel_asgi.wire import DELETED, channel_name
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -47,23 +49,30 @@ def _unavailable() -> Iterator[None]:
         raise EventError(503, "The state is unavailable; try again") from exc
 
 
-# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), lock ms, score, member, indexed.
+# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), score, member, indexed,
+# channel ('': none). Saves, drops the lock (a unit releases every hold right after its commit) and,
+# when the broadcast shares this server, publishes the new state: one round trip, and messages go
+# out in the order of the saves, whichever process made them.
 _SAVE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('pexpire', KEYS[1], ARGV[4])
+redis.call('del', KEYS[1])
 if tonumber(ARGV[3]) > 0 then
   redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
 else
   redis.call('set', KEYS[2], ARGV[2])
 end
-if ARGV[7] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[5], ARGV[6]) end
+if ARGV[6] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[5]) end
+if ARGV[7] ~= '' then redis.call('publish', ARGV[7], ARGV[2]) end
 return 1
 """
-# KEYS: lock, state, index. ARGV: token, member.
+# KEYS: lock, state, index. ARGV: token, member, channel ('': none), message. Deletes, drops the
+# lock and publishes the deletion.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1])
 redis.call('del', KEYS[2])
 redis.call('zrem', KEYS[3], ARGV[2])
+if ARGV[3] ~= '' then redis.call('publish', ARGV[3], ARGV[4]) end
 return 1
 """
 # KEYS: lock, state. ARGV: token, lock ms, state ttl ms (0: none). Takes the lock if free and
@@ -72,6 +81,18 @@ _ACQUIRE = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
 if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[2], ARGV[3]) end
 return {1, redis.call('get', KEYS[2])}
+"""
+# KEYS: state, index. ARGV: state JSON, ttl ms (0: none), score, member, indexed. Writes a copied
+# state unless one is there (nothing is overwritten): 1 if written.
+_RESTORE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('set', KEYS[1], ARGV[1])
+end
+if ARGV[5] == '1' then redis.call('zadd', KEYS[2], 'NX', ARGV[3], ARGV[4]) end
+return 1
 """
 # KEYS: lock. ARGV: token, lock ms. Pushes the lease back if the lock is still ours.
 _RENEW = """
@@ -100,7 +121,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "text")
+    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "published", "text")
     keeps_json = True
 
     def __init__(self, txn: RedisTransaction, spec: EntitySpec, key: str, token: str, text: str | None) -> None:
@@ -108,6 +129,7 @@ class RedisSlot:
         store = txn._store
         self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
         self.text = text
+        self.published = False
 
     async def load(self) -> State | None:
         text = await self.load_text()
@@ -126,26 +148,33 @@ class RedisSlot:
     async def write(self, text: str | None) -> None:
         """Applies a save (``text``) or a delete (``None``), if the lock is still ours."""
         store = self._txn._store
+        prefix = store.channel_prefix
+        channel = "" if prefix is None else prefix + channel_name(self._spec, self.key)
         if text is None:
-            done = await store._delete(keys=self._keys, args=[self._token, self.key])
+            done = await store._delete(keys=self._keys, args=[self._token, self.key, channel, DELETED])
         else:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
-            args += [_ms(store.lock_timeout), store._clock(), self.key, indexed]
+            args += [store._clock(), self.key, indexed, channel]
             done = await store._save(keys=self._keys, args=args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+        self.published = prefix is not None
+        store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
+        self._txn._unlocked.add(self._keys[0])
 
 
 class RedisTransaction:
     """Instances held by Redis locks; writes kept aside and applied at ``commit`` (each checks
-    that its lock is still ours)."""
+    that its lock is still ours, and drops it in the same round trip: the in-process hold keeps
+    this process's other events out until ``release``)."""
 
-    __slots__ = ("_holds", "_store", "_writes")
+    __slots__ = ("_holds", "_store", "_unlocked", "_writes")
 
     def __init__(self, store: RedisStore) -> None:
         self._store = store
+        self._unlocked: set[str] = set()  # locks a write dropped
         self._holds: list[tuple[KeyHold, str, str]] = []  # in-process hold, lock name, token
         self._writes: dict[str, tuple[RedisSlot, str | None]] = {}
 
@@ -191,7 +220,8 @@ class RedisTransaction:
             for local, name, token in reversed(holds):
                 store._held.pop(name, None)
                 try:
-                    await store._forget_lock(name, token, held=True)
+                    if name not in self._unlocked:
+                        await store._forget_lock(name, token, held=True)
                 finally:
                     await local.__aexit__(None, None, None)
 
@@ -199,7 +229,7 @@ class RedisTransaction:
 class RedisStore:
     """Entity state in Redis under ``prefix`` (``state:``, ``lock:`` and, for records, ``index:``
     keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
-    every ``lock_timeout / 3`` seconds (and by every save), so events may run longer than the lease.
+    every ``lock_timeout / 3`` seconds, so events may run longer than the lease.
     A holder that loses its lock anyway (Redis unreachable for a whole lease) cannot write.
     Commands fail after ``timeout`` seconds rather than hang, and while Redis is down, restarting or
     silent the caller is told ``503`` "try again"; a lock that could not be deleted
@@ -218,8 +248,12 @@ class RedisStore:
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
+        self.url = url
         self.default_ttl = default_ttl
         self.prefix = prefix
+        #: set when the broadcast is Redis pub/sub on this same server (``publish_through``):
+        #: each save then publishes its change itself, with this prefix on the channel
+        self.channel_prefix: str | None = None
         self.lock_timeout = lock_timeout
         self.lock_poll = lock_poll
         self._clock = clock
@@ -241,6 +275,7 @@ class RedisStore:
         self._unlock = self.client.register_script(_UNLOCK)
         self._take = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
+        self._restore = self.client.register_script(_RESTORE)
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
@@ -259,6 +294,15 @@ class RedisStore:
         return f"{self.prefix}index:{spec.name}"
 
     keeps_json = True
+
+    def publish_through(self, broadcast: object) -> None:
+        """When ``broadcast`` is Redis pub/sub on this store's server (``RedisBroadcast``, known
+        by its ``kind``: the broadcast module imports this one), saves publish their own changes
+        (in the save's round trip) instead of handing them to the app's outbox."""
+        self.channel_prefix = None
+        url, prefix = getattr(broadcast, "url", None), getattr(broadcast, "prefix", None)
+        if getattr(broadcast, "kind", None) == "Redis" and isinstance(url, str) and isinstance(prefix, str):
+            self.channel_prefix = prefix if _server(url) == _server(self.url) else None
 
     def begin(self) -> RedisTransaction:
         return RedisTransaction(self)
@@ -352,6 +396,52 @@ class RedisStore:
                 await self.client.zrem(index, *gone)
         return [_loads(raw) for raw in raws if raw is not None]
 
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Records in their index's order (creation); other instances as ``SCAN`` finds them."""
+        if spec.is_record:
+            index, start = self._index_key(spec), 0
+            while page := await self.client.zrange(index, start, start + _PAGE - 1, withscores=True):
+                start += _PAGE
+                scored: Keys = [(str(member), float(score)) for member, score in cast("list[tuple[str, float]]", page)]
+                for item in await self._with_ttl(spec, scored):
+                    yield item
+            return
+        states = self._state_key(spec, "")
+        keys: Keys = []
+        async for name in self.client.scan_iter(match=_glob_escape(states) + "*", count=_PAGE):
+            keys.append((str(name)[len(states) :], None))
+            if len(keys) == _PAGE:
+                for item in await self._with_ttl(spec, keys):
+                    yield item
+                keys = []
+        for item in await self._with_ttl(spec, keys):
+            yield item
+
+    async def _with_ttl(self, spec: EntitySpec, keys: Sequence[tuple[str, float | None]]) -> tuple[Stored, ...]:
+        """The states of ``keys`` (with their creation times) and their remaining TTLs, in one round trip."""
+        if not keys:
+            return ()
+        pipe = self.client.pipeline(transaction=False)
+        for key, _ in keys:
+            pipe.get(self._state_key(spec, key))
+            pipe.pttl(self._state_key(spec, key))
+        found = await pipe.execute()
+        return tuple(
+            Stored(key, str(text), None if ttl < 0 else ttl / 1000, created)
+            for (key, created), text, ttl in zip(keys, found[::2], found[1::2], strict=True)
+            if text is not None  # gone meanwhile (or an expired record still indexed)
+        )
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        now, indexed = self._clock(), "1" if spec.is_record else "0"
+        for n, item in enumerate(items):
+            ttl = 0 if item.expires_in is None else _ms(item.expires_in)
+            score = now + n * 1e-6 if item.created is None else item.created
+            keys = [self._state_key(spec, item.key), self._index_key(spec)]
+            await self._restore(keys=keys, args=[item.text, ttl, score, item.key, indexed], client=pipe)
+        return sum(await pipe.execute()) if items else 0
+
     async def aclose(self) -> None:
         tasks = [t for t in (self._renewer, self._clearer) if t is not None]
         self._renewer = self._clearer = None
@@ -364,6 +454,25 @@ class RedisStore:
     async def ping(self) -> None:
         """A round trip to Redis (``GET /health``)."""
         await self.client.ping()
+
+
+def _server(url: str) -> tuple[str, int, str | None]:
+    """Which Redis server a URL names (pub/sub spans its databases)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return (parts.path, 0, parts.username)
+    return (parts.hostname or "localhost", parts.port or 6379, parts.username)
+
+
+Keys = list[tuple[str, float | None]]  # keys, with their creation times where known
+
+#: Instances read or written per round trip when copying.
+_PAGE = 500
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _loads(raw: str | bytes) -> State:
