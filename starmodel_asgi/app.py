@@ -271,7 +271,7 @@ class StarModel(Operations, Copying):
         return instance
 
     async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
-        """Records in their store's order (SQL: by id; memory: by creation)."""
+        """Records in creation order, oldest first, on every store (``offset`` skips the oldest)."""
         spec = _records(self.spec(entity), "list")
         return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
 

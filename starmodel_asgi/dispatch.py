@@ -130,6 +130,8 @@ class Steps:
         self.original = instance.public_state()
         sent = {k: v for k, v in client_values(spec, request).items() if k in spec.shown}
         self.baseline = {**self.original, **sent}
+        #: the fields the page may type into and sent: an answer must not overwrite later typing
+        self.typed = spec.writable & sent.keys()
         self.count = 0
         self.cleared = not request.errors_shown
         self.redirect: str | None = None
@@ -138,11 +140,13 @@ class Steps:
         """The first step also carries the blank errors that clear an earlier failure's."""
         public = self.instance.public_state()
         changed = {k: v for k, v in public.items() if self.baseline.get(k, _MISSING) != v}
+        guarded = {k: self.baseline[k] for k in self.typed & changed.keys()}
         self.baseline = public
         redirect = result.url if isinstance(result, Redirect) else None
         cleared = None if self.cleared else self.spec.no_errors
         self.cleared = True
-        return Update(self.spec.name, changed, public, to_elements(result, self.info), redirect, cleared)
+        elements = to_elements(result, self.info)
+        return Update(self.spec.name, changed, public, elements, redirect, cleared, guarded=guarded)
 
     def gone(self, update: Update | None) -> Update:
         """The last update of an event that deleted its own record: the page is told it is gone."""

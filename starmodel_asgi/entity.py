@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel
 
-from starmodel_asgi.events import EventDescriptor
-from starmodel_asgi.pages import SafeHTML
+from starmodel_asgi.events import Action, EventDescriptor, with_query
+from starmodel_asgi.pages import SafeHTML, inert_json
 from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
 
 if TYPE_CHECKING:
@@ -184,6 +183,26 @@ class Entity(BaseModel):
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
 
     @classmethod
+    def create_action(cls, **fields: Any) -> Action:
+        """``Todo.create_action(title="Milk")`` -> ``"@post('/sm/todo?title=Milk')"``: the action
+        that creates a record (``POST /{entity}``). Fields left out come from the page's signals
+        (a bound ``$todo.title``) or a form; only client-writable fields may be given."""
+        spec = _records(cls, "create_action")
+        if unknown := fields.keys() - spec.writable:
+            takes = ", ".join(sorted(spec.writable)) or "none: mark fields ClientWritable"
+            raise TypeError(
+                f"{cls.__name__}.create_action() cannot set {', '.join(sorted(unknown))}"
+                f" (a new record takes its client-writable fields: {takes})"
+            )
+        return Action("post", with_query(spec.collection_url(), fields))
+
+    @classmethod
+    def delete_action(cls, id: str | int) -> Action:
+        """``Todo.delete_action(todo.id)`` -> ``"@delete('/sm/todo/<id>')"``: the action that
+        deletes a record (``DELETE /{entity}/{id}``); its live lists drop it."""
+        return Action("delete", _records(cls, "delete_action").url(id))
+
+    @classmethod
     def live_list(
         cls, limit: int | None = None, tag: str = "div", *, newest_first: bool = False, **attrs: str
     ) -> SafeHTML:
@@ -193,16 +212,14 @@ class Entity(BaseModel):
         ``presence`` entities. ``attrs`` become HTML attributes. A newest-first list grows by
         ``limit`` older records on ``load_more()``. The page reopens the stream after the server
         restarts."""
-        spec = cls.__starmodel_target__()
-        if not spec.is_record:
-            raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
+        spec = _records(cls, "live_list")
         if limit is not None and not 0 < limit <= spec.list_limit:
             raise ValueError(
                 f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
                 " lower limit or raise StarModel(list_limit=...)"
             )
         query = ([f"limit={int(limit)}"] if limit is not None else []) + (["newest_first=1"] if newest_first else [])
-        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
+        url = spec.collection_url("live")
         url += "?" + "&".join(query) if query else ""
         extra = "".join(
             f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
@@ -228,16 +245,21 @@ class Entity(BaseModel):
 LOAD_MORE = "sm-load-more"
 
 
+def _records(entity: type[Entity], helper: str) -> EntitySpec:
+    """The spec of the app serving ``entity``, a record entity (``helper`` is refused otherwise)."""
+    spec = entity.__starmodel_target__()
+    if not spec.is_record:
+        raise TypeError(
+            f'{entity.__name__}.{helper}: only record entities (scope="record") have it;'
+            f' {entity.__name__} is scope="{spec.scope}"'
+        )
+    return spec
+
+
 def _local_signals(spec: EntitySpec) -> dict[str, Any]:
     """The signals the server sets and the page never sends back: blank errors, and the number
     of viewers of a ``presence`` entity."""
     return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
-
-
-def inert_json(value: Any) -> str:
-    """JSON for a Datastar attribute that is evaluated as an expression: ``@`` and ``$`` (action
-    and signal markers, rewritten even inside strings) are escaped, so stored text stays text."""
-    return json.dumps(value, separators=(",", ":")).replace("@", "\\u0040").replace("$", "\\u0024")
 
 
 def entity_class(spec: EntitySpec) -> type[Entity]:

@@ -216,9 +216,7 @@ class ActionBuilder(Generic[P]):
             takes = ", ".join(sorted(self._accepts)) or "none"
             raise TypeError(f"{self.info.name}() has no parameter {', '.join(sorted(unknown))} (it takes: {takes})")
         target = self._target or cast("type[_Served]", self._owner).__starmodel_target__()
-        url = target.event_url(self.info.segment, id)
-        query = {k: _query_value(v) for k, v in params.items() if v is not None}
-        return f"{url}?{urlencode(query, doseq=True)}" if query else url
+        return with_query(target.event_url(self.info.segment, id), params)
 
     if TYPE_CHECKING:
 
@@ -322,6 +320,12 @@ def _is_sequence(annotation: Any) -> bool:
         and issubclass(target, (list, tuple, set, frozenset, abc.Sequence, abc.Set))
         and not issubclass(target, (str, bytes))
     )
+
+
+def with_query(url: str, params: dict[str, Any]) -> str:
+    """``url`` with ``params`` (those not ``None``) as its query string, as events bind them."""
+    query = {k: _query_value(v) for k, v in params.items() if v is not None}
+    return f"{url}?{urlencode(query, doseq=True)}" if query else url
 
 
 def _query_value(value: Any) -> Any:

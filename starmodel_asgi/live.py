@@ -282,11 +282,10 @@ class LiveResponse(LiveStream):
             state, elements = view.state, view.elements
             changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
             new_elements = elements if elements != self._elements else []
-            body = (
-                self.formatter.format([Update(self.spec.name, changed, state, new_elements)]).encode()
-                if (changed or new_elements)
-                else b""
-            )
+            # a field the page types into changes only where the page still holds what this stream sent
+            guarded = {k: self._state[k] for k in self.spec.writable & changed.keys() if k in self._state}
+            update = Update(self.spec.name, changed, state, new_elements, guarded=guarded, rebase=False)
+            body = self.formatter.format([update]).encode() if (changed or new_elements) else b""
             if self._view_serial:  # streams at the same earlier view send the same
                 view.sent[key] = body
         self._state, self._elements, self._view_serial = view.state, view.elements, view.serial

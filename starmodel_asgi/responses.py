@@ -123,6 +123,19 @@ class UpdatesResponse(StreamResponse):
         return False
 
 
+class RefusedResponse(Response):
+    """An error answered with another status (``datastar_error_status``); ``outcome`` is the real one."""
+
+    def __init__(self, body: str, status: int, headers: dict[str, str], media_type: str, outcome: int) -> None:
+        super().__init__(body, status, headers, media_type)
+        self.outcome = outcome
+
+
+def outcome(response: Response) -> int:
+    """What a request's answer says happened: its status, or the real one of a ``RefusedResponse``."""
+    return response.outcome if isinstance(response, RefusedResponse) else response.status_code
+
+
 class Answers:
     """Picks the answer format for a request and renders updates and errors in it."""
 
@@ -209,10 +222,17 @@ class Answers:
             formatter = self.formatter(call)
         except EventError:
             return Response(error.message, error.status, error.headers, "text/plain")
-        status = error.status
-        if self.datastar_error_status is not None and call.is_datastar:
-            status = self.datastar_error_status  # so the Datastar client applies the error signals
-        return Response(formatter.format_error(error), status, error.headers, formatter.media_type)
+        body = formatter.format_error(error)
+        if self.datastar_error_status is None or not call.is_datastar:
+            return Response(body, error.status, error.headers, formatter.media_type)
+        # sent with another status so the Datastar client applies the error signals; the log and
+        # the metrics say what really happened
+        logger.info(
+            "%s %s refused with %d, answered %d for the page to show it: %s",
+            call.method, call.path, error.status, self.datastar_error_status, error.message,
+            extra={"status": error.status},
+        )  # fmt: skip
+        return RefusedResponse(body, self.datastar_error_status, error.headers, formatter.media_type, error.status)
 
 
 async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

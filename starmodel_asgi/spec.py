@@ -129,6 +129,10 @@ class EntitySpec:
             parts.append(quote(str(id), safe=""))
         return "/".join([*parts, *segments])
 
+    def collection_url(self, *segments: str) -> str:
+        """``/sm/message``, ``/sm/message/live``: a record entity's collection, plus ``segments``."""
+        return "/".join([self.base_path.rstrip("/"), self.name, *segments])
+
     def event_url(self, segment: str, id: str | int | None = None) -> str:
         return self.url(id, segment)
 

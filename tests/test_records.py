@@ -306,3 +306,12 @@ async def test_a_record_created_with_a_chosen_id_keeps_it_and_an_existing_one_is
         assert (await sm.get(Todo, fresh.id)).edits == 0  # the event rolled back
         copied = await c.post(f"/todo/{fresh.id}/duplicate", json={"as_id": "copy-1"}, headers=JSON)
         assert copied.status_code == 200 and (await sm.get(Todo, "copy-1")).title == "new"
+
+
+async def test_sm_list_gives_records_in_creation_order_not_by_id(backend: Backend) -> None:
+    sm = backend.app()
+    Todo = backend.entity
+    for key in ("m", "z", "a"):
+        await sm.create(Todo, id=key, title=key)
+    assert [t.id for t in await sm.list(Todo)] == ["m", "z", "a"]
+    assert [t.id for t in await sm.list(Todo, limit=1, offset=1)] == ["z"]  # offset skips the oldest
