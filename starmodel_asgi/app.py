@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 
@@ -33,6 +33,7 @@ from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.operations import Operations, observer
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
+from starmodel_asgi.query import build_query
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
 from starmodel_asgi.settings import SETTINGS, UNSET, settings
@@ -265,10 +266,26 @@ class StarModel(Operations):
         assert isinstance(instance, entity)
         return instance
 
-    async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
-        """Records in their store's order (SQL: by id; memory: by creation)."""
+    async def list(
+        self,
+        entity: type[E],
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        where: Mapping[str, Any] | None = None,
+        order: str | None = None,
+    ) -> list[E]:
+        """Records in creation order, or ``order`` (a field; ``"-field"`` descending; ``"-created"``
+        newest first), those matching every ``where`` field (equality; values coerced by the
+        field's type: a bad one or an unknown field is a ``ValueError`` naming it)."""
         spec = _records(self.spec(entity), "list")
-        return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
+        query = build_query(spec, where, order)
+        return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset, query=query)]
+
+    async def count(self, entity: type[Entity], where: Mapping[str, Any] | None = None) -> int:
+        """How many records match every ``where`` field (all of them without)."""
+        spec = _records(self.spec(entity), "count")
+        return await self.dispatcher.count(spec, build_query(spec, where))
 
     async def delete(self, entity: type[E], key: str) -> None:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""

@@ -25,6 +25,7 @@ from starmodel_asgi.events import EventDescriptor, EventInfo
 from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.outbox import Outbox
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
 from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
@@ -513,13 +514,21 @@ class Dispatcher:
         async with self.unit(request) as (unit, _):
             await unit.delete(spec, key, check)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:
-        """Records from the store, as the current unit (if any) sees them."""
-        states = await self.store_for(spec).list(spec, limit, offset, newest)
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[Entity]:
+        """Records from the store matching ``query``, as the current unit (if any) sees them."""
+        states = await self.store_for(spec).list(spec, limit, offset, newest, query)
         unit = self.current()
         if unit is not None:
-            states = unit.overlay(spec, states)
+            states = unit.overlay(spec, states, query)
         return [instance_of(spec, s["id"], s, False) for s in states]
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        """How many records match ``query``, as the current unit (if any) sees them."""
+        count = await self.store_for(spec).count(spec, query)
+        unit = self.current()
+        return count if unit is None else unit.recount(spec, count, query)
 
 
 async def move_session(dispatcher: Dispatcher, specs: Iterable[EntitySpec], old: str, new: str, keep: bool) -> None:

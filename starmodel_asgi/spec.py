@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor, event_table
 from starmodel_asgi.page_errors import no_errors
+from starmodel_asgi.query import Query, build_query, filterable
 
 Scope = Literal["session", "user", "global", "record"]
 StoreKind = Literal["memory", "sql", "redis", "client"]
@@ -52,6 +53,8 @@ class EntityConfig(ConfigDict, total=False):
     ttl: float
     client_writable: Iterable[str]
     presence: bool
+    indexes: Iterable[str]
+    aggregates: Mapping[str, Mapping[str, Any]]
 
 
 def snake_case(name: str) -> str:
@@ -82,6 +85,10 @@ class EntitySpec:
     presence: bool = False
     #: the most records a list or a live list sends (the serving app's ``list_limit``)
     list_limit: int = 100
+    #: fields queries look up fast: a SQL index, a Redis set per value
+    indexes: frozenset[str] = frozenset()
+    #: counts a live list keeps up to date, as ``$name._count.<aggregate>``
+    aggregates: Mapping[str, Query] = field(default_factory=dict)
 
     @cached_property
     def shown(self) -> frozenset[str]:
@@ -116,6 +123,9 @@ class EntitySpec:
         return "/".join([*parts, *segments])
 
     def event_url(self, segment: str, id: str | int | None = None) -> str:
+        descriptor = self.events.get(segment)
+        if descriptor is not None and descriptor.info.collection:  # acts on the collection: no id
+            return "/".join([self.base_path.rstrip("/"), self.name, segment])
         return self.url(id, segment)
 
 
@@ -130,9 +140,14 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         raise ValueError(f"{who}: name {name!r} must be lower case letters, digits and _ (it is a URL segment)")
     ttl = config.get("ttl")
     events = event_table(entity)
-    for segment in events:
+    for segment, descriptor in events.items():
         if not segment or "/" in segment or segment == "live":
             raise ValueError(f"{who}: event path {segment!r} must be one URL segment, not 'live'")
+        if descriptor.info.collection and (scope != "record" or segment == "count"):
+            raise ValueError(
+                f"{who}.{descriptor.info.name}: a collection event (@event on a @classmethod) needs "
+                f'scope="record" and a path other than "count"'
+            )
     fields = frozenset(entity.model_fields)
     server_only = _marked(entity, ServerOnly)
     public = fields - server_only - ({"id"} if scope != "record" else set())
@@ -143,7 +158,7 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     computed = frozenset(entity.model_computed_fields)
     params = {name for d in events.values() for name in d.params_model.model_fields if name not in d.form_models}
     params |= {name for d in events.values() for model in d.form_models.values() for name in model.model_fields}
-    return EntitySpec(
+    spec = EntitySpec(
         entity=entity,
         name=name,
         scope=scope,
@@ -159,7 +174,39 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         base_path=base_path,
         presence=presence,
         list_limit=list_limit,
+        indexes=_indexes(who, entity, scope, config),
     )
+    return replace(spec, aggregates=MappingProxyType(_aggregates(spec, config.get("aggregates") or {})))
+
+
+def _indexes(who: str, entity: type[BaseModel], scope: Scope, config: Mapping[str, Any]) -> frozenset[str]:
+    """``model_config = {"indexes": ["room"]}``: scalar fields of a record entity."""
+    names = set(_names(config.get("indexes", ())))
+    if names and scope != "record":
+        raise ValueError(f'{who}: indexes speed up queries of records: only scope="record" entities have them')
+    if unknown := names - set(entity.model_fields):
+        raise ValueError(f"{who}: indexes names unknown fields {sorted(unknown)}")
+    if wrong := names - set(filterable(entity, names)):
+        raise ValueError(f"{who}: indexes takes bool, int, float and str fields, not {sorted(wrong)}")
+    return frozenset(names)
+
+
+def _aggregates(spec: EntitySpec, given: Mapping[str, Any]) -> dict[str, Query]:
+    """``model_config = {"aggregates": {"left": {"done": False}}}``: each a filter on indexed fields."""
+    who = spec.entity.__name__
+    if given and not spec.is_record:
+        raise ValueError(f'{who}: aggregates count records: only scope="record" entities have them')
+    out = {}
+    for name, where in given.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", str(name)) or not isinstance(where, Mapping):
+            raise ValueError(f'{who}: aggregates maps names (lower case) to filters: {{"left": {{"done": False}}}}')
+        if missing := set(where) - spec.indexes:
+            raise ValueError(
+                f'{who}: aggregate {name!r} filters on {sorted(missing)}: add them to model_config "indexes" '
+                "(counts are kept cheap by the index)"
+            )
+        out[str(name)] = build_query(spec, where)
+    return out
 
 
 #: The ``model_config`` keys this package reads, and every key an entity's ``model_config`` may hold.

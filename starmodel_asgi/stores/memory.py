@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from starmodel_asgi.query import EVERYTHING, Query, window
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
@@ -138,16 +139,25 @@ class MemoryStore:
     async def get_text(self, spec: EntitySpec, key: str) -> str | None:
         return self._read(spec, (spec.name, key))
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        if query.plain:  # no state parsed but the window's
+            return [_loads(text) for text in window(self._texts(spec), limit, offset, newest)]
+        return window(query.sort(self._matching(spec, query)), limit, offset, newest)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        return len(self._texts(spec)) if not query.where else len(self._matching(spec, query))
+
+    def _texts(self, spec: EntitySpec) -> list[str]:
+        """The entity's live instances' JSON, in creation order."""
         self._sweep()
         name, now = spec.name, self._clock()
-        texts = [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
-        if newest:
-            end = max(len(texts) - offset, 0)
-            texts = texts[max(end - limit, 0) : end]
-        else:
-            texts = texts[offset : offset + limit]
-        return [_loads(text) for text in texts]
+        return [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
+
+    def _matching(self, spec: EntitySpec, query: Query) -> list[State]:
+        """A scan: every instance parsed, the matching ones kept."""
+        return [state for text in self._texts(spec) if query.matches(state := _loads(text))]
 
     async def ping(self) -> None:
         """In this process: nothing to reach."""

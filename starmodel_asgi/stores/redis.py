@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
+from starmodel_asgi.query import EVERYTHING, Query, window
 from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ def _unavailable() -> Iterator[None]:
         raise EventError(503, "The state is unavailable; try again") from exc
 
 
-# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), lock ms, score, member, indexed.
+# KEYS: lock, state, index, then the value sets the record leaves, then those it joins. ARGV: token,
+# state JSON, ttl ms (0: none), lock ms, score, member, indexed, how many sets it leaves.
 _SAVE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('pexpire', KEYS[1], ARGV[4])
@@ -56,14 +58,20 @@ if tonumber(ARGV[3]) > 0 then
 else
   redis.call('set', KEYS[2], ARGV[2])
 end
-if ARGV[7] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[5], ARGV[6]) end
+if ARGV[7] == '1' then
+  redis.call('zadd', KEYS[3], 'NX', ARGV[5], ARGV[6])
+  local score = redis.call('zscore', KEYS[3], ARGV[6])
+  local leaves = tonumber(ARGV[8])
+  for i = 4, 3 + leaves do redis.call('zrem', KEYS[i], ARGV[6]) end
+  for i = 4 + leaves, #KEYS do redis.call('zadd', KEYS[i], score, ARGV[6]) end
+end
 return 1
 """
-# KEYS: lock, state, index. ARGV: token, member.
+# KEYS: lock, state, index, then the record's value sets. ARGV: token, member.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[2])
-redis.call('zrem', KEYS[3], ARGV[2])
+for i = 3, #KEYS do redis.call('zrem', KEYS[i], ARGV[2]) end
 return 1
 """
 # KEYS: lock, state. ARGV: token, lock ms, state ttl ms (0: none). Takes the lock if free and
@@ -124,18 +132,22 @@ class RedisSlot:
         self._txn._writes[self._keys[1]] = (self, None)
 
     async def write(self, text: str | None) -> None:
-        """Applies a save (``text``) or a delete (``None``), if the lock is still ours."""
+        """Applies a save (``text``) or a delete (``None``), if the lock is still ours, moving the
+        record between the sets of its indexed fields' values in the same script."""
         store = self._txn._store
+        leaves = store._value_keys(self._spec, self.text)
         if text is None:
-            done = await store._delete(keys=self._keys, args=[self._token, self.key])
+            done = await store._delete(keys=[*self._keys, *leaves], args=[self._token, self.key])
         else:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
-            args += [_ms(store.lock_timeout), store._clock(), self.key, indexed]
-            done = await store._save(keys=self._keys, args=args)
+            args += [_ms(store.lock_timeout), store._clock(), self.key, indexed, len(leaves)]
+            keys = [*self._keys, *leaves, *store._value_keys(self._spec, text)]
+            done = await store._save(keys=keys, args=args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+        self.text = text
 
 
 class RedisTransaction:
@@ -338,18 +350,65 @@ class RedisStore:
             raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
         return None if raw is None else str(raw)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
-        index = self._index_key(spec)
+    def _value_key(self, spec: EntitySpec, name: str, value: Any) -> str:
+        """The sorted set (by creation) of the records whose indexed field ``name`` is ``value``."""
+        return f"{self._index_key(spec)}:{name}:{json.dumps(value)}"
+
+    def _value_keys(self, spec: EntitySpec, text: str | None) -> list[str]:
+        """The value sets a record stored as ``text`` belongs to."""
+        if text is None or not spec.indexes:
+            return []
+        state = _loads(text)
+        return [self._value_key(spec, name, state.get(name)) for name in sorted(spec.indexes)]
+
+    def _source(self, spec: EntitySpec, query: Query) -> tuple[str, bool]:
+        """The sorted set to read for ``query`` (the first indexed filter's value set, else every
+        record) and whether it alone answers the filters."""
+        indexed = [(name, value) for name, value in query.where if name in spec.indexes]
+        if not indexed:
+            return self._index_key(spec), not query.where
+        return self._value_key(spec, *indexed[0]), len(query.where) == 1
+
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        source, exact = self._source(spec, query)
         with _unavailable():
-            members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1, desc=newest)]
+            if not (exact and query.order is None):  # read the set's records, filter and sort here
+                return window(query.sort(await self._matching(spec, source, query)), limit, offset, newest)
+            desc = newest != query.descending
+            members = [str(m) for m in await self.client.zrange(source, offset, offset + limit - 1, desc=desc)]
             if newest:
                 members.reverse()
-            if not members:
-                return []
-            raws = await self.client.mget([self._state_key(spec, m) for m in members])
-            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
-            if gone:  # expired records: forget them (the index has no TTL of its own)
-                await self.client.zrem(index, *gone)
+            return await self._states(spec, source, members)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        source, exact = self._source(spec, query)
+        with _unavailable():
+            if exact:
+                return int(await self.client.zcard(source))
+            return len(await self._matching(spec, source, query))
+
+    async def _matching(self, spec: EntitySpec, source: str, query: Query) -> list[State]:
+        """Every record of the sorted set ``source`` that matches, in creation order: a read of the
+        whole set (in chunks), the cost of a filter no index answers alone."""
+        members = [str(m) for m in await self.client.zrange(source, 0, -1)]
+        states: list[State] = []
+        for start in range(0, len(members), 1000):
+            chunk = await self._states(spec, source, members[start : start + 1000])
+            states += [state for state in chunk if query.matches(state)]
+        return states
+
+    async def _states(self, spec: EntitySpec, source: str, members: list[str]) -> list[State]:
+        """The records ``members`` of ``source``; expired ones are forgotten (the sets have no TTL)."""
+        if not members:
+            return []
+        raws = await self.client.mget([self._state_key(spec, m) for m in members])
+        gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+        if gone:
+            await self.client.zrem(self._index_key(spec), *gone)
+            if source != self._index_key(spec):
+                await self.client.zrem(source, *gone)
         return [_loads(raw) for raw in raws if raw is not None]
 
     async def aclose(self) -> None:
