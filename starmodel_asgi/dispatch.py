@@ -10,6 +10,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
+from types import MethodType
 from typing import Any, cast
 
 import anyio.to_thread
@@ -378,15 +379,46 @@ class Dispatcher:
         its one update, returned once the unit has committed. Run again (up to ``RETRIES``
         times) when a nested hold finds an instance busy."""
         kwargs = bind_params(descriptor, spec, request)
+
+        async def once(unit: Unit) -> Update:
+            held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
+            result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
+            update = steps.step(result)
+            await unit.commit()
+            return steps.gone(update) if held.deleted else update
+
+        return await self._retried(spec, descriptor, request, once)
+
+    async def apply_collection(self, spec: EntitySpec, descriptor: EventDescriptor, request: EventRequest) -> Update:
+        """A collection event (``@event`` on a ``@classmethod``): called with the entity class, its
+        ``request.app`` writes joining one unit; its answer carries only what it returned."""
+        kwargs = bind_params(descriptor, spec, request)
+        bound = MethodType(descriptor.func, entity_class(spec))
+
+        async def once(unit: Unit) -> Update:
+            result = await call(unit, descriptor, bound, kwargs)
+            redirect = result.url if isinstance(result, Redirect) else None
+            cleared = spec.no_errors if request.errors_shown else None
+            update = Update(spec.name, {}, {}, to_elements(result, descriptor.info), redirect, cleared)
+            await unit.commit()
+            return update
+
+        return await self._retried(spec, descriptor, request, once)
+
+    async def _retried(
+        self,
+        spec: EntitySpec,
+        descriptor: EventDescriptor,
+        request: EventRequest,
+        once: Callable[[Unit], Awaitable[Update]],
+    ) -> Update:
+        """``once(unit)`` in a new unit, run again (up to ``RETRIES`` times, after a short random
+        wait) when a nested hold finds an instance busy; a failure rolls the unit back."""
         attempt = 0
         while True:
             unit = Unit(self, request)
             try:
-                held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
-                result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
-                update = steps.step(result)
-                await unit.commit()
-                return steps.gone(update) if held.deleted else update
+                return await once(unit)
             except Busy:
                 await unit.rollback()
                 if attempt >= RETRIES:
@@ -521,7 +553,7 @@ class Dispatcher:
         states = await self.store_for(spec).list(spec, limit, offset, newest, query)
         unit = self.current()
         if unit is not None:
-            states = unit.overlay(spec, states, query)
+            states = unit.overlay(spec, states, query)[:limit]
         return [instance_of(spec, s["id"], s, False) for s in states]
 
     async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:

@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from starmodel_asgi.aggregates import Tallies
 from starmodel_asgi.depends import Provider, provided
 from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
@@ -27,6 +28,7 @@ from starmodel_asgi.lists import ListStream, Windows
 from starmodel_asgi.live import Live
 from starmodel_asgi.origins import SAFE_METHODS, check_origin
 from starmodel_asgi.page_errors import errors_shown, remember_errors
+from starmodel_asgi.query import from_request
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import MethodHandler, Route, RouteTable
 from starmodel_asgi.spec import EntitySpec, instance_key
@@ -54,6 +56,7 @@ class Endpoints:
     session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
     overrides: dict[Provider, Provider] = field(default_factory=dict)  # sm.dependency_overrides
     windows: Windows = field(default_factory=Windows)
+    tallies: Tallies = field(default_factory=Tallies)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
         """Every URL shape of every entity, each with its one handler."""
@@ -67,12 +70,14 @@ class Endpoints:
                 table.add(spec, "", "DELETE", MethodHandler(partial(self.delete, spec), True, "delete"), with_id=True)
                 table.add(spec, "live", "GET", MethodHandler(partial(self.live_record, spec)), with_id=True)
                 table.add(spec, "live", "GET", MethodHandler(partial(self.live_list, spec)))
+                table.add(spec, "count", "GET", MethodHandler(partial(self.count, spec), event="count"))
             else:
                 table.add(spec, "", "GET", MethodHandler(partial(self.read, spec)))
                 table.add(spec, "live", "GET", MethodHandler(partial(self.stream, spec)))
             for segment, descriptor in spec.events.items():
                 action = MethodHandler(partial(self.run, spec, descriptor), True, descriptor.info.name)
-                table.add(spec, segment, descriptor.info.method, action, with_id=spec.is_record)
+                with_id = spec.is_record and not descriptor.info.collection
+                table.add(spec, segment, descriptor.info.method, action, with_id=with_id)
         return table
 
     async def serve(self, incoming: Incoming, route: Route, params: Mapping[str, str]) -> Response:
@@ -192,6 +197,8 @@ class Endpoints:
         return response
 
     async def _run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
+        if descriptor.info.collection:
+            return self.answers.answer(call, [await self.dispatcher.apply_collection(spec, descriptor, call)])
         if descriptor.info.background:
             if self.guard.with_record and spec.is_record:  # it holds nothing: the record as saved
                 record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
@@ -240,10 +247,16 @@ class Endpoints:
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
         limit, offset = self._page(spec, call)
-        items = await self.dispatcher.list(spec, limit, offset)
+        items = await self.dispatcher.list(spec, limit, offset, query=from_request(spec, call.query))
         if self.guard.with_record:
             items = [i for i in items if await self.guard.allows_record(call, spec, i)]
         return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
+
+    async def count(self, spec: EntitySpec, call: EventRequest) -> Response:
+        """``{"count": n}``: the records matching the query's filters (``authorize`` is asked with
+        the event ``"count"``, never about each record)."""
+        query = from_request(spec, {k: v for k, v in call.query.items() if k != "order"})
+        return Response(json.dumps({"count": await self.dispatcher.count(spec, query)}), media_type="application/json")
 
     async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
         if entity_class(spec).render is Entity.render:
@@ -253,9 +266,9 @@ class Endpoints:
         limit, _ = self._page(spec, call)
 
         checks = partial(self.guard.allows_record, call, spec) if self.guard.authorize is not None else None
-        return self.answers.streamed(
-            call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
-        )
+        query = from_request(spec, call.query)
+        stream = ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks, query, self.tallies)
+        return self.answers.streamed(call, stream)
 
     def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:
         """``?limit=&offset=``, checked."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
+from urllib.parse import urlencode
 
 from pydantic import BaseModel
 
 from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.pages import SafeHTML
+from starmodel_asgi.query import build_query
 from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
 
 if TYPE_CHECKING:
@@ -171,10 +173,20 @@ class Entity(BaseModel):
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
 
     @classmethod
-    def live_list(cls, limit: int | None = None, tag: str = "div", **attrs: str) -> SafeHTML:
+    def live_list(
+        cls,
+        limit: int | None = None,
+        tag: str = "div",
+        *,
+        where: Mapping[str, Any] | None = None,
+        order: str | None = None,
+        **attrs: str,
+    ) -> SafeHTML:
         """The element a record entity's live list fills: ``<div id="message-list">`` opening
-        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first), with a
-        ``_viewers`` signal for ``presence`` entities. ``attrs`` become HTML attributes."""
+        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first; only those
+        matching ``where``, in ``order``, as ``sm.list`` takes them), with a ``_viewers`` signal
+        for ``presence`` entities and ``_count`` for ``aggregates``. ``attrs`` become HTML
+        attributes."""
         spec = cls.__starmodel_target__()
         if not spec.is_record:
             raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
@@ -184,8 +196,11 @@ class Entity(BaseModel):
                 f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
                 " lower limit or raise StarModel(list_limit=...)"
             )
+        params = build_query(spec, where, order, public=True).params()
         if limit is not None:
-            url += f"?limit={int(limit)}"
+            params["limit"] = int(limit)
+        if params:
+            url += "?" + urlencode(params)
         extra = "".join(
             f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
         )
@@ -199,7 +214,8 @@ class Entity(BaseModel):
 def _local_signals(spec: EntitySpec) -> dict[str, Any]:
     """The signals the server sets and the page never sends back: blank errors, and the number
     of viewers of a ``presence`` entity."""
-    return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
+    local = {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
+    return {**local, "_count": dict.fromkeys(spec.aggregates, 0)} if spec.aggregates else local
 
 
 def inert_json(value: Any) -> str:

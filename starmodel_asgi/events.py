@@ -385,7 +385,7 @@ def event(
 
     def wrap(f: Callable[..., Any] | classmethod[Any, Any, Any]) -> EventDescriptor:
         collection = isinstance(f, classmethod)
-        if collection:
+        if isinstance(f, classmethod):
             f = f.__func__
             if background or inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f):
                 raise TypeError(

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from starmodel_asgi.aggregates import Counts, Tallies
 from starmodel_asgi.broadcast import Payload
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.live import Live, LiveStream
 from starmodel_asgi.logs import LIVE, get_logger
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.values import Element, Update
@@ -127,34 +129,60 @@ class ListStream(LiveStream):
     """The newest ``limit`` records (oldest first), then what each change does to them."""
 
     def __init__(
-        self, live: Live, windows: Windows, formatter: Formatter, spec: EntitySpec, limit: int, allowed: Allowed | None
+        self,
+        live: Live,
+        windows: Windows,
+        formatter: Formatter,
+        spec: EntitySpec,
+        limit: int,
+        allowed: Allowed | None,
+        query: Query = EVERYTHING,
+        tallies: Tallies | None = None,
     ) -> None:
         super().__init__(live, formatter, spec, list_channel(spec))
-        self.windows, self.limit, self.allowed = windows, limit, allowed
+        self.windows, self.limit, self.allowed, self.query = windows, limit, allowed, query
+        # lists of one query share their reads
+        self.shared = spec.name if query.plain else f"{spec.name}?{query.key}"
+        self.tallies = tallies if spec.aggregates else None
         self.target = f"#{spec.name}-list"
         self._sent: dict[str, str] = {}  # id -> HTML, in page order
         self._rows: list[Row] = []
+        self._counts: Counts = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.windows.watching(self.spec.name, self.limit):
+        with self.windows.watching(self.shared, self.limit):
             await super().__call__(scope, receive, send)
 
     async def start(self) -> None:
         self._rows = await self._window(None)
+        self._counts = await self._tally(None)
 
     async def first(self, send: Send) -> None:
         rows, self._rows = self._rows, []
         self._sent = {row.id: row.html for row in rows}
-        await self._patch(send, [Element("".join(self._sent.values()), self.target, "inner")])
+        await self._patch(send, [Element("".join(self._sent.values()), self.target, "inner")], self._counts)
 
     async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
         async for message in messages:
             try:
                 rows = await self._window(message)
+                counts = await self._tally(message)
             except Exception:
                 logger.exception("live list of %s could not re-read its records", self.spec.name)
                 continue  # the next change or a reconnection brings them
-            await self._patch(send, self._changes(rows))
+            changed, self._counts = (counts if counts != self._counts else {}), counts
+            await self._patch(send, self._changes(rows), changed)
+
+    async def _tally(self, message: Payload) -> Counts:
+        """The entity's aggregates after ``message`` (counted once per message and process)."""
+        if self.tallies is None:
+            return {}
+        dispatcher, spec = self.live.dispatcher, self.spec
+
+        async def count() -> Counts:
+            return {name: await dispatcher.count(spec, query) for name, query in spec.aggregates.items()}
+
+        return await self.tallies.get(spec, message, count)
 
     async def _window(self, message: Payload) -> list[Row]:
         """The rows this stream may show: read once per message and process, then asked of
@@ -162,7 +190,7 @@ class ListStream(LiveStream):
         if message is None:  # messages may have been missed: this stream reads on its own
             rows = await self._read()
         else:
-            rows = await self.windows.get(self.spec.name, message, self.limit, self._read)
+            rows = await self.windows.get(self.shared, message, self.limit, self._read)
         if self.allowed is None:
             return rows
         return [row for row in rows if await self._allowed(row)]
@@ -178,7 +206,7 @@ class ListStream(LiveStream):
             return False
 
     async def _read(self, width: int | None = None) -> list[Row]:
-        records = await self.live.dispatcher.list(self.spec, width or self.limit, 0, newest=True)
+        records = await self.live.dispatcher.list(self.spec, width or self.limit, 0, newest=True, query=self.query)
         return [row for record in records if (row := row_of(self.spec, record)) is not None]
 
     def _changes(self, rows: list[Row]) -> list[Element]:
@@ -200,7 +228,7 @@ class ListStream(LiveStream):
                 elements.append(Element("".join(new[i] for i in ids), self.target, mode))
         return elements
 
-    async def _patch(self, send: Send, elements: list[Element]) -> None:
-        if elements:
-            update = Update(self.spec.name, {}, {}, elements)
+    async def _patch(self, send: Send, elements: list[Element], counts: Counts | None = None) -> None:
+        if elements or counts:
+            update = Update(self.spec.name, {"_count": counts} if counts else {}, {}, elements)
             await self._send(send, self.formatter.format([update]).encode())

@@ -226,8 +226,8 @@ class Unit:
 
     def overlay(self, spec: EntitySpec, states: list[State], query: Query = EVERYTHING) -> list[State]:
         """A list read from the store, as this unit sees it: its changed records as they are now
-        (gone if they no longer match ``query``), its deleted ones gone, its new matching ones at
-        the end."""
+        (gone if they no longer match ``query``), its deleted ones gone, and those it created or
+        changed to match at the end."""
         mine = {key: held for (name, key), held in self.held.items() if name == spec.name}
         if not mine:
             return states
@@ -238,8 +238,18 @@ class Unit:
                 out.append(state)
             elif not held.deleted and query.matches(now := held.instance.stored_state()):
                 out.append(now)
-        new = (h.instance.stored_state() for h in mine.values() if h.created and not h.deleted)
-        return out + [state for state in new if query.matches(state)]
+        return out + [joined for held in mine.values() if (joined := self._joined(held, query)) is not None]
+
+    @staticmethod
+    def _joined(held: Held, query: Query) -> State | None:
+        """The record's state if this unit made it match ``query`` (created it, or changed it to
+        match), else ``None``."""
+        if held.deleted or held.slot is None:
+            return None
+        state = held.instance.stored_state()
+        if not query.matches(state) or (held.saved is not None and query.matches(json.loads(held.saved))):
+            return None
+        return state if held.created or held.saved is not None else None
 
     def recount(self, spec: EntitySpec, count: int, query: Query) -> int:
         """A count read from the store, as this unit sees it: each record it changed counted as it

@@ -139,16 +139,6 @@ class MemoryStore:
     async def get_text(self, spec: EntitySpec, key: str) -> str | None:
         return self._read(spec, (spec.name, key))
 
-    async def list(
-        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
-    ) -> list[State]:
-        if query.plain:  # no state parsed but the window's
-            return [_loads(text) for text in window(self._texts(spec), limit, offset, newest)]
-        return window(query.sort(self._matching(spec, query)), limit, offset, newest)
-
-    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
-        return len(self._texts(spec)) if not query.where else len(self._matching(spec, query))
-
     def _texts(self, spec: EntitySpec) -> list[str]:
         """The entity's live instances' JSON, in creation order."""
         self._sweep()
@@ -158,6 +148,16 @@ class MemoryStore:
     def _matching(self, spec: EntitySpec, query: Query) -> list[State]:
         """A scan: every instance parsed, the matching ones kept."""
         return [state for text in self._texts(spec) if query.matches(state := _loads(text))]
+
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        if query.plain:  # no state parsed but the window's
+            return [_loads(text) for text in window(self._texts(spec), limit, offset, newest)]
+        return window(query.sort(self._matching(spec, query)), limit, offset, newest)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        return len(self._texts(spec)) if not query.where else len(self._matching(spec, query))
 
     async def ping(self) -> None:
         """In this process: nothing to reach."""

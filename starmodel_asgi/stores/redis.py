@@ -369,26 +369,6 @@ class RedisStore:
             return self._index_key(spec), not query.where
         return self._value_key(spec, *indexed[0]), len(query.where) == 1
 
-    async def list(
-        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
-    ) -> list[State]:
-        source, exact = self._source(spec, query)
-        with _unavailable():
-            if not (exact and query.order is None):  # read the set's records, filter and sort here
-                return window(query.sort(await self._matching(spec, source, query)), limit, offset, newest)
-            desc = newest != query.descending
-            members = [str(m) for m in await self.client.zrange(source, offset, offset + limit - 1, desc=desc)]
-            if newest:
-                members.reverse()
-            return await self._states(spec, source, members)
-
-    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
-        source, exact = self._source(spec, query)
-        with _unavailable():
-            if exact:
-                return int(await self.client.zcard(source))
-            return len(await self._matching(spec, source, query))
-
     async def _matching(self, spec: EntitySpec, source: str, query: Query) -> list[State]:
         """Every record of the sorted set ``source`` that matches, in creation order: a read of the
         whole set (in chunks), the cost of a filter no index answers alone."""
@@ -410,6 +390,26 @@ class RedisStore:
             if source != self._index_key(spec):
                 await self.client.zrem(source, *gone)
         return [_loads(raw) for raw in raws if raw is not None]
+
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        source, exact = self._source(spec, query)
+        with _unavailable():
+            if not (exact and query.order is None):  # read the set's records, filter and sort here
+                return window(query.sort(await self._matching(spec, source, query)), limit, offset, newest)
+            desc = newest != query.descending
+            members = [str(m) for m in await self.client.zrange(source, offset, offset + limit - 1, desc=desc)]
+            if newest:
+                members.reverse()
+            return await self._states(spec, source, members)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        source, exact = self._source(spec, query)
+        with _unavailable():
+            if exact:
+                return int(await self.client.zcard(source))
+            return len(await self._matching(spec, source, query))
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._renewer, self._clearer) if t is not None]
