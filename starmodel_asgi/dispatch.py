@@ -550,7 +550,11 @@ class Dispatcher:
         self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
     ) -> list[Entity]:
         """Records from the store matching ``query``, as the current unit (if any) sees them."""
-        states = await self.store_for(spec).list(spec, limit, offset, newest, query)
+        store = self.store_for(spec)
+        # a plain list asks as before queries, so stores written for that still serve it
+        states = await (
+            store.list(spec, limit, offset, newest) if query.plain else store.list(spec, limit, offset, newest, query)
+        )
         unit = self.current()
         if unit is not None:
             states = unit.overlay(spec, states, query)[:limit]

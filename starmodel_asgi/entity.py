@@ -207,7 +207,7 @@ class Entity(BaseModel):
         local = inert_json({spec.name: _local_signals(spec)})
         return SafeHTML(
             f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
-            f" data-init=\"@get('{url}')\"{extra}></{tag}>"
+            f" data-init=\"@get('{html.escape(url, quote=True)}')\"{extra}></{tag}>"
         )
 
 
