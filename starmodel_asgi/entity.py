@@ -68,7 +68,9 @@ class Entity(BaseModel):
     ``"global"``, ``"record"``), ``store`` (``"memory"``, ``"sql"``, ``"redis"``, ``"client"``),
     ``name`` (URL segment and signal namespace), ``ttl`` (seconds an idle session or user
     instance is kept), ``client_writable`` (field names the browser may set), ``presence``
-    (live streams carry ``_viewers``, how many pages watch the instance).
+    (live streams carry ``_viewers``, how many pages watch the instance), and for records
+    ``indexes`` (fields queries look up fast) and ``aggregates`` (counts live lists push as
+    ``_count``).
     """
 
     model_config: ClassVar[EntityConfig] = EntityConfig(
