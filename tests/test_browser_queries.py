@@ -52,7 +52,8 @@ class Chore(Entity):
     def render(self) -> str:
         mark = "x" if self.done else " "
         toggle = Chore.toggle(id=self.id)
-        return f'<li id="{self.dom_id}"><button class="toggle" data-on:click="{toggle}">[{mark}] {self.title}</button></li>'
+        button = f'<button class="toggle" data-on:click="{toggle}">[{mark}] {self.title}</button>'
+        return f'<li id="{self.dom_id}">{button}</li>'
 
 
 def page(active_only: bool) -> str:
