@@ -10,7 +10,6 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
-from types import MethodType
 from typing import Any, cast
 
 import anyio.to_thread
@@ -387,50 +386,7 @@ class Dispatcher:
             await unit.commit()
             return steps.gone(update) if held.deleted else update
 
-        return await self._retried(spec, descriptor, request, once)
-
-    async def apply_collection(self, spec: EntitySpec, descriptor: EventDescriptor, request: EventRequest) -> Update:
-        """A collection event (``@event`` on a ``@classmethod``): called with the entity class, its
-        ``request.app`` writes joining one unit; its answer carries only what it returned."""
-        kwargs = bind_params(descriptor, spec, request)
-        bound = MethodType(descriptor.func, entity_class(spec))
-
-        async def once(unit: Unit) -> Update:
-            result = await call(unit, descriptor, bound, kwargs)
-            redirect = result.url if isinstance(result, Redirect) else None
-            cleared = spec.no_errors if request.errors_shown else None
-            update = Update(spec.name, {}, {}, to_elements(result, descriptor.info), redirect, cleared)
-            await unit.commit()
-            return update
-
-        return await self._retried(spec, descriptor, request, once)
-
-    async def _retried(
-        self,
-        spec: EntitySpec,
-        descriptor: EventDescriptor,
-        request: EventRequest,
-        once: Callable[[Unit], Awaitable[Update]],
-    ) -> Update:
-        """``once(unit)`` in a new unit, run again (up to ``RETRIES`` times, after a short random
-        wait) when a nested hold finds an instance busy; a failure rolls the unit back."""
-        attempt = 0
-        while True:
-            unit = Unit(self, request)
-            try:
-                return await once(unit)
-            except Busy:
-                await unit.rollback()
-                if attempt >= RETRIES:
-                    raise
-            except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                await unit.rollback()
-                raise failed(exc, spec, descriptor)  # noqa: B904
-            except BaseException:
-                await unit.rollback()
-                raise
-            attempt += 1
-            await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
+        return await retried(self, spec, descriptor, request, once)
 
     @asynccontextmanager
     async def unit(self, request: EventRequest | None = None) -> AsyncIterator[tuple[Unit, bool]]:
@@ -565,6 +521,34 @@ class Dispatcher:
         count = await self.store_for(spec).count(spec, query)
         unit = self.current()
         return count if unit is None else unit.recount(spec, count, query)
+
+
+async def retried(
+    dispatcher: Dispatcher,
+    spec: EntitySpec,
+    descriptor: EventDescriptor,
+    request: EventRequest,
+    once: Callable[[Unit], Awaitable[Update]],
+) -> Update:
+    """``once(unit)`` in a new unit, run again (up to ``RETRIES`` times, after a short random
+    wait) when a nested hold finds an instance busy; a failure rolls the unit back."""
+    attempt = 0
+    while True:
+        unit = Unit(dispatcher, request)
+        try:
+            return await once(unit)
+        except Busy:
+            await unit.rollback()
+            if attempt >= RETRIES:
+                raise
+        except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+            await unit.rollback()
+            raise failed(exc, spec, descriptor)  # noqa: B904
+        except BaseException:
+            await unit.rollback()
+            raise
+        attempt += 1
+        await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
 async def move_session(dispatcher: Dispatcher, specs: Iterable[EntitySpec], old: str, new: str, keep: bool) -> None:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from starmodel_asgi.aggregates import Tallies
+from starmodel_asgi.collection import run_collection
 from starmodel_asgi.depends import Provider, provided
 from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
@@ -198,7 +199,7 @@ class Endpoints:
 
     async def _run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
         if descriptor.info.collection:
-            return self.answers.answer(call, [await self.dispatcher.apply_collection(spec, descriptor, call)])
+            return self.answers.answer(call, [await run_collection(self.dispatcher, spec, descriptor, call)])
         if descriptor.info.background:
             if self.guard.with_record and spec.is_record:  # it holds nothing: the record as saved
                 record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
