@@ -6,7 +6,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -34,6 +34,7 @@ from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.operations import Operations, observer
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
+from starmodel_asgi.records import Records, records
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
 from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, settings
@@ -47,7 +48,7 @@ logger = get_logger(APP)
 E = TypeVar("E", bound=Entity)
 
 
-class StarModel(Operations, Copying):
+class StarModel(Operations, Copying, Records):
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
     Each setting is described in the [App settings](../settings.md) page of the docs
@@ -265,19 +266,14 @@ class StarModel(Operations, Copying):
     async def create(self, entity: type[E], **fields: Any) -> E:
         """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``
         (made up, or ``id="..."`` when moving data in: ``ValueError``, 409 over HTTP, if it exists)."""
-        spec = _records(self.spec(entity), "create")
+        spec = records(self.spec(entity), "create")
         instance = await self.dispatcher.create(spec, **fields)
         assert isinstance(instance, entity)
         return instance
 
-    async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
-        """Records in creation order, oldest first, on every store (``offset`` skips the oldest)."""
-        spec = _records(self.spec(entity), "list")
-        return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
-
     async def delete(self, entity: type[E], key: str) -> None:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
-        await self.dispatcher.delete(_records(self.spec(entity), "delete"), key)
+        await self.dispatcher.delete(records(self.spec(entity), "delete"), key)
 
     def on(self, entity: type[Entity] | None = None, event: str | None = None) -> Callable[[Subscriber], Subscriber]:
         """``@sm.on(Task)``, ``@sm.on(Task, "toggle")`` or ``@sm.on()`` (every entity): ``fn(change)``,
@@ -334,12 +330,6 @@ def _key(spec: EntitySpec, key: str | None, doing: str) -> str:
         what = {"record": "record id", "user": "user id", "session": "session id"}[spec.scope]
         raise TypeError(f"sm.{doing}({spec.entity.__name__}, key=...) needs the {what}")
     return key
-
-
-def _records(spec: EntitySpec, doing: str) -> EntitySpec:
-    if not spec.is_record:
-        raise TypeError(f'sm.{doing} needs a record entity: {spec.entity.__name__} is scope="{spec.scope}"')
-    return spec
 
 
 def _linked(stores: Iterable[Store], broadcast: Broadcast) -> Broadcast:

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel
 
-from starmodel_asgi.events import Action, EventDescriptor, with_query
+from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.pages import SafeHTML, inert_json
-from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
+from starmodel_asgi.record_pages import RecordPages, local_signals
+from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, spec_of
 
 if TYPE_CHECKING:
     from starmodel_asgi.values import EventRequest
@@ -58,14 +59,16 @@ class Editor(Protocol):
     async def exit(self, exc_info: tuple[Any, ...]) -> None: ...
 
 
-class Entity(BaseModel):
+class Entity(BaseModel, RecordPages):
     """A piece of server-side state whose ``@event`` methods are HTTP endpoints.
 
     Settings are plain keys of ``model_config``: ``scope`` (``"session"``, ``"user"``,
     ``"global"``, ``"record"``), ``store`` (``"memory"``, ``"sql"``, ``"redis"``, ``"client"``),
     ``name`` (URL segment and signal namespace), ``ttl`` (seconds an idle session or user
     instance is kept), ``client_writable`` (field names the browser may set), ``presence``
-    (live streams carry ``_viewers``, how many pages watch the instance).
+    (live streams carry ``_viewers``, how many pages watch the instance), and for records
+    ``indexes`` (fields queries look up fast) and ``aggregates`` (counts live lists push as
+    ``_count``).
     """
 
     model_config: ClassVar[EntityConfig] = EntityConfig(
@@ -96,12 +99,6 @@ class Entity(BaseModel):
                 f"async with {type(self).__name__}: only inside an @event(background=True); elsewhere use sm.edit(...)"
             )
         return cast(Editor, editor)
-
-    @classmethod
-    def __starmodel_target__(cls) -> EntitySpec:
-        """Where the class-level action builder and holders point: the app that registered this
-        class last (``sm.action(...)`` names another); ``LookupError`` if no app serves it."""
-        return served_spec(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers
@@ -169,7 +166,7 @@ class Entity(BaseModel):
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         # blank errors, declared once, so $name._errors.field reads "" until something fails
-        errors = inert_json({spec.name: _local_signals(spec)})
+        errors = inert_json({spec.name: local_signals(spec)})
         attrs += f" data-signals__ifmissing='{html.escape(errors, quote=True)}'"
         if sync is not None:
             if spec.is_record and instance is None:
@@ -181,85 +178,6 @@ class Entity(BaseModel):
             again = ", {retry: 'always'}" if sync == "live" and not spec.is_record else ""
             attrs += f" data-init=\"@get('{url}'{again})\""
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
-
-    @classmethod
-    def create_action(cls, **fields: Any) -> Action:
-        """``Todo.create_action(title="Milk")`` -> ``"@post('/sm/todo?title=Milk')"``: the action
-        that creates a record (``POST /{entity}``). Fields left out come from the page's signals
-        (a bound ``$todo.title``) or a form; only client-writable fields may be given."""
-        spec = _records(cls, "create_action")
-        if unknown := fields.keys() - spec.writable:
-            takes = ", ".join(sorted(spec.writable)) or "none: mark fields ClientWritable"
-            raise TypeError(
-                f"{cls.__name__}.create_action() cannot set {', '.join(sorted(unknown))}"
-                f" (a new record takes its client-writable fields: {takes})"
-            )
-        return Action("post", with_query(spec.collection_url(), fields))
-
-    @classmethod
-    def delete_action(cls, id: str | int) -> Action:
-        """``Todo.delete_action(todo.id)`` -> ``"@delete('/sm/todo/<id>')"``: the action that
-        deletes a record (``DELETE /{entity}/{id}``); its live lists drop it."""
-        return Action("delete", _records(cls, "delete_action").url(id))
-
-    @classmethod
-    def live_list(
-        cls, limit: int | None = None, tag: str = "div", *, newest_first: bool = False, **attrs: str
-    ) -> SafeHTML:
-        """The element a record entity's live list fills: ``<div id="message-list">`` opening
-        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first; newest first
-        with ``newest_first``, new records then prepended), with a ``_viewers`` signal for
-        ``presence`` entities. ``attrs`` become HTML attributes. A newest-first list grows by
-        ``limit`` older records on ``load_more()``. The page reopens the stream after the server
-        restarts."""
-        spec = _records(cls, "live_list")
-        if limit is not None and not 0 < limit <= spec.list_limit:
-            raise ValueError(
-                f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
-                " lower limit or raise StarModel(list_limit=...)"
-            )
-        query = ([f"limit={int(limit)}"] if limit is not None else []) + (["newest_first=1"] if newest_first else [])
-        url = spec.collection_url("live")
-        url += "?" + "&".join(query) if query else ""
-        extra = "".join(
-            f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
-        )
-        if newest_first:  # the same element asks again, so Datastar ends the stream it replaces
-            extra += f" data-on:{LOAD_MORE}=\"@get('{url}&shown=' + el.children.length, {{retry: 'always'}})\""
-        local = inert_json({spec.name: _local_signals(spec)})
-        return SafeHTML(
-            f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
-            f" data-init=\"@get('{url}', {{retry: 'always'}})\"{extra}></{tag}>"
-        )
-
-    @classmethod
-    def load_more(cls) -> str:
-        """The expression that asks a newest-first ``live_list`` for ``limit`` older records, for
-        the page's own button: ``<button data-on:click="{Message.load_more()}">Older</button>``.
-        Those records stay live like the others."""
-        spec = cls.__starmodel_target__()
-        return f"document.getElementById('{spec.name}-list').dispatchEvent(new CustomEvent('{LOAD_MORE}'))"
-
-
-#: The DOM event a newest-first live list answers by asking for older records.
-LOAD_MORE = "sm-load-more"
-
-
-def _records(entity: type[Entity], helper: str) -> EntitySpec:
-    """The spec of the app serving ``entity``, a record entity (``helper`` is refused otherwise)."""
-    spec = entity.__starmodel_target__()
-    if not spec.is_record:
-        raise TypeError(
-            f'{entity.__name__}.{helper}: only record entities (scope="record") have it;'
-            f' {entity.__name__} is scope="{spec.scope}"'
-        )
-    return spec
-
-
-def _local_signals(spec: EntitySpec) -> dict[str, Any]:
-    """The signals the server sets and the page never sends back: blank errors, and the number
-    of viewers of a ``presence`` entity."""
-    return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
 
 
 def entity_class(spec: EntitySpec) -> type[Entity]:

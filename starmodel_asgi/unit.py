@@ -28,6 +28,7 @@ from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import Conflict, EventError, NotFound, invalid
 from starmodel_asgi.logs import EVENTS, get_logger
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
 from starmodel_asgi.values import EventRequest
@@ -249,9 +250,10 @@ class Unit:
         txn = self._txns.get(spec.store)
         return await (self.dispatcher.store_for(spec).get(spec, key) if txn is None else txn.get(spec, key))
 
-    def overlay(self, spec: EntitySpec, states: list[State]) -> list[State]:
-        """A list read from the store, as this unit sees it: its changed records as they are now,
-        its deleted ones gone, its new ones at the end."""
+    def overlay(self, spec: EntitySpec, states: list[State], query: Query = EVERYTHING) -> list[State]:
+        """A list read from the store, as this unit sees it: its changed records as they are now
+        (gone if they no longer match ``query``), its deleted ones gone, and those it created or
+        changed to match at the end."""
         mine = {key: held for (name, key), held in self.held.items() if name == spec.name}
         if not mine:
             return states
@@ -260,9 +262,31 @@ class Unit:
             held = mine.pop(state.get("id", ""), None)
             if held is None:
                 out.append(state)
-            elif not held.deleted:
-                out.append(held.instance.stored_state())
-        return out + [h.instance.stored_state() for h in mine.values() if h.created and not h.deleted]
+            elif not held.deleted and query.matches(now := held.instance.stored_state()):
+                out.append(now)
+        return out + [joined for held in mine.values() if (joined := self._joined(held, query)) is not None]
+
+    @staticmethod
+    def _joined(held: Held, query: Query) -> State | None:
+        """The record's state if this unit made it match ``query`` (created it, or changed it to
+        match), else ``None``."""
+        if held.deleted or held.slot is None:
+            return None
+        state = held.instance.stored_state()
+        if not query.matches(state) or (held.saved is not None and query.matches(json.loads(held.saved))):
+            return None
+        return state if held.created or held.saved is not None else None
+
+    def recount(self, spec: EntitySpec, count: int, query: Query) -> int:
+        """A count read from the store, as this unit sees it: each record it changed counted as it
+        is now instead of as saved."""
+        for (name, _), held in self.held.items():
+            if name != spec.name or held.slot is None:
+                continue
+            was = held.saved is not None and query.matches(json.loads(held.saved))
+            now = not held.deleted and (held.created or held.saved is not None)
+            count += int(now and query.matches(held.instance.stored_state())) - int(was)
+        return count
 
     # -- ending -------------------------------------------------------------------------
 

@@ -29,7 +29,17 @@ class App(Protocol):
 
     async def get(self, entity: type[Any], key: str | None = None) -> Any: ...
 
-    async def list(self, entity: type[Any], limit: int = 100, offset: int = 0) -> list[Any]: ...
+    async def list(
+        self,
+        entity: type[Any],
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        where: Mapping[str, Any] | None = None,
+        order: str | None = None,
+    ) -> list[Any]: ...
+
+    async def count(self, entity: type[Any], where: Mapping[str, Any] | None = None) -> int: ...
 
     async def delete(self, entity: type[Any], key: str) -> None: ...
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from starmodel_asgi.query import EVERYTHING, Query
+
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
 
@@ -91,9 +93,15 @@ class Store(Protocol):
         """``get`` as the stored JSON, where the store ``keeps_json``."""
         ...
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
-        """Stored instances of a record entity, oldest first: skipping the ``offset`` oldest, or
-        with ``newest`` the ``offset`` newest."""
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        """Stored instances of a record entity matching ``query``, in its order (creation order by
+        default): skipping the ``offset`` first, or with ``newest`` the ``offset`` last."""
+        ...
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        """How many stored instances of a record entity match ``query``."""
         ...
 
     def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:

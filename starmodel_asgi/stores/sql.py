@@ -45,11 +45,13 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.errors import invalid
 from starmodel_asgi.logs import STORES, get_logger
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.settings import SchemaMode, schema_mode
 from starmodel_asgi.spec import EntitySpec, spec_of
 from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, Stored, ttl_for
@@ -91,6 +93,29 @@ def _check_storable(spec: EntitySpec, table: Table, values: dict[str, Any]) -> N
         raise invalid(spec.name, errors)
 
 
+def _conditions(table: Table, query: Query, now: float) -> list[ColumnElement[bool]]:
+    """Live rows matching the query's filters (``None`` is ``IS NULL``)."""
+    conditions = [or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now)]
+    for name, value in query.where:
+        column = table.c[name]
+        conditions.append(column.is_(None) if value is None else column == value)
+    return conditions
+
+
+def _order(table: Table, query: Query, newest: bool) -> list[UnaryExpression[Any]]:
+    """The query's order (``NULL`` first, ties by creation), reversed for the ``newest`` end."""
+    keys: list[tuple[ColumnElement[Any], bool]] = [(table.c[CREATED], False), (table.c[KEY], False)]
+    if query.order is not None:
+        keys.insert(0, (table.c[query.order], query.descending))
+    else:
+        keys = [(column, query.descending) for column, _ in keys]
+    order = []
+    for column, descending in keys:
+        descending ^= newest
+        order.append(column.desc().nulls_last() if descending else column.asc().nulls_first())
+    return order
+
+
 def table_name(spec: EntitySpec, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}{spec.name}"
 
@@ -103,7 +128,7 @@ def entity_table(spec: EntitySpec, metadata: MetaData, prefix: str = DEFAULT_PRE
         Column(EXPIRES, Float, nullable=True, index=True),
     ]
     for name, field in spec.entity.model_fields.items():
-        columns.append(Column(name, _column_type(field.annotation)[0], nullable=True))
+        columns.append(Column(name, _column_type(field.annotation)[0], nullable=True, index=name in spec.indexes))
     return Table(table_name(spec, prefix), metadata, *columns)
 
 
@@ -422,19 +447,14 @@ class SQLStore:
             row = await self._row(conn, table, key, lock=False)
         return None if row is None else self._state(spec, row, self._clock())
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
         table = await self.table(spec)
         now = self._clock()
-        order = (table.c[CREATED].desc(), table.c[KEY].desc()) if newest else (table.c[CREATED], table.c[KEY])
-        query = (
-            select(table)
-            .where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
-            .order_by(*order)
-            .limit(limit)
-            .offset(offset)
-        )
+        statement = select(table).where(*_conditions(table, query, now)).order_by(*_order(table, query, newest))
         async with self._transaction(write=False) as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(statement.limit(limit).offset(offset))).all()
         states = [s for row in rows if (s := self._state(spec, row, now)) is not None]
         return states[::-1] if newest else states
 
@@ -485,6 +505,12 @@ class SQLStore:
                 result = await conn.execute(insert_ignoring(table).values(values).on_conflict_do_nothing())
                 written += result.rowcount
         return written
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        table = await self.table(spec)
+        statement = select(func.count()).select_from(table).where(*_conditions(table, query, self._clock()))
+        async with self._transaction(write=False) as conn:
+            return int((await conn.execute(statement)).scalar_one())
 
     async def aclose(self) -> None:
         await self.engine.dispose()
