@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -109,11 +110,14 @@ class LiveStream(StreamResponse):
         super().__init__(formatter)
         self.live, self.formatter, self.spec, self.channel = live, formatter, spec, channel
         self._sending = asyncio.Lock()  # asyncio's: no cancellation checkpoint when free
-        self._last_sent = anyio.current_time()
+        self._clock: Callable[[], float] = time.monotonic  # the event loop's, once the stream runs
+        self._last_sent = 0.0  # when it last sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self.compressed(send)
         started = False
+        self._clock = asyncio.get_running_loop().time
+        self._last_sent = self._clock()
 
         async def start(message: ASGIMessage) -> None:
             nonlocal started
@@ -170,7 +174,7 @@ class LiveStream(StreamResponse):
 
     async def _keepalive(self, send: Send) -> None:
         while True:
-            idle = anyio.current_time() - self._last_sent
+            idle = self._clock() - self._last_sent
             if idle < self.live.keepalive:
                 await anyio.sleep(self.live.keepalive - idle)
                 continue
@@ -182,9 +186,12 @@ class LiveStream(StreamResponse):
             await self._send(send, self.formatter.format([update]).encode())
 
     async def _send(self, send: Send, body: bytes, rest: bool = False) -> None:
+        message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
+        if rest and self.rests and self.encoding is not None:
+            message[REST] = True
         async with self._sending:  # the keep-alive and viewers tasks send too
-            await _body(send, body, rest and self.rests and self.encoding is not None)
-            self._last_sent = anyio.current_time()
+            await send(message)
+            self._last_sent = self._clock()
 
 
 class LiveResponse(LiveStream):
@@ -322,9 +329,3 @@ class Views:
         cost = 3 * len(message) + sum(len(e.html) for e in view.elements)  # parsed state ~3x its JSON
         self._recent.put((channel, message), view, cost)
 
-
-async def _body(send: Send, body: bytes, rest: bool = False) -> None:
-    message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
-    if rest:
-        message[REST] = True
-    await send(message)
