@@ -2,14 +2,15 @@
 
     python benchmarks/bench_peers.py [--runs 5] [--seconds 5] [--quick]
 
-Four apps, the same work per request (a counter per session, the session cookie verified and sent
+Five apps, the same work per request (a counter per session, the session cookie verified and sent
 back, an answer that patches the count), all on one Python 3.12 (stario needs it), each in its own
 server process pinned to core 0, loaded by wrk on core 1 (see ``http_load``), taking turns:
 
 - ``starmodel``: README's counter, a plain ``def`` event (``bench_events.starmodel_app``), uvicorn;
 - ``baseline``: the hand-written Starlette + datastar-py endpoint (``bench_events.baseline_app``), uvicorn;
 - ``stario``: ``stario_bootstrap`` below, on stario's own server (stario is not ASGI) on uvloop;
-- ``fasthtml``: ``fasthtml_app`` below, FastHTML answering HTMX with an HTML fragment, uvicorn.
+- ``fasthtml``: ``fasthtml_app`` below, FastHTML answering HTMX with an HTML fragment, uvicorn;
+- ``raw``: ``raw_asgi_app`` below, no framework at all, uvicorn: what uvicorn itself costs.
 
 The peers run from their own venv (``benchmarks/.peers-venv``, made on first use from ``PINS``, with
 this project installed editable into it). Only the standard library is imported at the top: the peer
@@ -99,6 +100,48 @@ def fasthtml_app() -> Any:
     return app
 
 
+def raw_asgi_app() -> Any:
+    """No framework: the least uvicorn can be asked to run for the same answer (the baseline's cookie,
+    parsed by hand; datastar-py's SSE line), to tell uvicorn's share of a row from the framework's."""
+    import json
+    from urllib.parse import parse_qs
+
+    from datastar_py.sse import ServerSentEventGenerator as SSE
+
+    counts: dict[str, int] = {}
+
+    def sign(sid: str) -> str:
+        digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
+        return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"), "")
+        cookie = next((part[4:] for part in header.split("; ") if part.startswith("sid=")), "")
+        sid = cookie.rpartition(".")[0]
+        if not (sid and hmac.compare_digest(cookie, sign(sid))):
+            sid = secrets.token_urlsafe(24)
+            cookie = sign(sid)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        signals = json.loads(body or b"{}")
+        amount = int(parse_qs(scope["query_string"].decode()).get("amount", [signals.get("amount", 1)])[0])
+        counts[sid] = counts.get(sid, 0) + amount
+        renew = f"sid={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400".encode("latin-1")
+        headers = [(b"content-type", b"text/event-stream"), (b"set-cookie", renew)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        answer = SSE.patch_signals({"counter": {"count": counts[sid]}})
+        await send({"type": "http.response.body", "body": answer.encode()})
+
+    return app
+
+
 def serve_stario(port: int) -> None:
     """stario's way to serve: ``serve(bootstrap)`` on uvloop (as uvicorn runs here), no tracer (as
     uvicorn runs with ``--no-access-log``; stario's default writes a JSON span per request)."""
@@ -162,7 +205,7 @@ def check_work(name: str, base: str) -> None:
 
 
 def measure(runs: int, seconds: int) -> dict[str, Any]:
-    """Median figures (``bench_events.Figures``) of the four apps, alternated, on Python 3.12."""
+    """Median figures (``bench_events.Figures``) of the five apps, alternated, on Python 3.12."""
     import http_load  # not at the top: the peer servers import this module without httpx
 
     found = python312()
@@ -174,6 +217,7 @@ def measure(runs: int, seconds: int) -> dict[str, Any]:
         "baseline": http_load.uvicorn("bench_events:baseline_app", python),
         "stario": http_load.Served([python, str(HERE / "bench_peers.py"), "--serve-stario"]),
         "fasthtml": http_load.Served(http_load.uvicorn("bench_peers:fasthtml_app", python).command, HTMX_SCRIPT),
+        "raw": http_load.uvicorn("bench_peers:raw_asgi_app", python),
     }
     return http_load.alternate(apps, runs, seconds, check_work)
 
@@ -183,6 +227,7 @@ PEERS = {
     "stario": ("stario 5.1.1 (its own server, Datastar SSE)", "1.00", ">= 1.00"),
     "fasthtml": ("FastHTML 0.14.14 + HTMX (uvicorn, HTML fragment)", "1.00", ">= 1.00"),
     "baseline": ("hand-written Starlette + datastar-py (uvicorn)", "1.10", "-"),
+    "raw": ("raw ASGI, no framework (uvicorn's floor)", "-", "-"),
 }
 
 

@@ -17,7 +17,7 @@ def cpu_rows(label: str, base: Figures, ours: Figures, goal: str, rate_goal: str
             f"{base.cpu_us:,.0f}",
             f"{ours.cpu_us:,.0f}",
             f"{ours.cpu_us / base.cpu_us:.2f} (lower is better)",
-            f"<= {goal}",
+            "-" if goal == "-" else f"<= {goal}",
         ),
         row(f"{label} (req/s)", f"{base.rate:,.0f}", f"{ours.rate:,.0f}", f"{ours.rate / base.rate:.2f}", rate_goal),
     ]

@@ -55,7 +55,7 @@ def test_the_gate_fails_a_run_whose_cpu_ratio_passes_its_threshold(monkeypatch: 
 
 
 def test_the_counter_runs_beside_every_peer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """stario, FastHTML + HTMX, the hand-written endpoint and StarModel, each checked to count per
+    """stario, FastHTML + HTMX, the hand-written endpoint, raw ASGI and StarModel, each checked to count per
     session with its cookie verified (a forged cookie starts over) before wrk loads it."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_peers
@@ -72,6 +72,6 @@ def test_the_counter_runs_beside_every_peer(monkeypatch: pytest.MonkeyPatch) -> 
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| counter round trip")]
     peers = [cells[0].split(" vs ")[1].split()[0] for cells in table]  # CPU, then req/s, per peer
-    assert peers == ["stario"] * 2 + ["FastHTML"] * 2 + ["hand-written"] * 2, result.stdout
+    assert peers == ["stario"] * 2 + ["FastHTML"] * 2 + ["hand-written"] * 2 + ["raw"] * 2, result.stdout
     for cells in table:  # figures measured for both sides
         assert float(cells[1].replace(",", "")) > 0 and float(cells[2].replace(",", "")) > 0, cells
