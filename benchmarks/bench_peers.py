@@ -50,27 +50,34 @@ wrk.headers["Cookie"] = os.getenv("BENCH_COOKIE")
 # --- the peer apps, as their documentation writes them ------------------------------------------
 
 
+def sign(sid: str) -> str:
+    """The hand-written baseline's session cookie: the id and its HMAC."""
+    digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
+    return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+def session(cookie: str) -> tuple[str, str]:
+    """The session id and cookie a request's cookie verifies to, else a new session's."""
+    sid = cookie.rpartition(".")[0]
+    if sid and hmac.compare_digest(cookie, sign(sid)):
+        return sid, cookie
+    sid = secrets.token_urlsafe(24)
+    return sid, sign(sid)
+
+
 def stario_bootstrap() -> Any:
-    """stario 5: no sessions of its own, so the same signed cookie as the hand-written baseline
-    (stdlib ``hmac``), set with ``stario.cookies.set_cookie`` on every answer; the answer is a
-    Datastar SSE ``patch_signals`` through ``stario.datastar.SSE``. No lock: nothing is awaited
-    between reading the count and writing it."""
+    """stario 5: no sessions of its own, so the hand-written baseline's signed cookie (``session``
+    above), set with ``stario.cookies.set_cookie`` on every answer; the answer is a Datastar SSE
+    ``patch_signals`` through ``stario.datastar.SSE``. No lock: nothing is awaited between reading
+    the count and writing it."""
     from stario import App, Context, Route, Span, Writer
     from stario.cookies import set_cookie
     from stario.datastar import SSE, read_signals
 
     counts: dict[str, int] = {}
 
-    def sign(sid: str) -> str:
-        digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
-        return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
-
     async def increment(c: Context, w: Writer) -> None:
-        cookie = c.req.cookies.get("sid") or ""
-        sid = cookie.rpartition(".")[0]
-        if not (sid and hmac.compare_digest(cookie, sign(sid))):
-            sid = secrets.token_urlsafe(24)
-            cookie = sign(sid)
+        sid, cookie = session(c.req.cookies.get("sid") or "")
         signals = await read_signals(c.req)
         amount = int(c.req.query.get("amount") or signals.get("amount", 1))
         counts[sid] = counts.get(sid, 0) + amount
@@ -110,10 +117,6 @@ def raw_asgi_app() -> Any:
 
     counts: dict[str, int] = {}
 
-    def sign(sid: str) -> str:
-        digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
-        return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
-
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
@@ -121,11 +124,7 @@ def raw_asgi_app() -> Any:
             await send({"type": "lifespan.shutdown.complete"})
             return
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"cookie"), "")
-        cookie = next((part[4:] for part in header.split("; ") if part.startswith("sid=")), "")
-        sid = cookie.rpartition(".")[0]
-        if not (sid and hmac.compare_digest(cookie, sign(sid))):
-            sid = secrets.token_urlsafe(24)
-            cookie = sign(sid)
+        sid, cookie = session(next((part[4:] for part in header.split("; ") if part.startswith("sid=")), ""))
         body, more = b"", True
         while more:
             message = await receive()

@@ -1,6 +1,6 @@
 """Every benchmark row against its hand-written baseline, as one table (about 5 minutes).
 
-    python benchmarks/run.py [--quick]
+    python benchmarks/run.py [--quick] [--peers]
 
 Ratios are StarModel over the baseline measured in the same run, interleaved, medians of
 several runs (higher is better, 1.0 is parity). The real-server row serves each app with uvicorn
@@ -8,7 +8,8 @@ several runs (higher is better, 1.0 is parity). The real-server row serves each 
 client holding the session cookie its app gave it; wrk comes from Debian (installed here when
 missing, as root). PostgreSQL and Redis rows need ``STARMODEL_TEST_POSTGRES_URL`` and
 ``STARMODEL_TEST_REDIS_URL``. ``--quick`` runs every row with tiny numbers (a smoke test, not
-figures).
+figures). ``--peers`` adds the counter beside stario and FastHTML + HTMX (``bench_peers.py``: a
+Python 3.12 and a venv made on first use).
 """
 
 from __future__ import annotations
