@@ -39,9 +39,9 @@ HERE = Path(__file__).resolve().parent
 
 def over_http(runs: int, seconds: int) -> dict[str, bench_events.Figures]:
     """Median req/s and server CPU per request of the baseline and of StarModel behind uvicorn,
-    loaded by wrk."""
+    loaded by wrk, each first checked to count per session with its cookie verified."""
     apps = {name: http_load.uvicorn(f"bench_events:{name}_app") for name in ("baseline", "starmodel")}
-    return http_load.alternate(apps, runs, seconds)
+    return http_load.alternate(apps, runs, seconds, bench_peers.check_work)
 
 
 def gate(events: dict[str, tuple[bench_events.Figures, bench_events.Figures]]) -> None:
