@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import anyio
 from asgi_driver import Driver
@@ -162,9 +163,10 @@ class LiveDriver(Driver):
         await self.stream("/counter/live", headers, stream.receive, stream.send)
 
 
-async def run(driver: LiveDriver, n: int, m: int) -> float:
+async def run(driver: LiveDriver, n: int, m: int) -> tuple[float, float]:
     """Opens n streams, posts m changes, each once every stream has the one before, and returns
-    the seconds until every stream has received every change. Closes the streams."""
+    the seconds until every stream has received every change, and the CPU seconds this process
+    spent meanwhile. Closes the streams."""
     tracker = Tracker()
     streams = [Stream(tracker) for _ in range(n)]
     async with anyio.create_task_group() as tg:
@@ -176,21 +178,29 @@ async def run(driver: LiveDriver, n: int, m: int) -> float:
         assert len(first) == 1 and {s.status for s in streams} == {200}, (first, {s.status for s in streams})
         base = first.pop()
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(1, m + 1):
             tracker.expect(base + i, streams)
             await driver.post()
             await tracker.done.wait()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 
         assert all(s.events == m + 1 and s.seen == base + m for s in streams)  # the first state + m changes
         for stream in streams:  # http.disconnect: each response ends and drops its subscription
             stream.close()
-    return elapsed
+    return elapsed, cpu
 
 
-async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tuple[float, float]]:
-    """Median changes/s of the baseline and of StarModel, per number of streams."""
+class Figures(NamedTuple):
+    """Medians of one side at one number of streams: changes per second (each reaching every
+    stream), and the CPU spent per change per stream, in microseconds (steady on a shared machine)."""
+
+    rate: float
+    cpu_us: float
+
+
+async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tuple[Figures, Figures]]:
+    """The baseline's figures and StarModel's, per number of streams."""
     starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench")
     baseline, subscribers = baseline_app()
     drivers = {"baseline": LiveDriver(baseline), "starmodel": LiveDriver(starmodel)}
@@ -198,11 +208,16 @@ async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tupl
         await run(driver, 10, 50)
     figures = {}
     for n in sizes:
-        rates: dict[str, list[float]] = {name: [] for name in drivers}
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in drivers}
         for _ in range(rounds):  # interleaved so drift hits both alike
             for name, driver in drivers.items():
-                rates[name].append(changes / await run(driver, n, changes))
-        figures[n] = statistics.median(rates["baseline"]), statistics.median(rates["starmodel"])
+                elapsed, cpu = await run(driver, n, changes)
+                runs[name].append((changes / elapsed, cpu / (changes * n) * 1e6))
+        base, ours = (
+            Figures(statistics.median(r for r, _ in runs[name]), statistics.median(c for _, c in runs[name]))
+            for name in ("baseline", "starmodel")
+        )
+        figures[n] = base, ours
     # every stream ended with its client: no subscription or task is left behind
     assert not subscribers and starmodel.broadcast.subscriber_count() == 0  # type: ignore[attr-defined]
     await starmodel.aclose()
@@ -210,12 +225,11 @@ async def measure(sizes: list[int], changes: int, rounds: int) -> dict[int, tupl
 
 
 async def main(sizes: list[int], changes: int, rounds: int) -> None:
-    print(f"{changes} changes x {rounds} rounds, each change to every stream, median changes/s,")
-    print("one process, direct ASGI calls")
-    print(f"{'scenario':22} {'baseline':>9} {'starmodel':>9} {'ratio':>6} {'us/event b':>11} {'us/event s':>11}")
+    print(f"{changes} changes x {rounds} rounds, each change to every stream, medians, one process, direct ASGI calls")
+    print(f"{'scenario':16} {'changes/s b':>11} {'changes/s s':>11} {'CPU us b':>9} {'CPU us s':>9} {'CPU ratio':>9}")
     for n, (base, ours) in (await measure(sizes, changes, rounds)).items():
-        per_event = f"{1e6 / (base * n):11.1f} {1e6 / (ours * n):11.1f}"
-        print(f"{f'{n} streams':22} {base:9.0f} {ours:9.0f} {ours / base:6.2f} {per_event}")
+        cpu = f"{base.cpu_us:9.1f} {ours.cpu_us:9.1f} {ours.cpu_us / base.cpu_us:9.2f}"
+        print(f"{f'{n} streams':16} {base.rate:11.0f} {ours.rate:11.0f} {cpu}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,11 @@ Both are opened through the same in-process ASGI driver; the figure is the Pytho
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import os
+import sys
 import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,7 +67,11 @@ async def per_stream(app: Any, n: int) -> float:
 
 
 def rss() -> int:
-    """The process's resident memory, in bytes (compressors allocate outside Python's heap)."""
+    """The process's resident memory, in bytes (compressors allocate outside Python's heap),
+    after handing what the C allocator keeps free back to the system (glibc's ``malloc_trim``):
+    memory a stream freed is then not counted as held."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: free memory stays counted
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -92,8 +99,9 @@ class Opened:
                 self.done.set()
 
 
-async def rss_per_stream(app: Any, n: int, encoding: str | None) -> float:
-    """Resident bytes held per open idle StarModel stream read with ``Accept-Encoding: encoding``."""
+async def rss_per_stream(app: Any, n: int, encoding: str | None, quiet: float = 0.0) -> float:
+    """Resident bytes held per open StarModel stream read with ``Accept-Encoding: encoding``,
+    once every stream has its first event and then ``quiet`` more seconds have passed."""
     driver = Driver(app)
     headers = [(b"datastar-request", b"true"), (b"accept", b"text/event-stream")]
     if encoding is not None:
@@ -106,6 +114,7 @@ async def rss_per_stream(app: Any, n: int, encoding: str | None) -> float:
         for client in clients:
             tg.start_soon(driver.stream, "/counter/live", headers, client.receive, client.send)
         await done.wait()
+        await anyio.sleep(quiet)
         gc.collect()
         held = rss() - before
         for client in clients:
@@ -113,14 +122,32 @@ async def rss_per_stream(app: Any, n: int, encoding: str | None) -> float:
     return held / n
 
 
+#: The keep-alive period of the resident-memory runs: a stream quiet that long is idle (a quiet
+#: compressed stream ends its frame and frees its compressor at its keep-alive).
+KEEPALIVE = 0.5
+#: What ``compressed`` measures, each in a process of its own: (encoding, seconds quiet).
+RESIDENT = {"identity": (None, 2 * KEEPALIVE), "zstd busy": ("zstd", 0.0), "zstd idle": ("zstd", 2 * KEEPALIVE)}
+
+
+async def resident(case: str, n: int) -> float:
+    """Resident bytes per stream of one ``RESIDENT`` case, in this process."""
+    encoding, quiet = RESIDENT[case]
+    starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench", keepalive=KEEPALIVE)
+    await rss_per_stream(starmodel, 10, encoding, quiet)  # warm-up
+    held = await rss_per_stream(starmodel, n, encoding, quiet)
+    await starmodel.aclose()
+    return held
+
+
 async def compressed(n: int) -> dict[str, float]:
-    """Resident bytes per idle stream, uncompressed (``identity``) and per encoding offered."""
+    """Resident bytes per stream: uncompressed and idle (``identity``), zstd just after its
+    first event, and zstd idle; each measured in a fresh process (a process's free memory would
+    hide what the next run allocates)."""
     results = {}
-    for encoding in ("identity", "zstd", "br"):
-        starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench")
-        await rss_per_stream(starmodel, 10, None if encoding == "identity" else encoding)  # warm-up
-        results[encoding] = await rss_per_stream(starmodel, n, None if encoding == "identity" else encoding)
-        await starmodel.aclose()
+    for case in RESIDENT:
+        command = [sys.executable, __file__, "--resident", case, "--streams", str(n)]
+        out = await anyio.run_process(command, cwd=os.path.dirname(os.path.abspath(__file__)))
+        results[case] = float(out.stdout.decode().split()[-1])
     return results
 
 
@@ -140,7 +167,16 @@ async def main(n: int) -> None:
     print(f"{n} idle streams, heap bytes per stream: bare {bare:.0f}, starmodel {ours:.0f}, ratio {ours / bare:.2f}")
 
 
+async def print_resident(case: str, n: int) -> None:
+    print(f"{case}: resident bytes per stream {await resident(case, n):.0f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=2000)
-    anyio.run(main, parser.parse_args().streams)
+    parser.add_argument("--resident", choices=RESIDENT, help="only resident memory per stream of one case")
+    args = parser.parse_args()
+    if args.resident:
+        anyio.run(print_resident, args.resident, args.streams)
+    else:
+        anyio.run(main, args.streams)

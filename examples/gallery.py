@@ -124,7 +124,7 @@ class Todo(Entity):
             f'<input type="checkbox" class="toggle" aria-label="done"{" checked" if self.done else ""}'
             f' data-on:change="{Todo.toggle(id=self.id)}">'
             f'<input class="title" value="{title}" aria-label="title" data-on:change="{rename}">'
-            f'<button class="delete" title="delete" data-on:click="@delete(\'/sm/todo/{self.id}\')">'
+            f'<button class="delete" title="delete" data-on:click="{Todo.delete_action(self.id)}">'
             "&times;</button></li>"
         )
 
@@ -520,12 +520,13 @@ def pages(sm: StarModel) -> list[Route]:
         )
 
     async def poll(request: Request) -> HTMLResponse:
-        current = await sm.current(Poll, request)
+        current, total = await sm.current(Poll, request), Poll.signal.total
+        votes = f"{current.total} vote" if current.total == 1 else f"{current.total} votes"
         here = html.escape(f"{request.url.scheme}://{request.url.netloc}")
         return layout(
             "Poll + API",
             f"""{Poll.holder(current, sync="live")}<div class="card"><p>Which language for your next backend?
-  <span id="total" data-text="{Poll.signal.total} + ' votes'">{current.total} votes</span></p>{current.render()}</div>
+  <span id="total" data-text="{total} + ({total} === 1 ? ' vote' : ' votes')">{votes}</span></p>{current.render()}</div>
 <div class="card"><p>The same event is a typed JSON API (<a href="/sm/openapi.json">OpenAPI</a>).
   Vote from a terminal and watch this page:</p>
 <pre>curl -X POST {here}/sm/poll/vote -H 'Content-Type: application/json' -d '{{"choice": "Rust"}}'

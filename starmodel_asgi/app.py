@@ -6,7 +6,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from starmodel_asgi.broadcast import Broadcast, broadcast_from_url
 from starmodel_asgi.changes import Subscriber, Subscribers
 from starmodel_asgi.compression import Compression
+from starmodel_asgi.copying import Copying
 from starmodel_asgi.depends import Provider
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.endpoints import Endpoints, UserGetter
@@ -33,9 +34,10 @@ from starmodel_asgi.openapi import openapi_json
 from starmodel_asgi.operations import Operations, observer
 from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.presence import Presence
+from starmodel_asgi.records import Records, records
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
-from starmodel_asgi.settings import SETTINGS, UNSET, settings
+from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, settings
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key, serve
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -46,7 +48,7 @@ logger = get_logger(APP)
 E = TypeVar("E", bound=Entity)
 
 
-class StarModel(Operations):
+class StarModel(Operations, Copying, Records):
     """The ASGI app: mount it anywhere (``app.mount("/sm", StarModel(entities=[...]))``).
 
     Each setting is described in the [App settings](../settings.md) page of the docs
@@ -86,6 +88,7 @@ class StarModel(Operations):
         health_timeout: float = UNSET,
         metrics: bool | Any = UNSET,
         tracing: bool | None = UNSET,
+        schema: SchemaMode = UNSET,
     ) -> None:
         given = locals()  # the deployment settings as given in code (the others: environment, defaults)
         self.settings = s = settings(**{name: given[name] for name in SETTINGS})
@@ -99,7 +102,7 @@ class StarModel(Operations):
         self._stores: dict[str, Store] = dict(stores or {})
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
-        self.broadcast = broadcast or broadcast_from_url(s.broadcast_url)
+        self.broadcast = _linked(self._stores.values(), broadcast or broadcast_from_url(s.broadcast_url))
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
         self.dependency_overrides: dict[Provider, Provider] = {}
@@ -141,7 +144,10 @@ class StarModel(Operations):
         serve(entity, spec)  # the class-level action builder points here
 
     def _make_store(self, kind: StoreKind) -> Store:
-        return store_from_kind(kind, database_url=self.database_url, redis_url=self.redis_url, ttl=self.session_ttl)
+        s = self.settings
+        return store_from_kind(
+            kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema
+        )
 
     @property
     def routes(self) -> list[Any]:
@@ -260,19 +266,14 @@ class StarModel(Operations):
     async def create(self, entity: type[E], **fields: Any) -> E:
         """``await sm.create(Product, name="Lamp")``: a new record, validated and saved, with its ``id``
         (made up, or ``id="..."`` when moving data in: ``ValueError``, 409 over HTTP, if it exists)."""
-        spec = _records(self.spec(entity), "create")
+        spec = records(self.spec(entity), "create")
         instance = await self.dispatcher.create(spec, **fields)
         assert isinstance(instance, entity)
         return instance
 
-    async def list(self, entity: type[E], limit: int = 100, offset: int = 0) -> list[E]:
-        """Records in their store's order (SQL: by id; memory: by creation)."""
-        spec = _records(self.spec(entity), "list")
-        return [cast(E, instance) for instance in await self.dispatcher.list(spec, limit, offset)]
-
     async def delete(self, entity: type[E], key: str) -> None:
         """Deletes a record (its live pages are told); ``LookupError`` if there is none."""
-        await self.dispatcher.delete(_records(self.spec(entity), "delete"), key)
+        await self.dispatcher.delete(records(self.spec(entity), "delete"), key)
 
     def on(self, entity: type[Entity] | None = None, event: str | None = None) -> Callable[[Subscriber], Subscriber]:
         """``@sm.on(Task)``, ``@sm.on(Task, "toggle")`` or ``@sm.on()`` (every entity): ``fn(change)``,
@@ -331,10 +332,13 @@ def _key(spec: EntitySpec, key: str | None, doing: str) -> str:
     return key
 
 
-def _records(spec: EntitySpec, doing: str) -> EntitySpec:
-    if not spec.is_record:
-        raise TypeError(f'sm.{doing} needs a record entity: {spec.entity.__name__} is scope="{spec.scope}"')
-    return spec
+def _linked(stores: Iterable[Store], broadcast: Broadcast) -> Broadcast:
+    """``broadcast``, once each store that can publish its own changes (Redis) knows it."""
+    for store in stores:
+        publish_through = getattr(store, "publish_through", None)
+        if publish_through is not None:
+            publish_through(broadcast)
+    return broadcast
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:

@@ -1,14 +1,18 @@
 """Compressed answers (the ``compress`` extra: brotli and zstandard), chosen by ``Accept-Encoding``.
 
 A stream is compressed and flushed event by event, so a live page gets each change as soon as
-it is sent, in fewer bytes; a whole answer is compressed once, when it is worth it.
+it is sent, in fewer bytes; a whole answer is compressed once, when it is worth it. Streams are
+compressed with zstd only: a zstd body may be several frames, so a stream that falls quiet ends
+its frame and frees its compressor (``REST``), and an idle live page costs no compressor memory.
+A brotli body is one stream to its end, whose encoder would stay allocated (about 0.3 MB) for as
+long as the page is open.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from starlette.types import Message, Send
 
@@ -24,6 +28,11 @@ class Encoder(Protocol):
         ...
 
     def end(self) -> bytes: ...
+
+
+#: An ASGI body message's key that says the stream falls quiet after it: its encoder may end
+#: what it has begun and free its memory (the message's own body is sent first).
+REST = "starmodel.rest"
 
 
 class Brotli:
@@ -43,28 +52,42 @@ class Brotli:
 
 
 class Zstd:
-    """``stream=True``: a 64 KB window and 4 K-entry match tables, about 80 KB per open stream
-    instead of 0.8 MB (level 3's tables), as small a result for SSE events."""
+    """``stream=True``: a 64 KB window and 4 K-entry match tables, about 80 KB while a stream is
+    busy instead of 0.8 MB (level 3's tables), as small a result for SSE events; ``rest`` ends
+    the frame and frees all of it until the next chunk starts a new frame."""
 
     def __init__(self, stream: bool = False) -> None:
         import zstandard
 
-        self._flush_block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
-        if stream:
-            small = zstandard.ZstdCompressionParameters.from_level(3, window_log=16, hash_log=12, chain_log=12)
-            self._compressor = zstandard.ZstdCompressor(compression_params=small).compressobj()
-        else:
-            self._compressor = zstandard.ZstdCompressor(level=3).compressobj()
+        self._zstd = zstandard
+        self._stream = stream
+        self._compressor: Any = None if stream else zstandard.ZstdCompressor(level=3).compressobj()
+
+    def _active(self) -> Any:
+        if self._compressor is None:
+            zstd = self._zstd
+            small = zstd.ZstdCompressionParameters.from_level(3, window_log=16, hash_log=12, chain_log=12)
+            self._compressor = zstd.ZstdCompressor(compression_params=small).compressobj()
+        return self._compressor
 
     def chunk(self, data: bytes) -> bytes:
-        return bytes(self._compressor.compress(data) + self._compressor.flush(self._flush_block))
+        compressor = self._active()
+        return bytes(compressor.compress(data) + compressor.flush(self._zstd.COMPRESSOBJ_FLUSH_BLOCK))
+
+    def rest(self, data: bytes) -> bytes:
+        """``data`` compressed, then the frame ended and the compressor let go."""
+        compressor, self._compressor = self._active(), None
+        return bytes(compressor.compress(data) + compressor.flush())
 
     def end(self) -> bytes:
-        return bytes(self._compressor.flush())
+        compressor, self._compressor = self._compressor, None
+        return b"" if compressor is None else bytes(compressor.flush())
 
 
 #: Content-Encoding -> (module, encoder), in order of preference (zstd costs the least CPU).
 ENCODERS: dict[str, tuple[str, Callable[..., Encoder]]] = {"zstd": ("zstandard", Zstd), "br": ("brotli", Brotli)}
+#: The encodings a streamed answer may use.
+STREAMED = ("zstd",)
 
 
 class Compression:
@@ -77,12 +100,14 @@ class Compression:
                 require(module, "compress", "compress=True")
         self.offered = [] if enabled is False else [n for n, (m, _) in ENCODERS.items() if _installed(m)]
 
-    def choose(self, headers: Mapping[str, str]) -> str | None:
-        """The encoding to answer with, from the request's ``Accept-Encoding``, or ``None``."""
-        if not self.offered:
+    def choose(self, headers: Mapping[str, str], stream: bool = False) -> str | None:
+        """The encoding to answer with, from the request's ``Accept-Encoding``, or ``None``; a
+        ``stream`` only in zstd (see the module's docstring)."""
+        offered = [name for name in self.offered if name in STREAMED] if stream else self.offered
+        if not offered:
             return None
         accepted = _accepted(headers.get("accept-encoding", ""))
-        return next((name for name in self.offered if name in accepted), None)
+        return next((name for name in offered if name in accepted), None)
 
     def whole(self, encoding: str, body: bytes) -> bytes:
         encoder = ENCODERS[encoding][1]()
@@ -106,8 +131,9 @@ def _accepted(value: str) -> set[str]:
 
 def compressing(send: Send, encoding: str) -> Send:
     """``send`` for a streamed answer, compressing each body message and flushing it (with the
-    small-memory settings: a live page may keep its stream open for hours)."""
-    encoder = ENCODERS[encoding][1](stream=True)
+    small-memory settings: a live page may keep its stream open for hours); a message marked
+    ``REST`` also lets the encoder free its memory."""
+    encoder = cast(Zstd, ENCODERS[encoding][1](stream=True))
 
     async def send_compressed(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -117,10 +143,16 @@ def compressing(send: Send, encoding: str) -> Send:
         elif message["type"] == "http.response.body":
             body = message.get("body", b"")
             more = message.get("more_body", False)
-            data = encoder.chunk(body) if body else b""
+            if message.get(REST):
+                data = encoder.rest(body)
+            elif body:
+                data = encoder.chunk(body)
+            else:
+                data = b""
             if not more:
                 data += encoder.end()
-            message = {**message, "body": data}
+            message = {k: v for k, v in message.items() if k != REST}
+            message["body"] = data
         await send(message)
 
     return send_compressed

@@ -25,6 +25,7 @@ from starmodel_asgi.events import EventDescriptor, EventInfo
 from starmodel_asgi.logs import EVENTS, get_logger
 from starmodel_asgi.messages import readable_errors
 from starmodel_asgi.outbox import Outbox
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
 from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
@@ -130,6 +131,8 @@ class Steps:
         self.original = instance.public_state()
         sent = {k: v for k, v in client_values(spec, request).items() if k in spec.shown}
         self.baseline = {**self.original, **sent}
+        #: the fields the page may type into and sent: an answer must not overwrite later typing
+        self.typed = spec.writable & sent.keys()
         self.count = 0
         self.cleared = not request.errors_shown
         self.redirect: str | None = None
@@ -138,11 +141,13 @@ class Steps:
         """The first step also carries the blank errors that clear an earlier failure's."""
         public = self.instance.public_state()
         changed = {k: v for k, v in public.items() if self.baseline.get(k, _MISSING) != v}
+        guarded = {k: self.baseline[k] for k in self.typed & changed.keys()}
         self.baseline = public
         redirect = result.url if isinstance(result, Redirect) else None
         cleared = None if self.cleared else self.spec.no_errors
         self.cleared = True
-        return Update(self.spec.name, changed, public, to_elements(result, self.info), redirect, cleared)
+        elements = to_elements(result, self.info)
+        return Update(self.spec.name, changed, public, elements, redirect, cleared, guarded=guarded)
 
     def gone(self, update: Update | None) -> Update:
         """The last update of an event that deleted its own record: the page is told it is gone."""
@@ -377,27 +382,15 @@ class Dispatcher:
         its one update, returned once the unit has committed. Run again (up to ``RETRIES``
         times) when a nested hold finds an instance busy."""
         kwargs = bind_params(descriptor, spec, request)
-        attempt = 0
-        while True:
-            unit = Unit(self, request)
-            try:
-                held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
-                result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
-                update = steps.step(result)
-                await unit.commit()
-                return steps.gone(update) if held.deleted else update
-            except Busy:
-                await unit.rollback()
-                if attempt >= RETRIES:
-                    raise
-            except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
-                await unit.rollback()
-                raise failed(exc, spec, descriptor)  # noqa: B904
-            except BaseException:
-                await unit.rollback()
-                raise
-            attempt += 1
-            await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
+
+        async def once(unit: Unit) -> Update:
+            held, steps = await begin(unit, spec, key, descriptor, request, must_exist, check)
+            result = await call(unit, descriptor, descriptor.func.__get__(held.instance), kwargs)
+            update = steps.step(result)
+            await unit.commit()
+            return steps.gone(update) if held.deleted else update
+
+        return await retried(self, spec, descriptor, request, once)
 
     @asynccontextmanager
     async def unit(self, request: EventRequest | None = None) -> AsyncIterator[tuple[Unit, bool]]:
@@ -513,13 +506,53 @@ class Dispatcher:
         async with self.unit(request) as (unit, _):
             await unit.delete(spec, key, check)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[Entity]:
-        """Records from the store, as the current unit (if any) sees them."""
-        states = await self.store_for(spec).list(spec, limit, offset, newest)
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[Entity]:
+        """Records from the store matching ``query``, as the current unit (if any) sees them."""
+        store = self.store_for(spec)
+        # a plain list asks as before queries, so stores written for that still serve it
+        states = await (
+            store.list(spec, limit, offset, newest) if query.plain else store.list(spec, limit, offset, newest, query)
+        )
         unit = self.current()
         if unit is not None:
-            states = unit.overlay(spec, states)
+            states = unit.overlay(spec, states, query)[:limit]
         return [instance_of(spec, s["id"], s, False) for s in states]
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        """How many records match ``query``, as the current unit (if any) sees them."""
+        count = await self.store_for(spec).count(spec, query)
+        unit = self.current()
+        return count if unit is None else unit.recount(spec, count, query)
+
+
+async def retried(
+    dispatcher: Dispatcher,
+    spec: EntitySpec,
+    descriptor: EventDescriptor,
+    request: EventRequest,
+    once: Callable[[Unit], Awaitable[Update]],
+) -> Update:
+    """``once(unit)`` in a new unit, run again (up to ``RETRIES`` times, after a short random
+    wait) when a nested hold finds an instance busy; a failure rolls the unit back."""
+    attempt = 0
+    while True:
+        unit = Unit(dispatcher, request)
+        try:
+            return await once(unit)
+        except Busy:
+            await unit.rollback()
+            if attempt >= RETRIES:
+                raise
+        except Exception as exc:  # a ValidationError here is the event's own bad assignment: a bug
+            await unit.rollback()
+            raise failed(exc, spec, descriptor)  # noqa: B904
+        except BaseException:
+            await unit.rollback()
+            raise
+        attempt += 1
+        await anyio.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
 async def move_session(dispatcher: Dispatcher, specs: Iterable[EntitySpec], old: str, new: str, keep: bool) -> None:

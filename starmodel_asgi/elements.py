@@ -6,7 +6,7 @@ from typing import Any
 
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.events import EventInfo
-from starmodel_asgi.values import Element, Redirect
+from starmodel_asgi.values import Element, EventRequest, Redirect
 
 
 def to_elements(result: Any, info: EventInfo | None = None) -> list[Element]:
@@ -37,6 +37,7 @@ def _placed(html: str, info: EventInfo | None) -> Element:
     return Element(html, info.selector, info.mode, info.use_view_transition)
 
 
-def rendered(instance: Entity) -> list[Element]:
-    """The instance's own ``render()``, as elements for live pushes."""
-    return to_elements(instance.render())
+def rendered(instance: Entity, viewer: EventRequest | None = None) -> list[Element]:
+    """The instance's own ``render()`` (``render(viewer)`` when one is given), as elements for
+    live pushes."""
+    return to_elements(instance.render() if viewer is None else instance.render(viewer))

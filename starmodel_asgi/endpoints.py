@@ -14,6 +14,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
+from starmodel_asgi.aggregates import Tallies
+from starmodel_asgi.collection import run_collection
 from starmodel_asgi.depends import Provider, provided
 from starmodel_asgi.dispatch import Dispatcher, attributed, move_session
 from starmodel_asgi.entity import Entity, entity_class
@@ -23,10 +25,11 @@ from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.guard import Guard
 from starmodel_asgi.identity import Sessions, default_user
 from starmodel_asgi.incoming import Body, Incoming, large_body, read_input
-from starmodel_asgi.lists import ListStream, Windows
+from starmodel_asgi.lists import ListStream, Windows, newest_first_of, paging
 from starmodel_asgi.live import Live
 from starmodel_asgi.origins import SAFE_METHODS, check_origin
 from starmodel_asgi.page_errors import errors_shown, remember_errors
+from starmodel_asgi.query import from_request
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import MethodHandler, Route, RouteTable
 from starmodel_asgi.spec import EntitySpec, instance_key
@@ -54,6 +57,7 @@ class Endpoints:
     session_specs: Sequence[EntitySpec] = ()  # the server-side session entities, moved together
     overrides: dict[Provider, Provider] = field(default_factory=dict)  # sm.dependency_overrides
     windows: Windows = field(default_factory=Windows)
+    tallies: Tallies = field(default_factory=Tallies)
 
     def routes(self, specs: Collection[EntitySpec]) -> RouteTable:
         """Every URL shape of every entity, each with its one handler."""
@@ -67,12 +71,14 @@ class Endpoints:
                 table.add(spec, "", "DELETE", MethodHandler(partial(self.delete, spec), True, "delete"), with_id=True)
                 table.add(spec, "live", "GET", MethodHandler(partial(self.live_record, spec)), with_id=True)
                 table.add(spec, "live", "GET", MethodHandler(partial(self.live_list, spec)))
+                table.add(spec, "count", "GET", MethodHandler(partial(self.count, spec), event="count"))
             else:
                 table.add(spec, "", "GET", MethodHandler(partial(self.read, spec)))
                 table.add(spec, "live", "GET", MethodHandler(partial(self.stream, spec)))
             for segment, descriptor in spec.events.items():
                 action = MethodHandler(partial(self.run, spec, descriptor), True, descriptor.info.name)
-                table.add(spec, segment, descriptor.info.method, action, with_id=spec.is_record)
+                with_id = spec.is_record and not descriptor.info.collection
+                table.add(spec, segment, descriptor.info.method, action, with_id=with_id)
         return table
 
     async def serve(self, incoming: Incoming, route: Route, params: Mapping[str, str]) -> Response:
@@ -192,6 +198,8 @@ class Endpoints:
         return response
 
     async def _run(self, spec: EntitySpec, descriptor: EventDescriptor, call: EventRequest) -> Response:
+        if descriptor.info.collection:
+            return self.answers.answer(call, [await run_collection(self.dispatcher, spec, descriptor, call)])
         if descriptor.info.background:
             if self.guard.with_record and spec.is_record:  # it holds nothing: the record as saved
                 record = await self.dispatcher.read(spec, self.key(spec, call), must_exist=True)
@@ -211,13 +219,17 @@ class Endpoints:
     async def stream(self, spec: EntitySpec, call: EventRequest) -> Response:
         if spec.in_browser:
             raise EventError(404, f"{spec.name} lives in the browser: there is nothing to stream", spec.name)
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, self.key(spec, call)))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(
+            call, self.live.response(self._streaming(call), spec, self.key(spec, call), viewer=viewer)
+        )
 
     async def live_record(self, spec: EntitySpec, call: EventRequest) -> Response:
         key = self.key(spec, call)
         await self.dispatcher.read(spec, key, must_exist=True)
         allowed = partial(self.guard.allows_record, call, spec) if self.guard.with_record else None
-        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed))
+        viewer = call if spec.renders_per_viewer else None
+        return self.answers.streamed(call, self.live.response(self._streaming(call), spec, key, allowed, viewer))
 
     def _streaming(self, call: EventRequest) -> Formatter:
         formatter = self.answers.formatter(call)
@@ -239,34 +251,41 @@ class Endpoints:
         return Response(status_code=204)
 
     async def list(self, spec: EntitySpec, call: EventRequest) -> Response:
-        limit, offset = self._page(spec, call)
-        items = await self.dispatcher.list(spec, limit, offset)
+        limit, offset = paging(spec, call.query, self.list_limit)
+        items = await self.dispatcher.list(spec, limit, offset, query=from_request(spec, call.query))
         if self.guard.with_record:
             items = [i for i in items if await self.guard.allows_record(call, spec, i)]
         return Response(json.dumps([i.public_state() for i in items]), media_type="application/json")
+
+    async def count(self, spec: EntitySpec, call: EventRequest) -> Response:
+        """``{"count": n}``: the records matching the query's filters (``authorize`` is asked with
+        the event ``"count"``, never about each record)."""
+        query = from_request(spec, {k: v for k, v in call.query.items() if k != "order"})
+        return Response(json.dumps({"count": await self.dispatcher.count(spec, query)}), media_type="application/json")
 
     async def live_list(self, spec: EntitySpec, call: EventRequest) -> Response:
         if entity_class(spec).render is Entity.render:
             raise EventError(
                 404, f"{spec.entity.__name__} has no render(): a live list sends each record's HTML", spec.name
             )
-        limit, _ = self._page(spec, call)
-
+        limit, _ = paging(spec, call.query, self.list_limit)
+        newest_first, shown = newest_first_of(spec, call.query, self.list_limit)
         checks = partial(self.guard.allows_record, call, spec) if self.guard.authorize is not None else None
-        return self.answers.streamed(
-            call, ListStream(self.live, self.windows, self._streaming(call), spec, limit, checks)
+        viewer = call if spec.renders_per_viewer else None
+        query = from_request(spec, call.query)
+        stream = ListStream(
+            self.live,
+            self.windows,
+            self._streaming(call),
+            spec,
+            limit + shown,
+            checks,
+            viewer=viewer,
+            newest_first=newest_first,
+            query=query,
+            tallies=self.tallies,
         )
-
-    def _page(self, spec: EntitySpec, call: EventRequest) -> tuple[int, int]:
-        """``?limit=&offset=``, checked."""
-        try:
-            limit = int(call.query.get("limit", [self.list_limit])[0])
-            offset = int(call.query.get("offset", [0])[0])
-        except ValueError:
-            raise EventError(422, "limit and offset must be integers", spec.name) from None
-        if not 0 < limit <= self.list_limit or not 0 <= offset < 2**62:  # what every store can count to
-            raise EventError(422, f"limit must be 1..{self.list_limit}, offset 0..2**62", spec.name)
-        return limit, offset
+        return self.answers.streamed(call, stream)
 
 
 def _after(first: BackgroundTask | None, then: Callable[[], Awaitable[None]]) -> BackgroundTask:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, cast
 
 from pydantic import BaseModel
 
 from starmodel_asgi.events import EventDescriptor
-from starmodel_asgi.pages import SafeHTML
-from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, served_spec, spec_of
+from starmodel_asgi.pages import SafeHTML, inert_json
+from starmodel_asgi.record_pages import RecordPages, local_signals
+from starmodel_asgi.spec import ClientWritable, EntityConfig, EntitySpec, ServerOnly, spec_of
 
 if TYPE_CHECKING:
     from starmodel_asgi.values import EventRequest
@@ -59,14 +59,16 @@ class Editor(Protocol):
     async def exit(self, exc_info: tuple[Any, ...]) -> None: ...
 
 
-class Entity(BaseModel):
+class Entity(BaseModel, RecordPages):
     """A piece of server-side state whose ``@event`` methods are HTTP endpoints.
 
     Settings are plain keys of ``model_config``: ``scope`` (``"session"``, ``"user"``,
     ``"global"``, ``"record"``), ``store`` (``"memory"``, ``"sql"``, ``"redis"``, ``"client"``),
     ``name`` (URL segment and signal namespace), ``ttl`` (seconds an idle session or user
     instance is kept), ``client_writable`` (field names the browser may set), ``presence``
-    (live streams carry ``_viewers``, how many pages watch the instance).
+    (live streams carry ``_viewers``, how many pages watch the instance), and for records
+    ``indexes`` (fields queries look up fast) and ``aggregates`` (counts live lists push as
+    ``_count``).
     """
 
     model_config: ClassVar[EntityConfig] = EntityConfig(
@@ -97,12 +99,6 @@ class Entity(BaseModel):
                 f"async with {type(self).__name__}: only inside an @event(background=True); elsewhere use sm.edit(...)"
             )
         return cast(Editor, editor)
-
-    @classmethod
-    def __starmodel_target__(cls) -> EntitySpec:
-        """Where the class-level action builder and holders point: the app that registered this
-        class last (``sm.action(...)`` names another); ``LookupError`` if no app serves it."""
-        return served_spec(cls)
 
     def public_state(self) -> dict[str, Any]:
         """The state the browser sees: signals under the entity's namespace, and JSON answers
@@ -137,8 +133,12 @@ class Entity(BaseModel):
         outer element ``render()`` returns)."""
         return f"{spec_of(type(self)).name}-{self.id}"
 
-    def render(self) -> Any:
-        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates."""
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        """Override to return HTML (a ``str`` or anything with ``__html__``) pushed with live updates.
+
+        ``render(self)`` is rendered once per change for every page; ``render(self, viewer)``
+        once per live stream, ``viewer`` being the stream's ``EventRequest`` (``user_id``,
+        ``session_id``, ``raw``): what each viewer may see and do, at a cost per stream."""
         return None
 
     def on_create(self, request: EventRequest | None) -> Awaitable[None] | None:
@@ -160,57 +160,24 @@ class Entity(BaseModel):
         ``_error``/``_errors`` for showing failures next to fields.
 
         ``sync="get"`` fetches the caller's current state on load, ``"live"`` keeps a live stream
-        open, ``None`` only declares the given (or default) state.
+        open (reopened after the server restarts, except a record's: a deleted record's stream
+        ends for good), ``None`` only declares the given (or default) state.
         """
         spec = cls.__starmodel_target__()
         attrs = f"data-signals='{html.escape(cls.signals_json(instance), quote=True)}'"
         # blank errors, declared once, so $name._errors.field reads "" until something fails
-        errors = inert_json({spec.name: _local_signals(spec)})
+        errors = inert_json({spec.name: local_signals(spec)})
         attrs += f" data-signals__ifmissing='{html.escape(errors, quote=True)}'"
         if sync is not None:
             if spec.is_record and instance is None:
                 raise TypeError(f"{cls.__name__} is a record entity: pass the instance to sync")
             base = spec.url(instance.id if instance is not None else None)
             url = base if sync == "get" else f"{base}/live"
-            attrs += f" data-init=\"@get('{url}')\""
+            # a live stream the server ended as it stopped is asked again (Datastar retries only
+            # a cut one); not a record's, whose stream also ends when it is deleted
+            again = ", {retry: 'always'}" if sync == "live" and not spec.is_record else ""
+            attrs += f" data-init=\"@get('{url}'{again})\""
         return SafeHTML(f'<div id="{spec.name}-signals" {attrs} hidden></div>')
-
-    @classmethod
-    def live_list(cls, limit: int | None = None, tag: str = "div", **attrs: str) -> SafeHTML:
-        """The element a record entity's live list fills: ``<div id="message-list">`` opening
-        ``GET /{entity}/live`` on load (the newest ``limit`` records, oldest first), with a
-        ``_viewers`` signal for ``presence`` entities. ``attrs`` become HTML attributes."""
-        spec = cls.__starmodel_target__()
-        if not spec.is_record:
-            raise TypeError(f'{cls.__name__}.live_list: only record entities (scope="record") have a live list')
-        url = f"{spec.base_path.rstrip('/')}/{spec.name}/live"
-        if limit is not None and not 0 < limit <= spec.list_limit:
-            raise ValueError(
-                f"{cls.__name__}.live_list(limit={limit}): the app sends 1..{spec.list_limit} records per list;"
-                " lower limit or raise StarModel(list_limit=...)"
-            )
-        if limit is not None:
-            url += f"?limit={int(limit)}"
-        extra = "".join(
-            f' {k.rstrip("_").replace("_", "-")}="{html.escape(str(v), quote=True)}"' for k, v in attrs.items()
-        )
-        local = inert_json({spec.name: _local_signals(spec)})
-        return SafeHTML(
-            f"<{tag} id=\"{spec.name}-list\" data-signals__ifmissing='{html.escape(local, quote=True)}'"
-            f" data-init=\"@get('{url}')\"{extra}></{tag}>"
-        )
-
-
-def _local_signals(spec: EntitySpec) -> dict[str, Any]:
-    """The signals the server sets and the page never sends back: blank errors, and the number
-    of viewers of a ``presence`` entity."""
-    return {**spec.no_errors, "_viewers": 0} if spec.presence else spec.no_errors
-
-
-def inert_json(value: Any) -> str:
-    """JSON for a Datastar attribute that is evaluated as an expression: ``@`` and ``$`` (action
-    and signal markers, rewritten even inside strings) are escaped, so stored text stays text."""
-    return json.dumps(value, separators=(",", ":")).replace("@", "\\u0040").replace("$", "\\u0024")
 
 
 def entity_class(spec: EntitySpec) -> type[Entity]:

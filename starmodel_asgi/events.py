@@ -40,6 +40,8 @@ class EventInfo:
     background: bool = False
     #: a sync event run in a worker thread (blocking code), not on the event loop
     thread: bool = False
+    #: ``@event`` on a ``@classmethod`` of a record entity: acts on the collection, routed without an id
+    collection: bool = False
 
     @property
     def segment(self) -> str:
@@ -77,7 +79,7 @@ class EventDescriptor:
     def __get__(self, obj: object | None, owner: type) -> Any:
         if obj is None:
             return ActionBuilder(self.info, owner=owner, accepts=self.accepts)
-        return self.func.__get__(obj, owner)
+        return self.func.__get__(owner if self.info.collection else obj, owner)
 
     @cached_property
     def is_async_gen(self) -> bool:
@@ -216,9 +218,7 @@ class ActionBuilder(Generic[P]):
             takes = ", ".join(sorted(self._accepts)) or "none"
             raise TypeError(f"{self.info.name}() has no parameter {', '.join(sorted(unknown))} (it takes: {takes})")
         target = self._target or cast("type[_Served]", self._owner).__starmodel_target__()
-        url = target.event_url(self.info.segment, id)
-        query = {k: _query_value(v) for k, v in params.items() if v is not None}
-        return f"{url}?{urlencode(query, doseq=True)}" if query else url
+        return with_query(target.event_url(self.info.segment, id), params)
 
     if TYPE_CHECKING:
 
@@ -324,6 +324,12 @@ def _is_sequence(annotation: Any) -> bool:
     )
 
 
+def with_query(url: str, params: dict[str, Any]) -> str:
+    """``url`` with ``params`` (those not ``None``) as its query string, as events bind them."""
+    query = {k: _query_value(v) for k, v in params.items() if v is not None}
+    return f"{url}?{urlencode(query, doseq=True)}" if query else url
+
+
 def _query_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -333,7 +339,7 @@ def _query_value(value: Any) -> Any:
 
 
 @overload
-def event(func: Callable[..., Any], /) -> EventDescriptor: ...
+def event(func: Callable[..., Any] | classmethod[Any, Any, Any], /) -> EventDescriptor: ...
 @overload
 def event(
     *,
@@ -344,9 +350,9 @@ def event(
     use_view_transition: bool | None = None,
     background: bool = False,
     thread: bool = False,
-) -> Callable[[Callable[..., Any]], EventDescriptor]: ...
+) -> Callable[[Callable[..., Any] | classmethod[Any, Any, Any]], EventDescriptor]: ...
 def event(
-    func: Callable[..., Any] | None = None,
+    func: Callable[..., Any] | classmethod[Any, Any, Any] | None = None,
     /,
     *,
     method: str = "POST",
@@ -373,17 +379,28 @@ def event(
     ``await`` would: quick code that changes state costs no thread hop. ``thread=True`` runs it in
     a worker thread instead, for blocking code (a sync HTTP or database client, a long
     computation), so the loop keeps serving others meanwhile.
+
+    ``@event`` above ``@classmethod`` on a record entity: a collection event, ``POST /{entity}/{name}``
+    (no id), whose ``request.app.list/edit/delete`` calls run in one unit of work ("clear completed").
     """
     method = method.upper()
     if method not in METHODS:
         raise ValueError(f"@event method must be one of {METHODS}, not {method!r}")
 
-    def wrap(f: Callable[..., Any]) -> EventDescriptor:
+    def wrap(f: Callable[..., Any] | classmethod[Any, Any, Any]) -> EventDescriptor:
+        collection = isinstance(f, classmethod)
+        if isinstance(f, classmethod):
+            f = f.__func__
+            if background or inspect.isasyncgenfunction(f) or inspect.isgeneratorfunction(f):
+                raise TypeError(
+                    f"@event on @classmethod {f.__name__}: a collection event is a plain (async) function, "
+                    "not a generator nor background=True"
+                )
         if background and not (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
             raise TypeError(f"@event(background=True) {f.__name__}: needs an async def (function or generator)")
         if thread and (inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)):
             raise TypeError(f"@event(thread=True) {f.__name__}: only a sync def runs in a thread; await instead")
-        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition, background, thread)
+        info = EventInfo(f.__name__, method, path, selector, mode, use_view_transition, background, thread, collection)
         return EventDescriptor(f, info)
 
     return wrap(func) if func is not None else wrap
@@ -396,6 +413,8 @@ def event_table(entity: type) -> dict[str, EventDescriptor]:
         for value in vars(klass).values():
             if isinstance(value, EventDescriptor):
                 table[value.info.segment] = value
+            elif isinstance(value, classmethod) and isinstance(value.__func__, EventDescriptor):
+                raise TypeError(f"{entity.__name__}: put @event above @classmethod, not below it")
     return table
 
 

@@ -11,6 +11,7 @@ from datastar_py.sse import SSE_HEADERS
 from datastar_py.sse import ServerSentEventGenerator as SSE
 
 from starmodel_asgi.errors import EventError
+from starmodel_asgi.guards import guard_element
 from starmodel_asgi.page_errors import error_signals
 from starmodel_asgi.values import EventRequest, Update
 
@@ -52,11 +53,17 @@ class DatastarFormatter:
         return request.is_datastar
 
     def format(self, updates: Sequence[Update]) -> str:
-        """Per update: the changed signals, its elements, the signals it clears, and its redirect."""
+        """Per update: the changed signals (the fields the page types into only where it did not
+        type on since, see ``guards.py``), its elements, the signals it clears, and its redirect."""
         events: list[str] = []
         for update in updates:
-            if update.changed:
-                events.append(SSE.patch_signals({update.entity: update.changed}))
+            changed = update.changed
+            if update.guarded:
+                changed = {k: v for k, v in changed.items() if k not in update.guarded}
+            if changed:
+                events.append(SSE.patch_signals({update.entity: changed}))
+            if update.guarded:
+                events.append(guarded(update))
             for el in update.elements:
                 mode = ElementPatchMode(el.mode) if el.mode else None
                 events.append(SSE.patch_elements(el.html, el.selector, mode, el.use_view_transition))
@@ -71,6 +78,12 @@ class DatastarFormatter:
         (per parameter); leading underscores keep Datastar from sending them back."""
         namespace = error.entity or ERROR_NAMESPACE
         return SSE.patch_signals({namespace: error_signals(error)})
+
+
+def guarded(update: Update) -> str:
+    """The patch that sets the fields the page types into, where it did not type on since."""
+    fields = {k: (sent, update.changed[k]) for k, sent in update.guarded.items() if k in update.changed}
+    return SSE.patch_elements(guard_element(update.entity, fields, update.rebase), "body", ElementPatchMode.APPEND)
 
 
 def script_string(text: str) -> str:

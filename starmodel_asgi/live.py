@@ -17,6 +17,7 @@ from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from starmodel_asgi.broadcast import Broadcast, Payload
+from starmodel_asgi.compression import REST
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
@@ -27,7 +28,7 @@ from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse, cancel_on_disconnect
 from starmodel_asgi.spec import EntitySpec
-from starmodel_asgi.values import Element, Update
+from starmodel_asgi.values import Element, EventRequest, Update
 from starmodel_asgi.wire import DELETED, channel_name
 
 logger = get_logger(LIVE)
@@ -67,11 +68,17 @@ class Live:
     streams: dict[str, int] = field(default_factory=dict)  # entity name -> live streams open here
 
     def response(
-        self, formatter: Formatter, spec: EntitySpec, key: str, allowed: Allowed | None = None
+        self,
+        formatter: Formatter,
+        spec: EntitySpec,
+        key: str,
+        allowed: Allowed | None = None,
+        viewer: EventRequest | None = None,
     ) -> LiveResponse:
         """``formatter`` must stream (``formatter.streams``); ``allowed`` is asked about each state
-        the stream would send (``authorize`` with the record)."""
-        return LiveResponse(self, formatter, spec, key, allowed)
+        the stream would send (``authorize`` with the record); ``viewer``, for an entity whose
+        ``render`` takes one, is who the stream renders for."""
+        return LiveResponse(self, formatter, spec, key, allowed, viewer)
 
     def viewers(self, spec: EntitySpec) -> Presence | None:
         return self.presence if spec.presence else None
@@ -106,6 +113,25 @@ class LiveStream(StreamResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self.compressed(send)
+        started = False
+
+        async def start(message: ASGIMessage) -> None:
+            nonlocal started
+            await send(message)
+            started = True
+
+        try:
+            await self._serve(scope, receive, send, start)
+        except anyio.get_cancelled_exc_class():
+            # the server is stopping (uvicorn cancels what is still open once its graceful
+            # shutdown is over): a normal end, so the response is finished and nothing is logged
+            if not started:
+                raise
+            logger.debug("live stream of %s cancelled by the server: ending it", self.channel)
+            with anyio.move_on_after(1, shield=True):
+                await send({"type": "http.response.body", "body": b""})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, start: Send) -> None:
         async with AsyncExitStack() as stack:
             messages = await stack.enter_async_context(self.live.broadcast.subscribe(self.channel))
             try:
@@ -121,7 +147,7 @@ class LiveStream(StreamResponse):
             stack.callback(self.live.closed, self.spec.name)
             presence = self.live.viewers(self.spec)
             viewers = await stack.enter_async_context(presence.join(self.channel)) if presence else None
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await start({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self.first(send)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
@@ -148,16 +174,16 @@ class LiveStream(StreamResponse):
             if idle < self.live.keepalive:
                 await anyio.sleep(self.live.keepalive - idle)
                 continue
-            await self._send(send, KEEPALIVE)
+            await self._send(send, KEEPALIVE, rest=True)  # quiet: a compressor may let go
 
     async def _viewers(self, send: Send, counts: AsyncIterator[Payload]) -> None:
         async for count in counts:
             update = Update(self.spec.name, {"_viewers": int(count or 0)}, {})
             await self._send(send, self.formatter.format([update]).encode())
 
-    async def _send(self, send: Send, body: bytes) -> None:
+    async def _send(self, send: Send, body: bytes, rest: bool = False) -> None:
         async with self._sending:  # the keep-alive and viewers tasks send too
-            await _body(send, body)
+            await _body(send, body, rest and self.rests and self.encoding is not None)
             self._last_sent = anyio.current_time()
 
 
@@ -171,10 +197,16 @@ class LiveResponse(LiveStream):
     """
 
     def __init__(
-        self, live: Live, formatter: Formatter, spec: EntitySpec, key: str, allowed: Allowed | None = None
+        self,
+        live: Live,
+        formatter: Formatter,
+        spec: EntitySpec,
+        key: str,
+        allowed: Allowed | None = None,
+        viewer: EventRequest | None = None,
     ) -> None:
         super().__init__(live, formatter, spec, channel_name(spec, key))
-        self.key, self.allowed = key, allowed
+        self.key, self.allowed, self.viewer = key, allowed, viewer
         self._state: dict[str, Any] = {}
         self._elements: list[Element] | None = None
         self._view_serial = 0  # the view last pushed (0: none yet)
@@ -185,7 +217,7 @@ class LiveResponse(LiveStream):
 
     async def first(self, send: Send) -> None:
         assert self._instance_read is not None
-        await self._push(send, view_of(self._instance_read))
+        await self._push(send, self._seen(view_of(self._instance_read, render=self.viewer is None)))
         self._instance_read = None
 
     async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
@@ -200,14 +232,21 @@ class LiveResponse(LiveStream):
                 instance = await self._instance(message)
                 if instance is None:
                     continue
-                view = view_of(instance)
+                view = view_of(instance, render=self.viewer is None)  # shared: rendered once if it can be
                 if message is not None:
                     self.live.views.put(channel, message, view)
             if self.allowed is not None and not await self._allowed(view):
                 refused = EventError(403, "Forbidden", self.spec.name)  # tell the page, then end
                 await self._send(send, self.formatter.format_error(refused).encode())
                 return
-            await self._push(send, view)
+            await self._push(send, self._seen(view))
+
+    def _seen(self, view: View) -> View:
+        """What this stream sends of a shared view: the view itself, or, when ``render`` takes the
+        viewer, the same state rendered for this stream's viewer."""
+        if self.viewer is None or view.instance is None:
+            return view
+        return View(view.state, _render(view.instance, self.viewer), view.instance)
 
     async def _allowed(self, view: View) -> bool:
         """``authorize``'s answer about the state a view shows; one that fails refuses (logged)."""
@@ -243,11 +282,10 @@ class LiveResponse(LiveStream):
             state, elements = view.state, view.elements
             changed = {k: v for k, v in state.items() if k not in self._state or self._state[k] != v}
             new_elements = elements if elements != self._elements else []
-            body = (
-                self.formatter.format([Update(self.spec.name, changed, state, new_elements)]).encode()
-                if (changed or new_elements)
-                else b""
-            )
+            # a field the page types into changes only where the page still holds what this stream sent
+            guarded = {k: self._state[k] for k in self.spec.writable & changed.keys() if k in self._state}
+            update = Update(self.spec.name, changed, state, new_elements, guarded=guarded, rebase=False)
+            body = self.formatter.format([update]).encode() if (changed or new_elements) else b""
             if self._view_serial:  # streams at the same earlier view send the same
                 view.sent[key] = body
         self._state, self._elements, self._view_serial = view.state, view.elements, view.serial
@@ -255,14 +293,18 @@ class LiveResponse(LiveStream):
             await self._send(send, body)
 
 
-def view_of(instance: Entity) -> View:
-    """What a page sees of an instance: its public state and its rendered HTML."""
+def view_of(instance: Entity, render: bool = True) -> View:
+    """What a page sees of an instance: its public state and its rendered HTML (none without
+    ``render``: each stream renders it for its viewer)."""
+    return View(instance.public_state(), _render(instance) if render else [], instance)
+
+
+def _render(instance: Entity, viewer: EventRequest | None = None) -> list[Element]:
     try:
-        elements = rendered(instance)
+        return rendered(instance, viewer)
     except Exception:
         logger.exception("%s.render() failed; pushing signals only", type(instance).__name__)
-        elements = []
-    return View(instance.public_state(), elements, instance)
+        return []
 
 
 class Views:
@@ -281,6 +323,8 @@ class Views:
         self._recent.put((channel, message), view, cost)
 
 
-async def _body(send: Send, body: bytes) -> None:
+async def _body(send: Send, body: bytes, rest: bool = False) -> None:
     message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
+    if rest:
+        message[REST] = True
     await send(message)

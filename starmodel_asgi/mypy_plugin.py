@@ -67,9 +67,10 @@ def builder_type(ctx: AttributeContext, decorator: Decorator) -> Type:
     identifier = UnionType(
         [ctx.api.named_generic_type("builtins.str", []), ctx.api.named_generic_type("builtins.int", []), none]
     )
-    types: list[Type] = [identifier]
-    kinds = [ARG_OPT]
-    names: list[str | None] = ["id"]
+    collection = decorator.func.is_class  # @event above @classmethod: no id
+    types: list[Type] = [] if collection else [identifier]
+    kinds = [] if collection else [ARG_OPT]
+    names: list[str | None] = [] if collection else ["id"]
     arguments = decorator.func.arguments[1:]  # without self
     parameters = zip(arguments, signature.arg_kinds[1:], signature.arg_names[1:], signature.arg_types[1:], strict=False)
     for argument, kind, name, typ in parameters:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, create_model
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
 from pydantic_core import core_schema
 
+from starmodel_asgi.query import filterable, scalar_type
 from starmodel_asgi.spec import EntitySpec
 
 REF = "#/components/schemas/{model}"
@@ -57,8 +58,10 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
         record = "/{id}" if spec.is_record else ""
         id_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}] if record else []
         if spec.is_record:
+            filters = _filters(spec)
+            listed = {"200": _json({"type": "array", "items": state_ref})}
             paths[f"/{spec.name}"] = {
-                "get": _op(f"List {spec.name} records", _page(), {"200": _json({"type": "array", "items": state_ref})}),
+                "get": _op(f"List {spec.name} records", [*_page(), *filters, _order(spec)], listed),
                 "post": _op(
                     f"Create a {spec.name} record",
                     [],
@@ -66,7 +69,9 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
                     refs[(writable[spec.name], "validation")],
                 ),
             }
-            paths[f"/{spec.name}/live"] = {"get": _op(f"Live list of {spec.name} records", _page(), _stream())}
+            live = [*_page(), *filters, _order(spec), *_newest_first()]
+            paths[f"/{spec.name}/live"] = {"get": _op(f"Live list of {spec.name} records", live, _stream())}
+            paths[f"/{spec.name}/count"] = {"get": _op(f"Count {spec.name} records", filters, COUNTED)}
             paths[f"/{spec.name}/{{id}}"] = {
                 "get": _op(f"Read a {spec.name} record", id_param, {"200": _json(state_ref)}),
                 "delete": _op(f"Delete a {spec.name} record", id_param, {"204": {"description": "Deleted"}}),
@@ -75,16 +80,18 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
             paths[f"/{spec.name}"] = {"get": _op(f"Read the caller's {spec.name}", [], {"200": _json(state_ref)})}
         paths[f"/{spec.name}{record}/live"] = {"get": _op(f"Live state of a {spec.name}", id_param, _stream())}
         for segment, descriptor in spec.events.items():
+            collection = descriptor.info.collection
+            at, id_of = ("", []) if collection else (record, id_param)
             method = descriptor.info.method.lower()
             params = refs[(descriptor.params_model, "validation")]
             summary = (descriptor.func.__doc__ or f"{spec.name}.{descriptor.info.name}").strip().splitlines()[0]
             content = {**_json(state_ref)["content"], **SSE}
             answers = {"200": {"description": "The state after the event", "content": content}}
             if method in ("get", "delete"):
-                operation = _op(summary, [*id_param, *_query(definitions, params)], answers)
+                operation = _op(summary, [*id_of, *_query(definitions, params)], answers)
             else:
-                operation = _op(summary, id_param, answers, params, forms=True)
-            paths[f"/{spec.name}{record}/{segment}"] = {method: operation}
+                operation = _op(summary, id_of, answers, params, forms=True)
+            paths[f"/{spec.name}{at}/{segment}"] = {method: operation}
     paths.setdefault("/health", HEALTH)  # an entity named health keeps its path
     return {
         "openapi": "3.1.0",
@@ -94,6 +101,17 @@ def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[st
     }
 
 
+#: ``GET /{entity}/count``'s answer
+COUNTED = {
+    "200": {
+        "description": "How many records match",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer"}}}
+            }
+        },
+    }
+}
 _CHECKS = {
     "type": "object",
     "required": ["status", "checks"],
@@ -186,6 +204,36 @@ def _page() -> list[dict[str, Any]]:
         {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}},
         {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
     ]
+
+
+def _newest_first() -> list[dict[str, Any]]:
+    """A live list's order (``newest_first=1``: newest on top) and its "load more" (``shown``: the
+    records the page shows, by which the window grows)."""
+    return [
+        {"name": "newest_first", "in": "query", "required": False, "schema": {"type": "boolean"}},
+        {"name": "shown", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    ]
+
+
+JSON_TYPES: dict[type, str] = {bool: "boolean", int: "integer", float: "number"}
+
+
+def _filters(spec: EntitySpec) -> list[dict[str, Any]]:
+    """``?field=value``: one query parameter per public field a list can filter by."""
+    fields = spec.entity.model_fields
+    out = []
+    for name in filterable(spec.entity, spec.public):
+        kind = scalar_type(fields[name].annotation)
+        schema = {"type": JSON_TYPES.get(kind, "string") if kind is not None else "string"}
+        out.append({"name": name, "in": "query", "required": False, "schema": schema})
+    return out
+
+
+def _order(spec: EntitySpec) -> dict[str, Any]:
+    """``?order=field`` (``-field`` descending; ``created``, the default, or ``-created``)."""
+    names = [*filterable(spec.entity, spec.public), "created"]
+    choices = sorted({prefix + name for name in names for prefix in ("", "-")})
+    return {"name": "order", "in": "query", "required": False, "schema": {"enum": choices}}
 
 
 def _query(definitions: dict[str, Any], ref: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from starmodel_asgi.endpoints import Endpoints
 from starmodel_asgi.extras import require
 from starmodel_asgi.incoming import Incoming
 from starmodel_asgi.logs import CURRENT_REQUEST, EVENTS, RequestContext, get_logger
+from starmodel_asgi.responses import outcome
 from starmodel_asgi.routing import Route
 from starmodel_asgi.settings import Settings
 from starmodel_asgi.spec import GLOBAL_KEY
@@ -58,7 +59,7 @@ class Observer:
             start, status = time.perf_counter(), 500
             try:
                 response = await self.endpoints.serve(incoming, route, params)
-                status = response.status_code
+                status = outcome(response)
                 await response(scope, receive, send)
             finally:
                 self.finished(route.spec.name, event, status, time.perf_counter() - start)

@@ -26,6 +26,10 @@ class StreamResponse(Response):
     compressed and flushed piece by piece when ``encoding`` is set."""
 
     encoding: str | None = None
+    #: the client decodes a compressed body of several frames, so a quiet stream may end its
+    #: frame and free its encoder: a browser (its fetches say ``Sec-Fetch-Mode``). httpx and
+    #: urllib3 fail on a frame that ends where a read does, so other clients keep one frame.
+    rests: bool = False
 
     def __init__(self, formatter: Formatter) -> None:
         super().__init__(None, 200, formatter.headers, formatter.media_type)
@@ -119,6 +123,19 @@ class UpdatesResponse(StreamResponse):
         return False
 
 
+class RefusedResponse(Response):
+    """An error answered with another status (``datastar_error_status``); ``outcome`` is the real one."""
+
+    def __init__(self, body: str, status: int, headers: dict[str, str], media_type: str, outcome: int) -> None:
+        super().__init__(body, status, headers, media_type)
+        self.outcome = outcome
+
+
+def outcome(response: Response) -> int:
+    """What a request's answer says happened: its status, or the real one of a ``RefusedResponse``."""
+    return response.outcome if isinstance(response, RefusedResponse) else response.status_code
+
+
 class Answers:
     """Picks the answer format for a request and renders updates and errors in it."""
 
@@ -159,7 +176,8 @@ class Answers:
 
     def streamed(self, call: EventRequest, response: StreamResponseT) -> StreamResponseT:
         """``response``, compressed if the caller accepts an encoding this app offers."""
-        response.encoding = self.compression.choose(call.headers)
+        response.encoding = self.compression.choose(call.headers, stream=True)
+        response.rests = "sec-fetch-mode" in call.headers
         return response
 
     def _headers(self, formatter: Formatter) -> list[tuple[bytes, bytes]]:
@@ -204,10 +222,17 @@ class Answers:
             formatter = self.formatter(call)
         except EventError:
             return Response(error.message, error.status, error.headers, "text/plain")
-        status = error.status
-        if self.datastar_error_status is not None and call.is_datastar:
-            status = self.datastar_error_status  # so the Datastar client applies the error signals
-        return Response(formatter.format_error(error), status, error.headers, formatter.media_type)
+        body = formatter.format_error(error)
+        if self.datastar_error_status is None or not call.is_datastar:
+            return Response(body, error.status, error.headers, formatter.media_type)
+        # sent with another status so the Datastar client applies the error signals; the log and
+        # the metrics say what really happened
+        logger.info(
+            "%s %s refused with %d, answered %d for the page to show it: %s",
+            call.method, call.path, error.status, self.datastar_error_status, error.message,
+            extra={"status": error.status},
+        )  # fmt: skip
+        return RefusedResponse(body, self.datastar_error_status, error.headers, formatter.media_type, error.status)
 
 
 async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

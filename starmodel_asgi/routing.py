@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -82,6 +82,11 @@ class RouteTable:
         if method in route.handlers:
             raise ValueError(f"{spec.entity.__name__}: two handlers for {method} /{spec.name}/{tail}")
         route.handlers[method] = handler
+
+    def __iter__(self) -> Iterator[Route]:
+        """Every route: the exact paths, then those with an id, each in the order first added."""
+        yield from self._exact.values()
+        yield from self._with_id.values()
 
     def resolve(self, path: str) -> tuple[Route, Mapping[str, str]] | None:
         """The route for a path and its parameters, or ``None``."""

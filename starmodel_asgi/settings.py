@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from starmodel_asgi.origins import trusted
 
@@ -21,6 +21,9 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+SchemaMode = Literal["add", "check"]
+SCHEMA_MODES: tuple[SchemaMode, ...] = get_args(SchemaMode)
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///starmodel.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -71,6 +74,14 @@ def _metrics(value: Any) -> Any:
     return value
 
 
+def schema_mode(value: Any) -> SchemaMode:
+    """``"add"`` or ``"check"``: what a SQL table missing the columns of new fields gets."""
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word not in SCHEMA_MODES:
+        raise ValueError('must be "add" (add missing columns) or "check" (refuse to serve, name the migration)')
+    return word
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
@@ -111,6 +122,7 @@ SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
     "health_timeout": (1.0, _seconds),
     "metrics": (False, _metrics),
     "tracing": (None, _switch),
+    "schema": ("add", schema_mode),
 }
 
 
@@ -134,6 +146,7 @@ class Settings:
     health_timeout: float
     metrics: Any  # False, True or a CollectorRegistry
     tracing: bool | None
+    schema: SchemaMode
 
 
 #: Settings whose ``None`` in code means "not given" (the others' ``None`` means something: no

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from starmodel_asgi.events import EventDescriptor, event_table
 from starmodel_asgi.page_errors import no_errors
+from starmodel_asgi.query import Query, build_query, filterable
 
 Scope = Literal["session", "user", "global", "record"]
 StoreKind = Literal["memory", "sql", "redis", "client"]
@@ -52,6 +54,8 @@ class EntityConfig(ConfigDict, total=False):
     ttl: float
     client_writable: Iterable[str]
     presence: bool
+    indexes: Iterable[str]
+    aggregates: Mapping[str, Mapping[str, Any]]
 
 
 def snake_case(name: str) -> str:
@@ -82,6 +86,12 @@ class EntitySpec:
     presence: bool = False
     #: the most records a list or a live list sends (the serving app's ``list_limit``)
     list_limit: int = 100
+    #: ``render(self, viewer)``: each live stream renders for its own viewer (else once for all)
+    renders_per_viewer: bool = False
+    #: fields queries look up fast: a SQL index, a Redis set per value
+    indexes: frozenset[str] = frozenset()
+    #: counts a live list keeps up to date, as ``$name._count.<aggregate>``
+    aggregates: Mapping[str, Query] = field(default_factory=dict)
 
     @cached_property
     def shown(self) -> frozenset[str]:
@@ -126,7 +136,14 @@ class EntitySpec:
             parts.append(quote(str(id), safe=""))
         return "/".join([*parts, *segments])
 
+    def collection_url(self, *segments: str) -> str:
+        """``/sm/message``, ``/sm/message/live``: a record entity's collection, plus ``segments``."""
+        return "/".join([self.base_path.rstrip("/"), self.name, *segments])
+
     def event_url(self, segment: str, id: str | int | None = None) -> str:
+        descriptor = self.events.get(segment)
+        if descriptor is not None and descriptor.info.collection:  # acts on the collection: no id
+            return "/".join([self.base_path.rstrip("/"), self.name, segment])
         return self.url(id, segment)
 
 
@@ -141,9 +158,14 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         raise ValueError(f"{who}: name {name!r} must be lower case letters, digits and _ (it is a URL segment)")
     ttl = config.get("ttl")
     events = event_table(entity)
-    for segment in events:
+    for segment, descriptor in events.items():
         if not segment or "/" in segment or segment == "live":
             raise ValueError(f"{who}: event path {segment!r} must be one URL segment, not 'live'")
+        if descriptor.info.collection and (scope != "record" or segment == "count"):
+            raise ValueError(
+                f"{who}.{descriptor.info.name}: a collection event (@event on a @classmethod) needs "
+                f'scope="record" and a path other than "count"'
+            )
     fields = frozenset(entity.model_fields)
     server_only = _marked(entity, ServerOnly)
     public = fields - server_only - ({"id"} if scope != "record" else set())
@@ -154,7 +176,7 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     computed = frozenset(entity.model_computed_fields)
     params = {name for d in events.values() for name in d.params_model.model_fields if name not in d.form_models}
     params |= {name for d in events.values() for model in d.form_models.values() for name in model.model_fields}
-    return EntitySpec(
+    spec = EntitySpec(
         entity=entity,
         name=name,
         scope=scope,
@@ -170,7 +192,60 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
         base_path=base_path,
         presence=presence,
         list_limit=list_limit,
+        renders_per_viewer=_renders_per_viewer(entity),
+        indexes=_indexes(who, entity, scope, config),
     )
+    return replace(spec, aggregates=MappingProxyType(_aggregates(spec, config.get("aggregates") or {})))
+
+
+def _indexes(who: str, entity: type[BaseModel], scope: Scope, config: Mapping[str, Any]) -> frozenset[str]:
+    """``model_config = {"indexes": ["room"]}``: scalar fields of a record entity."""
+    names = set(_names(config.get("indexes", ())))
+    if names and scope != "record":
+        raise ValueError(f'{who}: indexes speed up queries of records: only scope="record" entities have them')
+    if unknown := names - set(entity.model_fields):
+        raise ValueError(f"{who}: indexes names unknown fields {sorted(unknown)}")
+    if wrong := names - set(filterable(entity, names)):
+        raise ValueError(f"{who}: indexes takes bool, int, float and str fields, not {sorted(wrong)}")
+    return frozenset(names)
+
+
+def _aggregates(spec: EntitySpec, given: Mapping[str, Any]) -> dict[str, Query]:
+    """``model_config = {"aggregates": {"left": {"done": False}}}``: each a filter on indexed fields."""
+    who = spec.entity.__name__
+    if given and not spec.is_record:
+        raise ValueError(f'{who}: aggregates count records: only scope="record" entities have them')
+    out = {}
+    for name, where in given.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", str(name)) or not isinstance(where, Mapping):
+            raise ValueError(f'{who}: aggregates maps names (lower case) to filters: {{"left": {{"done": False}}}}')
+        if missing := set(where) - spec.indexes:
+            raise ValueError(
+                f'{who}: aggregate {name!r} filters on {sorted(missing)}: add them to model_config "indexes" '
+                "(counts are kept cheap by the index)"
+            )
+        out[str(name)] = build_query(spec, where)
+    return out
+
+
+def _renders_per_viewer(entity: type[BaseModel]) -> bool:
+    """Whether ``render`` takes the viewer: ``render(self)`` is rendered once for every stream,
+    ``render(self, viewer)`` once per stream, given its ``EventRequest``."""
+    render = getattr(entity, "render", None)
+    if render is None:
+        return False
+    params = list(inspect.signature(render).parameters.values())[1:]  # after self
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional[1:] if p.default is p.empty]
+    required += [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required:
+        names = ", ".join(["self", *(p.name for p in params)])
+        raise ValueError(
+            f"{entity.__name__}.render({names}): render takes no parameter (one HTML for"
+            " every viewer) or one, the viewer (the stream's EventRequest: user_id, session_id, raw);"
+            f" give {', '.join(p.name for p in required)} a default or drop it"
+        )
+    return bool(positional)
 
 
 #: The ``model_config`` keys this package reads, and every key an entity's ``model_config`` may hold.

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import anyio
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from starmodel_asgi.changes import Change, Subscribers
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import Conflict, EventError, NotFound, invalid
 from starmodel_asgi.logs import EVENTS, get_logger
+from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import Contention, Slot, State, Store, Transaction
 from starmodel_asgi.values import EventRequest
@@ -76,7 +78,12 @@ def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: boo
     if state is None and must_exist:
         raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
     model = entity_class(spec)
-    return model(id=key) if state is None else model.model_validate(state)
+    if state is None:
+        return model(id=key)
+    try:
+        return model.model_validate(state)
+    except ValidationError as exc:
+        raise stale(spec, key, exc) from None
 
 
 #: a run of digits longer than Python prints (``sys.get_int_max_str_digits``'s default)
@@ -87,7 +94,27 @@ def instance_from_json(spec: EntitySpec, key: str, text: str | None, must_exist:
     """``instance_of`` for a state stored as JSON, validated straight from the text."""
     if text is None:
         return instance_of(spec, key, None, must_exist)
-    return entity_class(spec).model_validate_json(text)
+    try:
+        return entity_class(spec).model_validate_json(text)
+    except ValidationError as exc:
+        raise stale(spec, key, exc) from None
+
+
+class StaleState(EventError):
+    """A stored state the entity no longer accepts (a field's type changed since it was saved)."""
+
+
+def stale(spec: EntitySpec, key: str, exc: ValidationError) -> StaleState:
+    """What a stored state that no longer validates is: an error naming the entity, the fields
+    and the upgrade hook, logged, and a ``500`` saying the same (never a bare one)."""
+    who = spec.entity.__name__
+    fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(state)'}: {e['msg']}" for e in exc.errors())
+    message = (
+        f"{who} {key!r}: the stored state no longer fits the entity ({fields}). Upgrade old states "
+        f'with a @model_validator(mode="before") on {who} that converts them (README, "Migrations")'
+    )
+    logger.error("%s", message)
+    return StaleState(500, message, spec.name)
 
 
 #: ``authorize`` about the instance concerned: raises (403) when refused.
@@ -223,9 +250,10 @@ class Unit:
         txn = self._txns.get(spec.store)
         return await (self.dispatcher.store_for(spec).get(spec, key) if txn is None else txn.get(spec, key))
 
-    def overlay(self, spec: EntitySpec, states: list[State]) -> list[State]:
-        """A list read from the store, as this unit sees it: its changed records as they are now,
-        its deleted ones gone, its new ones at the end."""
+    def overlay(self, spec: EntitySpec, states: list[State], query: Query = EVERYTHING) -> list[State]:
+        """A list read from the store, as this unit sees it: its changed records as they are now
+        (gone if they no longer match ``query``), its deleted ones gone, and those it created or
+        changed to match at the end."""
         mine = {key: held for (name, key), held in self.held.items() if name == spec.name}
         if not mine:
             return states
@@ -234,9 +262,31 @@ class Unit:
             held = mine.pop(state.get("id", ""), None)
             if held is None:
                 out.append(state)
-            elif not held.deleted:
-                out.append(held.instance.stored_state())
-        return out + [h.instance.stored_state() for h in mine.values() if h.created and not h.deleted]
+            elif not held.deleted and query.matches(now := held.instance.stored_state()):
+                out.append(now)
+        return out + [joined for held in mine.values() if (joined := self._joined(held, query)) is not None]
+
+    @staticmethod
+    def _joined(held: Held, query: Query) -> State | None:
+        """The record's state if this unit made it match ``query`` (created it, or changed it to
+        match), else ``None``."""
+        if held.deleted or held.slot is None:
+            return None
+        state = held.instance.stored_state()
+        if not query.matches(state) or (held.saved is not None and query.matches(json.loads(held.saved))):
+            return None
+        return state if held.created or held.saved is not None else None
+
+    def recount(self, spec: EntitySpec, count: int, query: Query) -> int:
+        """A count read from the store, as this unit sees it: each record it changed counted as it
+        is now instead of as saved."""
+        for (name, _), held in self.held.items():
+            if name != spec.name or held.slot is None:
+                continue
+            was = held.saved is not None and query.matches(json.loads(held.saved))
+            now = not held.deleted and (held.created or held.saved is not None)
+            count += int(now and query.matches(held.instance.stored_state())) - int(was)
+        return count
 
     # -- ending -------------------------------------------------------------------------
 
@@ -256,7 +306,8 @@ class Unit:
         try:  # before the holds are released: pages see an instance's changes in commit order
             send = self.dispatcher.send
             for held, text in written:
-                await send(channel_name(held.spec, held.key), DELETED if text is None else text)
+                if not getattr(held.slot, "published", False):  # a store of one's own may not say
+                    await send(channel_name(held.spec, held.key), DELETED if text is None else text)
         finally:
             await self._release()  # transactions shield their own release
         if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):

@@ -29,7 +29,17 @@ class App(Protocol):
 
     async def get(self, entity: type[Any], key: str | None = None) -> Any: ...
 
-    async def list(self, entity: type[Any], limit: int = 100, offset: int = 0) -> list[Any]: ...
+    async def list(
+        self,
+        entity: type[Any],
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        where: Mapping[str, Any] | None = None,
+        order: str | None = None,
+    ) -> list[Any]: ...
+
+    async def count(self, entity: type[Any], where: Mapping[str, Any] | None = None) -> int: ...
 
     async def delete(self, entity: type[Any], key: str) -> None: ...
 
@@ -95,6 +105,13 @@ class Update:
     cleared: dict[str, Any] | None = None
     #: the event deleted its own instance
     gone: bool = False
+    #: client-writable fields among ``changed``, with the value the page held when it sent the
+    #: request (or a live stream last sent): the page takes the new value only where it still
+    #: holds that one (``guards.py``)
+    guarded: dict[str, Any] = field(default_factory=dict)
+    #: text typed on after the value sent is kept after the new value (an event's answer; a live
+    #: stream does not know what the page sent)
+    rebase: bool = True
 
 
 @dataclass(frozen=True)

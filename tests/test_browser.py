@@ -125,7 +125,7 @@ async def test_holders_render_signals_and_a_sync_action() -> None:
     StarModel([Clicks, Mine], base_path="/sm")
     holder = Clicks.holder(sync="live")
     assert "data-signals='{&quot;clicks&quot;:{&quot;count&quot;:0,&quot;step&quot;:1}}'" in holder
-    assert "data-init=\"@get('/sm/clicks/live')\"" in holder
+    assert "data-init=\"@get('/sm/clicks/live', {retry: 'always'})\"" in holder
     assert "data-init=\"@get('/sm/clicks')\"" in Clicks.holder()
     assert Clicks.signal.count == "$clicks.count" and Clicks.signal.step.path == "clicks.step"
 
@@ -250,4 +250,33 @@ async def test_stored_text_that_looks_like_an_action_stays_text_in_the_holder(da
         await expect(page.locator("#text")).to_have_text(PAYLOAD)
         await expect(page.locator("#count")).to_have_text("0")  # the text did not run as an assignment
         assert not [r for r in requests if "boom" in r] and errors == []
+        await context.close()
+
+
+async def test_a_compressed_live_page_keeps_updating_across_quiet_times(datastar_js: Path, chromium: Any) -> None:
+    """Chromium asks for zstd; at each keep-alive the stream ends its frame and frees its
+    compressor, and the next change starts a new frame that the browser reads on."""
+    from playwright.async_api import expect
+
+    sm = StarModel([Clicks, Mine], base_path="/sm", secret_key="browser-test", keepalive=0.2)
+    with run_server(make_site(datastar_js, sm)) as url:
+        context = await chromium.new_context()
+        viewer = await context.new_page()
+        errors: list[str] = []
+        viewer.on("pageerror", lambda exc: errors.append(str(exc)))
+        encodings: list[str] = []
+        viewer.on(
+            "response",
+            lambda r: encodings.append(r.headers.get("content-encoding", "")) if "/sm/clicks/live" in r.url else None,
+        )
+        await viewer.goto(url + "/")
+        await expect(viewer.locator("#count")).to_have_text("0")
+        async with httpx.AsyncClient(base_url=url) as api:
+            for n in range(1, 4):
+                await viewer.wait_for_timeout(600)  # quiet: keep-alives end the frame
+                await api.post("/sm/clicks/click", headers=JSON)
+                await expect(viewer.locator("#count")).to_have_text(str(n))
+                await expect(viewer.locator("#clicks-view")).to_have_text(f"Clicked {n} times")
+        assert encodings and set(encodings) == {"zstd"}
+        assert errors == []
         await context.close()

@@ -443,7 +443,7 @@ async def test_poll_votes_from_the_page_and_the_json_api(gallery: str, browsers:
     await expect(total).to_have_text("0 votes")
     await page.locator("button.vote", has_text="Rust").click()
     await expect(rust).to_have_text("1")
-    await expect(total).to_have_text("1 votes")
+    await expect(total).to_have_text("1 vote")  # one vote, not "1 votes"
 
     async with httpx.AsyncClient(base_url=gallery) as api:
         r = await api.post("/sm/poll/vote", json={"choice": "Rust"}, headers={"Content-Type": "application/json"})

@@ -9,12 +9,10 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse
-from starlette.routing import Mount, Route
 
 from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from starmodel_asgi.pages import datastar_script
+from tests.support.datastar import page_site
 from tests.support.servers import run_server
 from tests.test_browser import chromium, datastar_js  # noqa: F401  (fixtures)
 
@@ -52,14 +50,7 @@ def page() -> str:
 
 def make_site(client_js: Path) -> Starlette:
     sm = StarModel([Shout], base_path="/sm", secret_key="lists", datastar_error_status=200)
-
-    async def home(request: Request) -> HTMLResponse:
-        return HTMLResponse(page())
-
-    async def script(request: Request) -> FileResponse:
-        return FileResponse(client_js, media_type="text/javascript")
-
-    return Starlette(routes=[Route("/", home), Route("/static/datastar.js", script), Mount("/sm", sm)])
+    return page_site(client_js, sm, page)
 
 
 async def test_two_browsers_share_a_live_list_and_see_who_is_online(

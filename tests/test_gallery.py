@@ -165,6 +165,7 @@ async def test_the_poll_is_a_json_api_and_a_live_page(page: Page) -> None:
         assert (voted.status, voted.json()) == (200, {"votes": {"Rust": 1}, "total": 1})
         arrived = await stream.until(lambda a: bool(a.elements))
         assert '<span class="n" data-choice="Rust">1</span>' in arrived.elements[0][2]
+    assert ">1 vote</span>" in (await page.open("/poll")).text  # one vote, not "1 votes"
     refused = await page.request("POST", "/sm/poll/vote", b'{"choice": "Cobol"}')
     assert refused.status == 422 and "choice" in refused.json()["errors"]
     await page.run(gallery.Poll.vote(choice="Go"))

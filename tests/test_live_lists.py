@@ -237,7 +237,7 @@ def test_the_list_element_and_holder_declare_viewers_for_presence_entities() -> 
     build()
     element = str(Message.live_list(limit=20, class_="chat"))
     assert element.startswith('<div id="message-list"')
-    assert "@get('/message/live?limit=20')" in element and 'class="chat"' in element
+    assert "@get('/message/live?limit=20', {retry: 'always'})" in element and 'class="chat"' in element
     assert "&quot;_viewers&quot;:0" in element
     assert "&quot;_viewers&quot;:0" in str(Room.holder(sync="live"))
     assert "_viewers" not in str(Note.live_list())

@@ -243,6 +243,29 @@ async def test_metrics_count_events_by_entity_event_and_status_and_time_them() -
     assert not any(name == "starmodel_events_total" and ("event", "read") in labels for name, labels in seen)
 
 
+async def test_errors_answered_200_for_the_page_are_logged_and_counted_with_their_real_status(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sm = StarModel([Tally], secret_key="k", metrics=True, datastar_error_status=200)
+    with caplog.at_level(logging.INFO, logger="starmodel_asgi.events"):
+        async with client_of(sm) as client:
+            shown = await client.post("/tally/add?amount=x", headers=DATASTAR)
+            refused = await client.post("/tally/refuse", headers=DATASTAR)
+            assert (await client.post("/tally/add?amount=x", headers=JSON)).status_code == 422  # JSON: as it is
+    assert (shown.status_code, refused.status_code) == (200, 200)  # the Datastar client applies the errors
+    logged = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.getMessage().partition(":")[0] for r in logged] == [
+        "POST /sm/tally/add refused with 422, answered 200 for the page to show it",
+        "POST /sm/tally/refuse refused with 409, answered 200 for the page to show it",
+    ]
+    assert [(r.entity, r.event, r.status) for r in logged] == [("tally", "add", 422), ("tally", "refuse", 409)]  # type: ignore[attr-defined]
+    async with client_of(sm.metrics_app()) as scraper:
+        seen = samples((await scraper.get("/")).text)
+    assert seen["starmodel_events_total", (("entity", "tally"), ("event", "add"), ("status", "422"))] == 2
+    assert seen["starmodel_events_total", (("entity", "tally"), ("event", "refuse"), ("status", "409"))] == 1
+    assert ("starmodel_events_total", (("entity", "tally"), ("event", "add"), ("status", "200"))) not in seen
+
+
 async def test_metrics_show_open_live_streams_and_the_broadcast_lag() -> None:
     redis_url = require("STARMODEL_TEST_REDIS_URL", "Redis")
     prefix = f"test-metrics-{uuid.uuid4().hex}:"

@@ -53,6 +53,11 @@ def make_todo(store: Literal["memory", "sql", "redis"]) -> type[Entity]:
             self.title = "ruined"
             raise RuntimeError("boom")
 
+        @event
+        async def duplicate(self, request: EventRequest, as_id: str) -> None:
+            await request.app.create(type(self), id=as_id, title=self.title)
+            self.edits += 1
+
     return Todo
 
 
@@ -295,3 +300,18 @@ async def test_a_record_created_with_a_chosen_id_keeps_it_and_an_existing_one_is
     async with client(sm) as c:  # the HTTP create never takes an id from the page
         made = await c.post("/todo", json={"id": "from-sqlite-42", "title": "page"}, headers=JSON)
         assert made.status_code == 201 and made.json()["id"] != "from-sqlite-42"
+        # an event creating a record with a chosen id: 409 over HTTP when it exists, nothing saved
+        taken = await c.post(f"/todo/{fresh.id}/duplicate", json={"as_id": "from-sqlite-42"}, headers=JSON)
+        assert taken.status_code == 409 and "todo 'from-sqlite-42' already exists" in taken.json()["error"]
+        assert (await sm.get(Todo, fresh.id)).edits == 0  # the event rolled back
+        copied = await c.post(f"/todo/{fresh.id}/duplicate", json={"as_id": "copy-1"}, headers=JSON)
+        assert copied.status_code == 200 and (await sm.get(Todo, "copy-1")).title == "new"
+
+
+async def test_sm_list_gives_records_in_creation_order_not_by_id(backend: Backend) -> None:
+    sm = backend.app()
+    Todo = backend.entity
+    for key in ("m", "z", "a"):
+        await sm.create(Todo, id=key, title=key)
+    assert [t.id for t in await sm.list(Todo)] == ["m", "z", "a"]
+    assert [t.id for t in await sm.list(Todo, limit=1, offset=1)] == ["z"]  # offset skips the oldest

@@ -95,10 +95,13 @@ fine: list[str] = [
     Counter.look(note="from the page or here"),
     Counter.increment("a-record-id", amount=3),
     str(Counter.increment),
+    Counter.create_action(title="fields are checked when called"),
+    Counter.delete_action("t1"),
 ]
 typo = Counter.increment(amont=1)  # error
 wrong_type = Counter.increment(amount="two")  # error
 injected = Counter.look(request=None)  # error
+wrong_id = Counter.delete_action(["t1"])  # error
 """
 
 
@@ -118,3 +121,4 @@ def test_mypy_strict_with_the_plugin_names_typos_wrong_types_and_injected_parame
     assert 'Unexpected keyword argument "amont"' in errors[0] and 'did you mean "amount"' in errors[0]
     assert 'incompatible type "str"; expected "int | None"' in errors[1]
     assert 'Unexpected keyword argument "request"' in errors[2]
+    assert 'incompatible type "list[str]"; expected "str | int"' in errors[3]

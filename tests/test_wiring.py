@@ -114,7 +114,8 @@ def test_an_unknown_model_config_key_lists_the_keys_taken() -> None:
     class Stray(Entity):
         model_config = {"colour": "red"}  # type: ignore[typeddict-unknown-key]
 
-    with pytest.raises(ValueError, match=r'no key "colour" \(it takes client_writable, name, presence, scope'):
+    taken = r'no key "colour" \(it takes aggregates, client_writable, indexes, name, presence, scope'
+    with pytest.raises(ValueError, match=taken):
         StarModel([Stray], secret_key="k")
 
 

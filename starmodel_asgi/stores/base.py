@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+
+from starmodel_asgi.query import EVERYTHING, Query
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -24,6 +27,9 @@ class Slot(Protocol):
     """
 
     keeps_json: bool
+    #: the last ``save`` or ``delete`` committed also published the change (the Redis store, when
+    #: the broadcast is on its server): the unit does not publish it again
+    published: bool
 
     async def load(self) -> State | None: ...
     async def load_text(self) -> str | None: ...
@@ -57,6 +63,16 @@ class Contention(Exception):
     unit of work is rolled back and may be run again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One instance as a store keeps it, to move it to another store (``sm.copy``)."""
+
+    key: str  # the session id, user id, record id, or ``GLOBAL_KEY``
+    text: str  # its state as JSON
+    expires_in: float | None  # seconds left before it expires (``None``: never)
+    created: float | None = None  # when it was first saved (wall clock), where the store keeps it
+
+
 class Store(Protocol):
     #: ``get_text`` gives the stored JSON (memory, Redis); SQL rows are columns
     keeps_json: bool
@@ -77,9 +93,26 @@ class Store(Protocol):
         """``get`` as the stored JSON, where the store ``keeps_json``."""
         ...
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
-        """Stored instances of a record entity, oldest first: skipping the ``offset`` oldest, or
-        with ``newest`` the ``offset`` newest."""
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        """Stored instances of a record entity matching ``query``, in its order (creation order by
+        default): skipping the ``offset`` first, or with ``newest`` the ``offset`` last."""
+        ...
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        """How many stored instances of a record entity match ``query``."""
+        ...
+
+    def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Every live instance of ``spec`` (each session's, user's, record, or the global one),
+        oldest first where the store keeps the order (records always)."""
+        ...
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        """Writes each of ``items`` under its key, with its remaining TTL and creation time (in
+        their order when ``created`` is ``None``), unless a live instance has that key already:
+        nothing is overwritten. Returns how many were written."""
         ...
 
     async def ping(self) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.query import EVERYTHING, Query, window
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -21,11 +23,42 @@ Key = tuple[str, str]
 class _Entry:
     text: str  # JSON: every read is a fresh copy, so no event ever shares the stored state
     expires: float | None
+    seq: int = 0  # creation order
+
+
+class ValueIndex:
+    """The keys of the records holding each value of an indexed field (``indexes``), kept as
+    records are written and dropped: a count is a set's size, a filtered list parses only the
+    records it keeps."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str, Any], set[Key]] = {}
+        self._of: dict[Key, list[tuple[str, str, Any]]] = {}
+
+    def put(self, spec: EntitySpec, key: Key, text: str) -> None:
+        self.drop(key)
+        state = _loads(text)
+        entries = self._of[key] = [(spec.name, name, state.get(name)) for name in spec.indexes]
+        for entry in entries:
+            self._keys.setdefault(entry, set()).add(key)
+
+    def drop(self, key: Key) -> None:
+        for entry in self._of.pop(key, ()):
+            keys = self._keys[entry]
+            keys.discard(key)
+            if not keys:
+                del self._keys[entry]
+
+    def keys(self, spec: EntitySpec, query: Query) -> set[Key] | None:
+        """The fewest keys that can match ``query`` (``None``: no filter is on an indexed field)."""
+        found = [self._keys.get((spec.name, name, value), set()) for name, value in query.where if name in spec.indexes]
+        return min(found, key=len) if found else None
 
 
 class MemorySlot:
     __slots__ = ("_key", "_spec", "_txn")
     keeps_json = True
+    published = False
 
     def __init__(self, txn: MemoryTransaction, spec: EntitySpec, key: Key) -> None:
         self._txn, self._spec, self._key = txn, spec, key
@@ -119,6 +152,8 @@ class MemoryStore:
         self._again: OrderedDict[Key, None] = OrderedDict()
         self._locks = KeyedLocks()
         self._last_sweep = clock()
+        self._seq = itertools.count()
+        self._values = ValueIndex()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -138,22 +173,70 @@ class MemoryStore:
     async def get_text(self, spec: EntitySpec, key: str) -> str | None:
         return self._read(spec, (spec.name, key))
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
+    def _texts(self, spec: EntitySpec) -> list[str]:
+        """The entity's live instances' JSON, in creation order."""
         name, now = spec.name, self._clock()
         self._sweep(now)
-        texts = [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
-        if newest:
-            end = max(len(texts) - offset, 0)
-            texts = texts[max(end - limit, 0) : end]
-        else:
-            texts = texts[offset : offset + limit]
-        return [_loads(text) for text in texts]
+        return [e.text for (n, _), e in self._data.items() if n == name and (e.expires is None or e.expires > now)]
+
+    def _matching(self, spec: EntitySpec, query: Query) -> list[State]:
+        """The matching instances, in creation order: those of the first indexed filter's value,
+        else every one (parsed)."""
+        keys = self._values.keys(spec, query)
+        if keys is None:
+            return [state for text in self._texts(spec) if query.matches(state := _loads(text))]
+        entries = sorted((e for k in keys if (e := self._live(k)) is not None), key=lambda e: e.seq)
+        return [state for e in entries if query.matches(state := _loads(e.text))]
+
+    def _live(self, key: Key) -> _Entry | None:
+        entry = self._data.get(key)
+        return None if entry is None or (entry.expires is not None and entry.expires <= self._clock()) else entry
+
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        if query.plain:  # no state parsed but the window's
+            return [_loads(text) for text in window(self._texts(spec), limit, offset, newest)]
+        return window(query.sort(self._matching(spec, query)), limit, offset, newest)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        if not query.where:
+            return len(self._texts(spec))
+        keys = self._values.keys(spec, query)
+        if keys is not None and len(query.where) == 1:  # the value's keys, without parsing a record
+            self._sweep(self._clock())
+            return sum(1 for k in keys if self._live(k) is not None)
+        return len(self._matching(spec, query))
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        name, now = spec.name, self._clock()
+        for (n, key), entry in list(self._data.items()):  # in the order first written
+            if n == name and (entry.expires is None or entry.expires > now):
+                yield Stored(key, entry.text, None if entry.expires is None else entry.expires - now)
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        written, now = 0, self._clock()
+        for item in items:
+            key = (spec.name, item.key)
+            entry = self._data.get(key)
+            if entry is not None and (entry.expires is None or entry.expires > now):
+                continue
+            self._drop(key)  # an expired one: the new one goes last, in creation order
+            expires = None if item.expires_in is None else now + item.expires_in
+            self._data[key] = _Entry(item.text, expires, next(self._seq))
+            if spec.indexes:
+                self._values.put(spec, key, item.text)
+            if spec.scope == "session":
+                self._used(key, now)
+            written += 1
+        return written
 
     async def ping(self) -> None:
         """In this process: nothing to reach."""
 
     async def aclose(self) -> None:
         self._data.clear()
+        self._values = ValueIndex()
         self._once.clear()
         self._again.clear()
 
@@ -175,7 +258,11 @@ class MemoryStore:
     def _write(self, spec: EntitySpec, key: Key, text: str) -> None:
         ttl = ttl_for(spec, self.default_ttl)
         now = self._clock()
-        self._data[key] = _Entry(text, None if ttl is None else now + ttl)
+        old = self._data.get(key)
+        seq = next(self._seq) if old is None else old.seq
+        self._data[key] = _Entry(text, None if ttl is None else now + ttl, seq)
+        if spec.indexes:
+            self._values.put(spec, key, text)
         if spec.scope == "session":
             self._used(key, now)
 
@@ -200,6 +287,7 @@ class MemoryStore:
 
     def _drop(self, key: Key) -> None:
         self._data.pop(key, None)
+        self._values.drop(key)
         self._once.pop(key, None)
         self._again.pop(key, None)
 

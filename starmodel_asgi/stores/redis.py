@@ -11,19 +11,23 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
-from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, ttl_for
+from starmodel_asgi.query import EVERYTHING, Query, window
+from starmodel_asgi.stores.base import Alone, KeyedLocks, KeyHold, State, Stored, ttl_for
+from starmodel_asgi.wire import DELETED, channel_name
 
 if TYPE_CHECKING:
     from starmodel_asgi.spec import EntitySpec
@@ -47,8 +51,11 @@ def _unavailable() -> Iterator[None]:
         raise EventError(503, "The state is unavailable; try again") from exc
 
 
-# KEYS: lock, state, index. ARGV: token, state JSON, ttl ms (0: none), score, member, indexed.
-# Saves and drops the lock in one round trip (a unit releases every hold right after its commit).
+# KEYS: lock, state, index, then the value sets the record leaves, then those it joins. ARGV: token,
+# state JSON, ttl ms (0: none), score, member, indexed, how many sets it leaves, channel ('': none).
+# Saves, moves the record between its indexed values' sets, drops the lock (a unit releases every
+# hold right after its commit) and, when the broadcast shares this server, publishes the new state:
+# one round trip, and messages go out in the order of the saves, whichever process made them.
 _SAVE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
@@ -57,15 +64,24 @@ if tonumber(ARGV[3]) > 0 then
 else
   redis.call('set', KEYS[2], ARGV[2])
 end
-if ARGV[6] == '1' then redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[5]) end
+if ARGV[6] == '1' then
+  redis.call('zadd', KEYS[3], 'NX', ARGV[4], ARGV[5])
+  local score = redis.call('zscore', KEYS[3], ARGV[5])
+  local leaves = tonumber(ARGV[7])
+  for i = 4, 3 + leaves do redis.call('zrem', KEYS[i], ARGV[5]) end
+  for i = 4 + leaves, #KEYS do redis.call('zadd', KEYS[i], score, ARGV[5]) end
+end
+if ARGV[8] ~= '' then redis.call('publish', ARGV[8], ARGV[2]) end
 return 1
 """
-# KEYS: lock, state, index. ARGV: token, member. Deletes and drops the lock.
+# KEYS: lock, state, index, then the record's value sets. ARGV: token, member, channel ('': none),
+# message. Deletes, drops the lock and publishes the deletion.
 _DELETE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
 redis.call('del', KEYS[2])
-redis.call('zrem', KEYS[3], ARGV[2])
+for i = 3, #KEYS do redis.call('zrem', KEYS[i], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('publish', ARGV[3], ARGV[4]) end
 return 1
 """
 # KEYS: lock, state. ARGV: token, lock ms, state ttl ms (0: none). Takes the lock if free and
@@ -74,6 +90,21 @@ _ACQUIRE = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
 if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[2], ARGV[3]) end
 return {1, redis.call('get', KEYS[2])}
+"""
+# KEYS: state, index, then its indexed values' sets. ARGV: state JSON, ttl ms (0: none), score,
+# member, indexed. Writes a copied state unless one is there (nothing is overwritten): 1 if written.
+_RESTORE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('set', KEYS[1], ARGV[1])
+end
+if ARGV[5] == '1' then
+  redis.call('zadd', KEYS[2], 'NX', ARGV[3], ARGV[4])
+  for i = 3, #KEYS do redis.call('zadd', KEYS[i], ARGV[3], ARGV[4]) end
+end
+return 1
 """
 # KEYS: lock. ARGV: token, lock ms. Pushes the lease back if the lock is still ours.
 _RENEW = """
@@ -102,7 +133,7 @@ def _ms(seconds: float) -> int:
 
 
 class RedisSlot:
-    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "text")
+    __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "published", "text")
     keeps_json = True
 
     def __init__(self, txn: RedisTransaction, spec: EntitySpec, key: str, token: str, text: str | None) -> None:
@@ -110,6 +141,7 @@ class RedisSlot:
         store = txn._store
         self._keys = [store._lock_key(spec, key), store._state_key(spec, key), store._index_key(spec)]
         self.text = text
+        self.published = False
 
     async def load(self) -> State | None:
         text = await self.load_text()
@@ -126,18 +158,25 @@ class RedisSlot:
         self._txn._writes[self._keys[1]] = (self, None)
 
     async def write(self, text: str | None) -> None:
-        """Applies a save (``text``) or a delete (``None``), if the lock is still ours."""
+        """Applies a save (``text``) or a delete (``None``), if the lock is still ours, moving the
+        record between the sets of its indexed fields' values in the same script."""
         store = self._txn._store
+        prefix = store.channel_prefix
+        channel = "" if prefix is None else prefix + channel_name(self._spec, self.key)
+        leaves = store._value_keys(self._spec, self.text)
         if text is None:
-            done = await store._delete(keys=self._keys, args=[self._token, self.key])
+            done = await store._delete(keys=[*self._keys, *leaves], args=[self._token, self.key, channel, DELETED])
         else:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
-            args += [store._clock(), self.key, indexed]
-            done = await store._save(keys=self._keys, args=args)
+            args += [store._clock(), self.key, indexed, len(leaves), channel]
+            keys = [*self._keys, *leaves, *store._value_keys(self._spec, text)]
+            done = await store._save(keys=keys, args=args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
+        self.text = text
+        self.published = prefix is not None
         store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
         self._txn._unlocked.add(self._keys[0])
 
@@ -203,7 +242,65 @@ class RedisTransaction:
                     await local.__aexit__(None, None, None)
 
 
-class RedisStore:
+class RedisCopies:
+    """``RedisStore``'s side of ``sm.copy``: every instance of an entity with its key, remaining
+    TTL and creation time (``dump``), and written back unless taken (``restore``)."""
+
+    client: Redis
+    _restore: AsyncScript
+    _clock: Callable[[], float]
+    _state_key: Callable[[EntitySpec, str], str]
+    _index_key: Callable[[EntitySpec], str]
+    _value_keys: Callable[[EntitySpec, str | None], list[str]]
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Records in their index's order (creation); other instances as ``SCAN`` finds them."""
+        if spec.is_record:
+            index, start = self._index_key(spec), 0
+            while page := await self.client.zrange(index, start, start + _PAGE - 1, withscores=True):
+                start += _PAGE
+                scored: Keys = [(str(member), float(score)) for member, score in cast("list[tuple[str, float]]", page)]
+                for item in await self._with_ttl(spec, scored):
+                    yield item
+            return
+        states = self._state_key(spec, "")
+        keys: Keys = []
+        async for name in self.client.scan_iter(match=_glob_escape(states) + "*", count=_PAGE):
+            keys.append((str(name)[len(states) :], None))
+            if len(keys) == _PAGE:
+                for item in await self._with_ttl(spec, keys):
+                    yield item
+                keys = []
+        for item in await self._with_ttl(spec, keys):
+            yield item
+
+    async def _with_ttl(self, spec: EntitySpec, keys: Sequence[tuple[str, float | None]]) -> tuple[Stored, ...]:
+        """The states of ``keys`` (with their creation times) and their remaining TTLs, in one round trip."""
+        if not keys:
+            return ()
+        pipe = self.client.pipeline(transaction=False)
+        for key, _ in keys:
+            pipe.get(self._state_key(spec, key))
+            pipe.pttl(self._state_key(spec, key))
+        found = await pipe.execute()
+        return tuple(
+            Stored(key, str(text), None if ttl < 0 else ttl / 1000, created)
+            for (key, created), text, ttl in zip(keys, found[::2], found[1::2], strict=True)
+            if text is not None  # gone meanwhile (or an expired record still indexed)
+        )
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        now, indexed = self._clock(), "1" if spec.is_record else "0"
+        for n, item in enumerate(items):
+            ttl = 0 if item.expires_in is None else _ms(item.expires_in)
+            score = now + n * 1e-6 if item.created is None else item.created
+            keys = [self._state_key(spec, item.key), self._index_key(spec), *self._value_keys(spec, item.text)]
+            await self._restore(keys=keys, args=[item.text, ttl, score, item.key, indexed], client=pipe)
+        return sum(await pipe.execute()) if items else 0
+
+
+class RedisStore(RedisCopies):
     """Entity state in Redis under ``prefix`` (``state:``, ``lock:`` and, for records, ``index:``
     keys). A lock lease lasts ``lock_timeout`` seconds; while the instance is held it is renewed
     every ``lock_timeout / 3`` seconds, so events may run longer than the lease.
@@ -225,8 +322,12 @@ class RedisStore:
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
+        self.url = url
         self.default_ttl = default_ttl
         self.prefix = prefix
+        #: set when the broadcast is Redis pub/sub on this same server (``publish_through``):
+        #: each save then publishes its change itself, with this prefix on the channel
+        self.channel_prefix: str | None = None
         self.lock_timeout = lock_timeout
         self.lock_poll = lock_poll
         self._clock = clock
@@ -248,6 +349,7 @@ class RedisStore:
         self._unlock = self.client.register_script(_UNLOCK)
         self._take = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
+        self._restore = self.client.register_script(_RESTORE)
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
@@ -266,6 +368,15 @@ class RedisStore:
         return f"{self.prefix}index:{spec.name}"
 
     keeps_json = True
+
+    def publish_through(self, broadcast: object) -> None:
+        """When ``broadcast`` is Redis pub/sub on this store's server (``RedisBroadcast``, known
+        by its ``kind``: the broadcast module imports this one), saves publish their own changes
+        (in the save's round trip) instead of handing them to the app's outbox."""
+        self.channel_prefix = None
+        url, prefix = getattr(broadcast, "url", None), getattr(broadcast, "prefix", None)
+        if getattr(broadcast, "kind", None) == "Redis" and isinstance(url, str) and isinstance(prefix, str):
+            self.channel_prefix = prefix if _server(url) == _server(self.url) else None
 
     def begin(self) -> RedisTransaction:
         return RedisTransaction(self)
@@ -345,19 +456,66 @@ class RedisStore:
             raw = await (self.client.get(name) if ttl is None else self.client.getex(name, px=_ms(ttl)))
         return None if raw is None else str(raw)
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
-        index = self._index_key(spec)
+    def _value_key(self, spec: EntitySpec, name: str, value: Any) -> str:
+        """The sorted set (by creation) of the records whose indexed field ``name`` is ``value``."""
+        return f"{self._index_key(spec)}:{name}:{json.dumps(value)}"
+
+    def _value_keys(self, spec: EntitySpec, text: str | None) -> list[str]:
+        """The value sets a record stored as ``text`` belongs to."""
+        if text is None or not spec.indexes:
+            return []
+        state = _loads(text)
+        return [self._value_key(spec, name, state.get(name)) for name in sorted(spec.indexes)]
+
+    def _source(self, spec: EntitySpec, query: Query) -> tuple[str, bool]:
+        """The sorted set to read for ``query`` (the first indexed filter's value set, else every
+        record) and whether it alone answers the filters."""
+        indexed = [(name, value) for name, value in query.where if name in spec.indexes]
+        if not indexed:
+            return self._index_key(spec), not query.where
+        return self._value_key(spec, *indexed[0]), len(query.where) == 1
+
+    async def _matching(self, spec: EntitySpec, source: str, query: Query) -> list[State]:
+        """Every record of the sorted set ``source`` that matches, in creation order: a read of the
+        whole set (in chunks), the cost of a filter no index answers alone."""
+        members = [str(m) for m in await self.client.zrange(source, 0, -1)]
+        states: list[State] = []
+        for start in range(0, len(members), 1000):
+            chunk = await self._states(spec, source, members[start : start + 1000])
+            states += [state for state in chunk if query.matches(state)]
+        return states
+
+    async def _states(self, spec: EntitySpec, source: str, members: list[str]) -> list[State]:
+        """The records ``members`` of ``source``; expired ones are forgotten (the sets have no TTL)."""
+        if not members:
+            return []
+        raws = await self.client.mget([self._state_key(spec, m) for m in members])
+        gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+        if gone:
+            await self.client.zrem(self._index_key(spec), *gone)
+            if source != self._index_key(spec):
+                await self.client.zrem(source, *gone)
+        return [_loads(raw) for raw in raws if raw is not None]
+
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
+        source, exact = self._source(spec, query)
         with _unavailable():
-            members = [str(m) for m in await self.client.zrange(index, offset, offset + limit - 1, desc=newest)]
+            if not (exact and query.order is None):  # read the set's records, filter and sort here
+                return window(query.sort(await self._matching(spec, source, query)), limit, offset, newest)
+            desc = newest != query.descending
+            members = [str(m) for m in await self.client.zrange(source, offset, offset + limit - 1, desc=desc)]
             if newest:
                 members.reverse()
-            if not members:
-                return []
-            raws = await self.client.mget([self._state_key(spec, m) for m in members])
-            gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
-            if gone:  # expired records: forget them (the index has no TTL of its own)
-                await self.client.zrem(index, *gone)
-        return [_loads(raw) for raw in raws if raw is not None]
+            return await self._states(spec, source, members)
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        source, exact = self._source(spec, query)
+        with _unavailable():
+            if exact:
+                return int(await self.client.zcard(source))
+            return len(await self._matching(spec, source, query))
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._renewer, self._clearer) if t is not None]
@@ -371,6 +529,25 @@ class RedisStore:
     async def ping(self) -> None:
         """A round trip to Redis (``GET /health``)."""
         await self.client.ping()
+
+
+def _server(url: str) -> tuple[str, int, str | None]:
+    """Which Redis server a URL names (pub/sub spans its databases)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return (parts.path, 0, parts.username)
+    return (parts.hostname or "localhost", parts.port or 6379, parts.username)
+
+
+Keys = list[tuple[str, float | None]]  # keys, with their creation times where known
+
+#: Instances read or written per round trip when copying.
+_PAGE = 500
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _loads(raw: str | bytes) -> State:

@@ -14,7 +14,7 @@ import json
 import time
 import types
 import typing
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
     update,
@@ -44,13 +45,17 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction, create_async_engine
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.types import TypeEngine
 
 from starmodel_asgi.errors import invalid
 from starmodel_asgi.logs import STORES, get_logger
+from starmodel_asgi.query import EVERYTHING, Query
+from starmodel_asgi.settings import SchemaMode, schema_mode
 from starmodel_asgi.spec import EntitySpec, spec_of
-from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, ttl_for
+from starmodel_asgi.stores.base import Alone, Contention, KeyedLocks, State, Stored, ttl_for
+from starmodel_asgi.stores.schema import reconcile
 
 logger = get_logger(STORES)
 
@@ -88,6 +93,29 @@ def _check_storable(spec: EntitySpec, table: Table, values: dict[str, Any]) -> N
         raise invalid(spec.name, errors)
 
 
+def _conditions(table: Table, query: Query, now: float) -> list[ColumnElement[bool]]:
+    """Live rows matching the query's filters (``None`` is ``IS NULL``)."""
+    conditions = [or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now)]
+    for name, value in query.where:
+        column = table.c[name]
+        conditions.append(column.is_(None) if value is None else column == value)
+    return conditions
+
+
+def _order(table: Table, query: Query, newest: bool) -> list[UnaryExpression[Any]]:
+    """The query's order (``NULL`` first, ties by creation), reversed for the ``newest`` end."""
+    keys: list[tuple[ColumnElement[Any], bool]] = [(table.c[CREATED], False), (table.c[KEY], False)]
+    if query.order is not None:
+        keys.insert(0, (table.c[query.order], query.descending))
+    else:
+        keys = [(column, query.descending) for column, _ in keys]
+    order = []
+    for column, descending in keys:
+        descending ^= newest
+        order.append(column.desc().nulls_last() if descending else column.asc().nulls_first())
+    return order
+
+
 def table_name(spec: EntitySpec, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}{spec.name}"
 
@@ -100,7 +128,7 @@ def entity_table(spec: EntitySpec, metadata: MetaData, prefix: str = DEFAULT_PRE
         Column(EXPIRES, Float, nullable=True, index=True),
     ]
     for name, field in spec.entity.model_fields.items():
-        columns.append(Column(name, _column_type(field.annotation)[0], nullable=True))
+        columns.append(Column(name, _column_type(field.annotation)[0], nullable=True, index=name in spec.indexes))
     return Table(table_name(spec, prefix), metadata, *columns)
 
 
@@ -113,6 +141,21 @@ def metadata_for(entities: Iterable[type[BaseModel]], table_prefix: str = DEFAUL
         if spec.store == "sql":
             entity_table(spec, metadata, table_prefix)
     return metadata
+
+
+#: Rows read or written per transaction when copying.
+_PAGE = 500
+
+
+def _insert_ignoring(dialect: str) -> Callable[[Table], Any]:
+    """The dialect's ``INSERT`` that has ``on_conflict_do_nothing``."""
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+    return postgresql_insert
 
 
 def _lock_id(table: str, key: str) -> int:
@@ -178,6 +221,7 @@ class Statements:
 
 class SQLSlot:
     keeps_json = False  # rows are columns, not JSON
+    published = False
 
     def __init__(
         self,
@@ -268,7 +312,7 @@ class SQLTransaction:
             # a few waiters per row queue in the database, the others here
             await self._stack.enter_async_context(store._locks.hold((table.name, key)))
         conn = await self._connection()
-        await self._ensure(conn, table)
+        await self._ensure(conn, table, spec)
         try:
             await store._sweep(conn, table)
             slot = SQLSlot(store, conn, table, spec, key, self._deletes)
@@ -289,15 +333,15 @@ class SQLTransaction:
             return await self._store.get(spec, key)
         store = self._store
         table = store._table(spec)
-        await self._ensure(self._conn, table)
+        await self._ensure(self._conn, table, spec)
         row = await store._row(self._conn, table, key, lock=False)
         return None if row is None else store._state(spec, row, store._clock())
 
-    async def _ensure(self, conn: AsyncConnection, table: Table) -> None:
+    async def _ensure(self, conn: AsyncConnection, table: Table, spec: EntitySpec) -> None:
         """The table, created inside this transaction if this process has not seen it yet (known
         ready for everyone once the transaction commits)."""
         if table.name not in self._store._ready and table.name not in self._tables:
-            await self._store._create(conn, table)
+            await self._store._create(conn, table, spec)
             self._tables.add(table.name)
 
     async def commit(self) -> None:
@@ -331,7 +375,8 @@ class SQLStore:
     ``url`` is a SQLAlchemy async URL: ``sqlite+aiosqlite:///file.db`` or
     ``postgresql+asyncpg://user@host/db``. SQLite needs a file (``:memory:`` is one connection,
     which cannot hold two transactions at once). Expired rows are skipped when read and deleted
-    every ``sweep_interval`` seconds by a later write.
+    every ``sweep_interval`` seconds by a later write. A table missing the columns of fields
+    added since gets them on first use (``schema="add"``) or is refused (``schema="check"``).
     """
 
     def __init__(
@@ -344,8 +389,12 @@ class SQLStore:
         lock_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
         engine_options: dict[str, Any] | None = None,
+        schema: SchemaMode = "add",
     ) -> None:
         self.default_ttl = default_ttl
+        #: a table missing columns of new fields: ``"add"`` them, or ``"check"``: refuse (503)
+        self.schema = schema_mode(schema)
+        self._told: set[str] = set()  # tables refused for missing columns, logged once
         self.table_prefix = table_prefix
         self.sweep_interval = sweep_interval
         self._clock = clock
@@ -398,21 +447,70 @@ class SQLStore:
             row = await self._row(conn, table, key, lock=False)
         return None if row is None else self._state(spec, row, self._clock())
 
-    async def list(self, spec: EntitySpec, limit: int, offset: int, newest: bool = False) -> list[State]:
+    async def list(
+        self, spec: EntitySpec, limit: int, offset: int, newest: bool = False, query: Query = EVERYTHING
+    ) -> list[State]:
         table = await self.table(spec)
         now = self._clock()
-        order = (table.c[CREATED].desc(), table.c[KEY].desc()) if newest else (table.c[CREATED], table.c[KEY])
-        query = (
-            select(table)
-            .where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
-            .order_by(*order)
-            .limit(limit)
-            .offset(offset)
-        )
+        statement = select(table).where(*_conditions(table, query, now)).order_by(*_order(table, query, newest))
         async with self._transaction(write=False) as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(statement.limit(limit).offset(offset))).all()
         states = [s for row in rows if (s := self._state(spec, row, now)) is not None]
         return states[::-1] if newest else states
+
+    async def dump(self, spec: EntitySpec) -> AsyncIterator[Stored]:
+        """Live rows, oldest first, a page per short transaction (keyset on creation time and key).
+        A table not made yet holds nothing (and is not made for this)."""
+        name = table_name(spec, self.table_prefix)
+        if name not in self._ready:
+            async with self.engine.connect() as conn:
+                if not await conn.run_sync(lambda sync: inspect(sync).has_table(name)):
+                    return
+        table = await self.table(spec)
+        created, key = table.c[CREATED], table.c[KEY]
+        after: tuple[float, str] | None = None
+        while True:
+            now = self._clock()
+            query = select(table).where(or_(table.c[EXPIRES].is_(None), table.c[EXPIRES] > now))
+            if after is not None:
+                query = query.where(or_(created > after[0], (created == after[0]) & (key > after[1])))
+            async with self._transaction(write=False) as conn:
+                rows = (await conn.execute(query.order_by(created, key).limit(_PAGE))).all()
+            for row in rows:
+                state = self._state(spec, row, now)
+                if state is not None:
+                    expires = row._mapping[EXPIRES]
+                    left = None if expires is None else expires - now
+                    yield Stored(row._mapping[KEY], json.dumps(state), left, row._mapping[CREATED])
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1]._mapping[CREATED], rows[-1]._mapping[KEY])
+
+    async def restore(self, spec: EntitySpec, items: Sequence[Stored]) -> int:
+        """One transaction: expired rows with these keys dropped, then each inserted unless its
+        key is taken (``ON CONFLICT DO NOTHING``)."""
+        table = await self.table(spec)
+        now, written = self._clock(), 0
+        insert_ignoring = _insert_ignoring(self.dialect)
+        async with self._transaction(write=True) as conn:
+            keys = [item.key for item in items]
+            await conn.execute(delete(table).where(table.c[KEY].in_(keys), table.c[EXPIRES] <= now))
+            for n, item in enumerate(items):
+                state = json.loads(item.text)
+                values: dict[str, Any] = {k: state[k] for k in spec.fields if k in state}
+                _check_storable(spec, table, values)
+                values[KEY] = item.key
+                values[CREATED] = now + n * 1e-6 if item.created is None else item.created
+                values[EXPIRES] = None if item.expires_in is None else now + item.expires_in
+                result = await conn.execute(insert_ignoring(table).values(values).on_conflict_do_nothing())
+                written += result.rowcount
+        return written
+
+    async def count(self, spec: EntitySpec, query: Query = EVERYTHING) -> int:
+        table = await self.table(spec)
+        statement = select(func.count()).select_from(table).where(*_conditions(table, query, self._clock()))
+        async with self._transaction(write=False) as conn:
+            return int((await conn.execute(statement)).scalar_one())
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -431,7 +529,7 @@ class SQLStore:
             async with self._ddl:
                 if table.name not in self._ready:
                     async with self._transaction(write=True) as conn:
-                        await self._create(conn, table)
+                        await self._create(conn, table, spec)
                     self._ready.add(table.name)
         return table
 
@@ -440,12 +538,14 @@ class SQLStore:
         table = self.metadata.tables.get(name)
         return entity_table(spec, self.metadata, self.table_prefix) if table is None else table
 
-    async def _create(self, conn: AsyncConnection, table: Table) -> None:
+    async def _create(self, conn: AsyncConnection, table: Table, spec: EntitySpec) -> None:
+        """The table and its indexes if missing, then the columns of fields added since (``schema``)."""
         if not self._sqlite:
             await conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK)))
         await conn.execute(CreateTable(table, if_not_exists=True))
         for index in table.indexes:
             await conn.execute(CreateIndex(index, if_not_exists=True))
+        await reconcile(conn, table, spec, self.schema, self._told)
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html as htmllib
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from datastar_py.consts import (
     EventType,
 )
 
+from starmodel_asgi.guards import GUARD_ATTRIBUTE
 from starmodel_asgi.testing.html import top_level
 from starmodel_asgi.testing.signals import merge
 
+_GUARD = re.compile(GUARD_ATTRIBUTE + r'="([^"]*)"')
 _REDIRECT = re.compile(r"window\.location\s*=\s*'((?:[^'\\]|\\.)*)'")
 
 
@@ -57,11 +60,15 @@ class Answer:
             self.events += 1
             if name == EventType.PATCH_SIGNALS:
                 patch = json.loads("\n".join(data.get(SIGNALS_DATALINE_LITERAL, ["{}"])))
-                self.patches.append((patch, data.get(ONLY_IF_MISSING_DATALINE_LITERAL) == ["true"]))
-                merge(self.signals, patch, keep_none=True)  # None says "removed"
+                self._patched(patch, data.get(ONLY_IF_MISSING_DATALINE_LITERAL) == ["true"])
             elif name == EventType.PATCH_ELEMENTS:
                 html = "\n".join(data.get(ELEMENTS_DATALINE_LITERAL, []))
-                redirect = _REDIRECT.search(html) if data.get(SELECTOR_DATALINE_LITERAL) == ["body"] else None
+                to_body = data.get(SELECTOR_DATALINE_LITERAL) == ["body"]
+                if to_body and (guard := _GUARD.search(html)):  # nothing types meanwhile: the new values hold
+                    fields = json.loads(htmllib.unescape(guard.group(1)))
+                    self._patched({name: {k: new for k, (_, new) in v.items()} for name, v in fields.items()}, False)
+                    continue
+                redirect = _REDIRECT.search(html) if to_body else None
                 if redirect is not None:
                     self.redirect = json.loads('"' + redirect.group(1).replace("\\'", "'") + '"')
                     continue
@@ -71,6 +78,10 @@ class Answer:
                     self.elements.append((selector, mode, html))
                 else:  # each top-level element patches the one with its id
                     self.elements += [(f"#{id}" if id else "", mode, part) for id, part in top_level(html)]
+
+    def _patched(self, patch: dict[str, Any], only_if_missing: bool) -> None:
+        self.patches.append((patch, only_if_missing))
+        merge(self.signals, patch, keep_none=True)  # None says "removed"
 
 
 @dataclass

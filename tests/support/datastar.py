@@ -13,7 +13,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse
+from starlette.routing import Mount, Route
+
+from starmodel_asgi import StarModel
 
 WHEEL = "starhtml==0.7.0"
 MEMBER = "starhtml/static/js/datastar-core.js"
@@ -44,3 +52,21 @@ def datastar_client(cache: Path = CACHE) -> Path:
     partial.write_bytes(data)
     partial.replace(target)
     return target
+
+
+def script_route(client: Path, path: str = "/static/datastar.js") -> Route:
+    """Serves the Datastar client at ``path``."""
+
+    async def script(request: Request) -> FileResponse:
+        return FileResponse(client, media_type="text/javascript")
+
+    return Route(path, script)
+
+
+def page_site(client: Path, sm: StarModel, page: Callable[[], str]) -> Starlette:
+    """A host: ``page()`` at ``/``, the client at ``/static/datastar.js``, ``sm`` at its ``base_path``."""
+
+    async def home(request: Request) -> HTMLResponse:
+        return HTMLResponse(page())
+
+    return Starlette(routes=[Route("/", home), script_route(client), Mount(sm.base_path, sm)])
