@@ -1,6 +1,6 @@
 """Every benchmark row against its hand-written baseline, as one table (about 5 minutes).
 
-    python benchmarks/run.py [--quick]
+    python benchmarks/run.py [--quick] [--peers]
 
 Ratios are StarModel over the baseline measured in the same run, interleaved, medians of
 several runs (higher is better, 1.0 is parity). The real-server row serves each app with uvicorn
@@ -8,7 +8,8 @@ several runs (higher is better, 1.0 is parity). The real-server row serves each 
 client holding the session cookie its app gave it; wrk comes from Debian (installed here when
 missing, as root). PostgreSQL and Redis rows need ``STARMODEL_TEST_POSTGRES_URL`` and
 ``STARMODEL_TEST_REDIS_URL``. ``--quick`` runs every row with tiny numbers (a smoke test, not
-figures).
+figures). ``--peers`` adds the counter beside stario and FastHTML + HTMX (``bench_peers.py``: a
+Python 3.12 and a venv made on first use).
 """
 
 from __future__ import annotations
@@ -17,13 +18,7 @@ import argparse
 import datetime
 import json
 import os
-import re
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,131 +28,21 @@ import bench_delivery
 import bench_events
 import bench_live
 import bench_memory
+import bench_peers
 import bench_viewer
 import bench_wire
-import httpx
+import http_load
 import stores_bench
+from table import cpu_rows, row
 
 HERE = Path(__file__).resolve().parent
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"counter":{"count":0}}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Datastar-Request"] = "true"
-wrk.headers["Cookie"] = os.getenv("BENCH_COOKIE")
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        sys.exit("wrk is missing: apt-get install -y wrk (as root), then run again")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("wrk did not install")
-
-
-def pinned(core: int) -> list[str]:
-    return ["taskset", "-c", str(core)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-
-
-def serve(factory: str, port: int) -> subprocess.Popen[bytes]:
-    command = [*pinned(0), sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log", "--app-dir", str(HERE)]
-    process = subprocess.Popen(command, cwd=HERE)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(f"uvicorn {factory} did not start") from None
-            time.sleep(0.05)
-
-
-def session_cookie(base: str) -> str:
-    """The cookie the app gives a first request, as a browser would keep it."""
-    response = httpx.post(f"{base}/counter/increment?amount=1", json={}, headers={"Datastar-Request": "true"})
-    response.raise_for_status()
-    return "; ".join(f"{k}={v}" for k, v in response.cookies.items())
-
-
-def server_cpu(process: subprocess.Popen[bytes]) -> float:
-    """Seconds of CPU the server process has used (user + system), from ``/proc``."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wrk_run(wrk: str, base: str, cookie: str, seconds: int, script: Path) -> tuple[float, int]:
-    """Requests per second and the number of requests wrk made."""
-    command = [*pinned(1), wrk, "-t1", "-c32", f"-d{seconds}s", "-s", str(script), f"{base}/counter/increment?amount=1"]
-    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "BENCH_COOKIE": cookie}).stdout
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non_2xx:
-        raise RuntimeError(f"{non_2xx.group(1)} failed requests under wrk:\n{out}")
-    found, made = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
-    if not found or not made:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(found.group(1)), int(made.group(1))
 
 
 def over_http(runs: int, seconds: int) -> dict[str, bench_events.Figures]:
     """Median req/s and server CPU per request of the baseline and of StarModel behind uvicorn,
-    loaded by wrk."""
-    wrk = ensure_wrk()
-    factories = {"baseline": "bench_events:baseline_app", "starmodel": "bench_events:starmodel_app"}
-    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in factories}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(WRK_SCRIPT)
-        script.flush()
-        servers = {}
-        try:
-            for name, factory in factories.items():
-                port = free_port()
-                servers[name] = (serve(factory, port), f"http://127.0.0.1:{port}")
-            cookies = {name: session_cookie(base) for name, (_, base) in servers.items()}
-            for name, (_, base) in servers.items():  # warm-up
-                wrk_run(wrk, base, cookies[name], 1, Path(script.name))
-            for _ in range(runs):  # interleaved so drift hits both alike
-                for name, (process, base) in servers.items():
-                    cpu = server_cpu(process)
-                    rate, made = wrk_run(wrk, base, cookies[name], seconds, Path(script.name))
-                    figures[name].append((rate, (server_cpu(process) - cpu) / made * 1e6))
-        finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(10)
-    return {
-        name: bench_events.Figures(statistics.median(r for r, _ in runs_), statistics.median(c for _, c in runs_))
-        for name, runs_ in figures.items()
-    }
-
-
-def row(label: str, baseline: str, ours: str, ratio: str, goal: str) -> str:
-    return f"| {label} | {baseline} | {ours} | {ratio} | {goal} |"
-
-
-def cpu_rows(label: str, base: bench_events.Figures, ours: bench_events.Figures, goal: str) -> list[str]:
-    """A request scenario's two rows: CPU per request (the steady figure), then req/s."""
-    return [
-        row(
-            f"{label} (CPU us per request)",
-            f"{base.cpu_us:,.0f}",
-            f"{ours.cpu_us:,.0f}",
-            f"{ours.cpu_us / base.cpu_us:.2f} (lower is better)",
-            f"<= {goal}",
-        ),
-        row(f"{label} (req/s)", f"{base.rate:,.0f}", f"{ours.rate:,.0f}", f"{ours.rate / base.rate:.2f}", "-"),
-    ]
+    loaded by wrk, each first checked to count per session with its cookie verified."""
+    apps = {name: http_load.uvicorn(f"bench_events:{name}_app") for name in ("baseline", "starmodel")}
+    return http_load.alternate(apps, runs, seconds, bench_peers.check_work)
 
 
 def gate(events: dict[str, tuple[bench_events.Figures, bench_events.Figures]]) -> None:
@@ -169,11 +54,13 @@ def gate(events: dict[str, tuple[bench_events.Figures, bench_events.Figures]]) -
             sys.exit(f"{label}: CPU per request is {ratio:.2f}x the baseline's, past the gate's {limits[label]}x")
 
 
-async def collect(quick: bool) -> list[str]:
+async def collect(quick: bool, peers: bool) -> list[str]:
     n = lambda full, small: small if quick else full  # noqa: E731
     rows = []
     served = over_http(n(5, 1), n(5, 1))
     rows += cpu_rows("session counter event (def), uvicorn + wrk", served["baseline"], served["starmodel"], "1.10")
+    if peers:
+        rows += bench_peers.rows(n(5, 1), n(5, 1))
     events = await bench_events.measure(n(3000, 1500), n(5, 3))  # enough, even quick, for the gate
     gate(events)
     for label, goal in (("datastar event (POST, SSE answer)", "1.10"), ("state read (GET, JSON)", "1.25")):
@@ -264,11 +151,15 @@ async def collect(quick: bool) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny numbers: checks every row runs")
-    quick = parser.parse_args().quick
+    parser.add_argument(
+        "--peers", action="store_true", help="the counter beside stario and FastHTML (Python 3.12)"
+    )
+    args = parser.parse_args()
     started = time.monotonic()
-    rows = anyio.run(collect, quick)
+    rows = anyio.run(collect, args.quick, args.peers)
+    command = "python benchmarks/run.py" + " --peers" * args.peers
     print(
-        f"Measured {datetime.date.today()} with `python benchmarks/run.py` ({os.cpu_count()} cores), "
+        f"Measured {datetime.date.today()} with `{command}` ({os.cpu_count()} cores), "
         f"{time.monotonic() - started:.0f} s:\n"
     )
     print("| scenario | baseline | starmodel | ratio | goal |")

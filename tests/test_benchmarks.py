@@ -52,3 +52,26 @@ def test_the_gate_fails_a_run_whose_cpu_ratio_passes_its_threshold(monkeypatch: 
     past = {label: (base, bench_events.Figures(rate=500, cpu_us=100 * limits[label] + 1))}
     with pytest.raises(SystemExit, match=r"datastar event .* past the gate"):
         run.gate(past)
+
+
+def test_the_counter_runs_beside_every_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stario, FastHTML + HTMX, the hand-written endpoint, raw ASGI and StarModel, each checked to count per
+    session with its cookie verified (a forged cookie starts over) before wrk loads it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_peers
+
+    if bench_peers.python312() is None:
+        pytest.skip("the peers need a Python 3.12 (stario does)")
+    if shutil.which("wrk") is None:
+        if os.environ.get("STARMODEL_REQUIRE_SERVICES") == "1":
+            pytest.fail("the real-server benchmark needs wrk: apt-get install -y wrk")
+        pytest.skip("the real-server benchmark needs wrk")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_peers.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| counter round trip")]
+    peers = [cells[0].split(" vs ")[1].split()[0] for cells in table]  # CPU, then req/s, per peer
+    assert peers == ["stario"] * 2 + ["FastHTML"] * 2 + ["hand-written"] * 2 + ["raw"] * 2, result.stdout
+    for cells in table:  # figures measured for both sides
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[2].replace(",", "")) > 0, cells
