@@ -151,9 +151,7 @@ async def collect(quick: bool, peers: bool) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny numbers: checks every row runs")
-    parser.add_argument(
-        "--peers", action="store_true", help="the counter beside stario and FastHTML (Python 3.12)"
-    )
+    parser.add_argument("--peers", action="store_true", help="the counter beside stario and FastHTML (Python 3.12)")
     args = parser.parse_args()
     started = time.monotonic()
     rows = anyio.run(collect, args.quick, args.peers)

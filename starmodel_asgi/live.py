@@ -328,4 +328,3 @@ class Views:
     def put(self, channel: str, message: str, view: View) -> None:
         cost = 3 * len(message) + sum(len(e.html) for e in view.elements)  # parsed state ~3x its JSON
         self._recent.put((channel, message), view, cost)
-
