@@ -70,13 +70,15 @@ def test_stopping_uvicorn_with_live_streams_open_logs_no_traceback(signum: int, 
                 process.send_signal(signum)
             for body in bodies:
                 b"".join(body)  # each ends, as a finished response (else httpx raises)
-            assert process.wait(15) in (0, -signum)  # uvicorn raises the signal again once stopped
+            code = process.wait(15)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait(5)
         log.seek(0)
         output = log.read().decode(errors="replace")
+    # uvicorn raises the signal again once stopped (0.30 exits with 1 after Ctrl+C instead)
+    assert code in (0, 1, -signum) if signum == signal.SIGINT else code in (0, -signum), output
     assert "Traceback" not in output, output
     assert "CancelledError" not in output, output
     assert "Finished server process" in output, output
