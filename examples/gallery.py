@@ -156,10 +156,12 @@ class Todo(Entity):
     def render(self) -> str:
         title = html.escape(self.title, quote=True)
         rename = f"@post('{Todo.rename.url(self.id)}?title=' + encodeURIComponent(el.value))"
+        # none of the page's $todo: after an add it holds that todo's title, stale once another tab renames it
+        toggle = Todo.toggle(id=self.id).options(filterSignals={"include": "^$"})
         return (
             f'<li id="{self.dom_id}" class="todo{" done" if self.done else ""}">'
             f'<input type="checkbox" class="toggle" aria-label="done"{" checked" if self.done else ""}'
-            f' data-on:change="{Todo.toggle(id=self.id)}">'
+            f' data-on:change="{toggle}">'
             f'<input class="title" value="{title}" aria-label="title" data-on:change="{rename}">'
             f'<button class="delete" title="delete" data-on:click="{Todo.delete_action(self.id)}">'
             "&times;</button></li>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -136,6 +137,24 @@ async def test_todos_are_added_ticked_renamed_filtered_and_cleared(page: Page) -
     assert [(t["title"], t["done"]) for t in left] == [("walk the cat", False), ("call mum", False)]
     assert (await page.run(Todo.delete_action(second))).status == 204
     assert [t["title"] for t in (await page.request("GET", "/sm/todo")).json()] == ["call mum"]
+
+
+async def test_ticking_a_todo_keeps_a_rename_made_in_another_tab(page: Page) -> None:
+    """After an add, the page's ``$todo`` holds that todo's title; a tick must not write it back."""
+    Todo = gallery.Todo
+    other = Page(page.app)
+    await page.open("/todo")
+    await other.open("/todo")
+    added = await page.submit(Todo.create_action().options(contentType="form"), {"title": "first"})
+    todo = added.signals["todo"]["id"]
+    await other.run(Todo.rename(id=todo, title="renamed"))
+    (tick,) = re.findall(r'class="toggle"[^>]*data-on:change="([^"]+)"', Todo(id=todo, title="x").render())
+    await page.run(html.unescape(tick), todo=page.signals["todo"])  # the action the page's checkbox runs
+    assert (await page.request("GET", f"/sm/todo/{todo}")).json() | {"id": ""} == {
+        "id": "",
+        "title": "renamed",
+        "done": True,
+    }
 
 
 async def test_the_long_task_lets_other_events_through_and_can_be_cancelled(page: Page) -> None:
