@@ -365,6 +365,9 @@ input { font: inherit; padding: .35rem .5rem; border: 1px solid #d1d5db; border-
 .grid b { display: block; color: var(--accent); }
 .messages { height: 18rem; overflow-y: auto; display: flex; flex-direction: column; gap: .3rem; }
 .message time { color: var(--muted); font-size: .8rem; }
+.message .delete { padding: 0 .4rem; font-size: .75rem; background: white; color: var(--bad);
+  border-color: var(--line); }
+nav a { color: var(--accent); margin-right: .4rem; } nav a[aria-current] { font-weight: 700; text-decoration: none; }
 .row { display: flex; gap: .5rem; align-items: center; margin: .4rem 0; }
 .todos { list-style: none; padding: 0; } .todo { display: flex; gap: .5rem; align-items: center; margin: .3rem 0; }
 .todo .title { flex: 1; border-color: transparent; }
