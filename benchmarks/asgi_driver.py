@@ -62,6 +62,8 @@ class Driver:
         await self.app(scope(method, path, query, headers), receive, send)
         return status
 
-    async def stream(self, path: str, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+    async def stream(
+        self, path: str, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send, query: bytes = b""
+    ) -> None:
         """A GET left open: ``receive`` decides when the client goes away."""
-        await self.app(scope("GET", path, b"", [*headers, self.cookie_header()]), receive, send)
+        await self.app(scope("GET", path, query, [*headers, self.cookie_header()]), receive, send)

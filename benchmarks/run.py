@@ -26,6 +26,7 @@ import anyio
 import bench_bulk
 import bench_delivery
 import bench_events
+import bench_filtered
 import bench_live
 import bench_memory
 import bench_peers
@@ -80,6 +81,18 @@ async def collect(quick: bool, peers: bool) -> list[str]:
             f"{1e6 / (viewer * streams):.1f}",
             f"{viewer / shared:.2f}",
             "measured (a render per stream)",
+        )
+    )
+    streams = n(1000, 20)
+    whole, filtered = await bench_filtered.measure(streams, 10, n(50, 10), n(5, 1))
+    rows.append(
+        row(
+            f"live_list(where=room) against the unfiltered list, {streams:,} streams over 10 rooms"
+            " (CPU us per change per stream)",
+            f"{whole:.1f}",
+            f"{filtered:.1f}",
+            f"{filtered / whole:.2f} (lower is better)",
+            "measured (below 1.0: the filter pays for itself)",
         )
     )
     bare, mine = await bench_memory.measure(n(2000, 20))

@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
@@ -24,6 +24,7 @@ import uvicorn
 from pydantic import BaseModel, Field, StringConstraints, computed_field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -36,6 +37,7 @@ from starmodel_asgi import (
     Message,
     Redirect,
     ServerOnly,
+    SessionCookieMiddleware,
     StarModel,
     UploadFile,
     event,
@@ -63,25 +65,32 @@ class Counter(Entity):
         self.count = 0
 
 
-# -- chat: records, a live list, presence -------------------------------------------------
+# -- chat: rooms of records, live lists filtered by room, presence ------------------------
+
+Room = Literal["lobby", "python", "random"]
+ROOMS: tuple[str, ...] = get_args(Room)
 
 
 class ChatMessage(Entity):
-    model_config = {"scope": "record", "store": "sql", "name": "message", "presence": True}
+    model_config = {"scope": "record", "store": "sql", "name": "message", "presence": True, "indexes": ["room"]}
+    room: str = "lobby"
     author: str = ""
     text: str = ""
     sent: float = Field(default_factory=time.time)
+    owner: Annotated[str, ServerOnly] = ""  # the sender's session: only they see "delete"
 
-    def render(self) -> str:
+    def render(self, viewer: EventRequest) -> str:
         at = datetime.fromtimestamp(self.sent).strftime("%H:%M")
+        mine = self.owner and self.owner == viewer.session_id
+        delete = f' <button class="delete" data-on:click="{ChatMessage.delete_action(self.id)}">delete</button>'
         return (
             f'<div id="{self.dom_id}" class="message"><b>{html.escape(self.author)}</b> '
-            f'<span class="text">{html.escape(self.text)}</span> <time>{at}</time></div>'
+            f'<span class="text">{html.escape(self.text)}</span> <time>{at}</time>{delete if mine else ""}</div>'
         )
 
 
 class ChatBox(Entity):
-    """Each visitor's name and draft; ``send`` posts the draft as a message and clears it."""
+    """Each visitor's name and draft; ``send`` posts the draft to a room as a message and clears it."""
 
     # in SQL, so a draft survives a restart: send() writes two SQL entities in one unit of work
     model_config = {"name": "chat", "store": "sql"}
@@ -95,8 +104,10 @@ class ChatBox(Entity):
         self,
         request: EventRequest,
         draft: Annotated[Text, Field(min_length=1, max_length=280, title="Message")],
+        room: Room = "lobby",
     ) -> None:
-        await request.app.create(ChatMessage, author=self.name.strip() or "Guest", text=draft)
+        author = self.name.strip() or "Guest"
+        await request.app.create(ChatMessage, room=room, author=author, text=draft, owner=request.session_id or "")
         self.draft = ""
 
 
@@ -104,9 +115,21 @@ class ChatBox(Entity):
 
 
 class Todo(Entity):
-    model_config = {"scope": "record", "store": "sql"}
-    title: str = ""
+    """TodoMVC's list: created and deleted through the record routes, "toggle all" and "clear
+    completed" act on the collection, "N items left" is an aggregate every live list follows."""
+
+    model_config = {
+        "scope": "record",
+        "store": "sql",
+        "indexes": ["done"],
+        "aggregates": {"left": {"done": False}, "completed": {"done": True}},
+    }
+    title: Annotated[Text, ClientWritable, Field(min_length=1, max_length=120, title="Title")] = ""
     done: bool = False
+
+    def on_create(self, request: EventRequest | None) -> None:
+        if not self.title:  # a POST without a title at all (an empty one is refused by the field)
+            raise EventError(422, "Title cannot be empty.", errors={"title": "Title cannot be empty."})
 
     @event
     def toggle(self) -> None:
@@ -116,38 +139,33 @@ class Todo(Entity):
     def rename(self, title: Annotated[Text, Field(min_length=1, max_length=120, title="Title")]) -> None:
         self.title = title
 
+    @event
+    @classmethod
+    async def toggle_all(cls, request: EventRequest) -> None:
+        all_done = await request.app.count(cls, where={"done": False}) == 0
+        for todo in await request.app.list(cls, limit=10_000, where={"done": all_done}):
+            async with request.app.edit(cls, todo.id) as editing:
+                editing.done = not all_done
+
+    @event
+    @classmethod
+    async def clear_completed(cls, request: EventRequest) -> None:
+        for todo in await request.app.list(cls, limit=10_000, where={"done": True}):
+            await request.app.delete(cls, todo.id)
+
     def render(self) -> str:
         title = html.escape(self.title, quote=True)
         rename = f"@post('{Todo.rename.url(self.id)}?title=' + encodeURIComponent(el.value))"
+        # none of the page's $todo: after an add it holds that todo's title, stale once another tab renames it
+        toggle = Todo.toggle(id=self.id).options(filterSignals={"include": "^$"})
         return (
             f'<li id="{self.dom_id}" class="todo{" done" if self.done else ""}">'
             f'<input type="checkbox" class="toggle" aria-label="done"{" checked" if self.done else ""}'
-            f' data-on:change="{Todo.toggle(id=self.id)}">'
+            f' data-on:change="{toggle}">'
             f'<input class="title" value="{title}" aria-label="title" data-on:change="{rename}">'
             f'<button class="delete" title="delete" data-on:click="{Todo.delete_action(self.id)}">'
             "&times;</button></li>"
         )
-
-
-class NewTodo(Entity):
-    """The add box: ``add`` creates a todo from the typed title and empties the box."""
-
-    model_config = {"name": "new_todo"}
-    title: Annotated[str, ClientWritable, Field(max_length=500)] = ""
-
-    @event
-    async def add(
-        self, request: EventRequest, title: Annotated[Text, Field(min_length=1, max_length=120, title="Title")]
-    ) -> None:
-        await request.app.create(Todo, title=title)
-        self.title = ""
-
-    @event
-    async def clear_done(self, request: EventRequest) -> None:
-        for todo in await request.app.list(Todo, limit=1000):
-            if todo.done:
-                with suppress(LookupError):  # another tab cleared it first
-                    await request.app.delete(Todo, todo.id)
 
 
 # -- long task: a background event --------------------------------------------------------
@@ -321,7 +339,7 @@ class Poll(Entity):
         return f'<div id="poll">{"".join(rows)}</div>'
 
 
-ENTITIES: list[type[Entity]] = [Counter, ChatMessage, ChatBox, Todo, NewTodo, Job, Profile, Stats, Poll]
+ENTITIES: list[type[Entity]] = [Counter, ChatMessage, ChatBox, Todo, Job, Profile, Stats, Poll]
 
 # -- pages -----------------------------------------------------------------------------------
 
@@ -347,6 +365,9 @@ input { font: inherit; padding: .35rem .5rem; border: 1px solid #d1d5db; border-
 .grid b { display: block; color: var(--accent); }
 .messages { height: 18rem; overflow-y: auto; display: flex; flex-direction: column; gap: .3rem; }
 .message time { color: var(--muted); font-size: .8rem; }
+.message .delete { padding: 0 .4rem; font-size: .75rem; background: white; color: var(--bad);
+  border-color: var(--line); }
+nav a { color: var(--accent); margin-right: .4rem; } nav a[aria-current] { font-weight: 700; text-decoration: none; }
 .row { display: flex; gap: .5rem; align-items: center; margin: .4rem 0; }
 .todos { list-style: none; padding: 0; } .todo { display: flex; gap: .5rem; align-items: center; margin: .3rem 0; }
 .todo .title { flex: 1; border-color: transparent; }
@@ -366,8 +387,8 @@ label { display: block; margin: .7rem 0 .2rem; font-weight: 600; }
 
 EXAMPLES = [
     ("/counter", "Counter", "Session state: buttons, reset, survives a reload."),
-    ("/chat", "Chat", "Records in a live list, who is online, errors next to the input."),
-    ("/todo", "Todo list", "Records in SQL: add, tick, rename, delete, live in every tab."),
+    ("/chat", "Chat", "Rooms: live lists filtered by room, who is online, delete your own messages."),
+    ("/todo", "Todo list", "TodoMVC in SQL: items left, toggle all, clear completed, filters, live in every tab."),
     ("/task", "Long task", "A background event fills a progress bar; cancel it; other events keep working."),
     ("/form", "Form", "Validation next to each field, a file upload, a redirect after saving."),
     ("/dashboard", "Dashboard", "Fed every second by the app's own task through sm.edit."),
@@ -408,33 +429,47 @@ def pages(sm: StarModel) -> list[Route]:
         )
 
     async def chat(request: Request) -> HTMLResponse:
+        room = request.path_params.get("room", "lobby")
+        if room not in ROOMS:
+            raise HTTPException(404, f"No room {room!r}: the rooms are {', '.join(ROOMS)}")
         me = await sm.current(ChatBox, request)
-        send = ChatBox.send()
+        send = ChatBox.send(room=room)
+        rooms = " ".join(f'<a href="/chat/{r}"{" aria-current=page" if r == room else ""}>#{r}</a>' for r in ROOMS)
         return layout(
             "Chat",
             f"""{ChatBox.holder(me, sync=None)}<div class="card">
-  <p><strong id="online" data-text="$message._viewers + ' online'">1 online</strong></p>
-  {ChatMessage.live_list(limit=50, class_="messages")}
+  <div class="row"><nav id="rooms" style="flex:1">{rooms}</nav>
+  <strong id="online" data-text="$message._viewers + ' online'">1 online</strong></div>
+  {ChatMessage.live_list(limit=50, class_="messages", where={"room": room})}
   <div class="row"><input id="name" size="10" maxlength="24" aria-label="your name" data-bind:chat.name>
   <input id="draft" style="flex:1" placeholder="Say something" aria-label="message" data-bind:chat.draft
     data-on:keydown="evt.key === 'Enter' && {send}">
   <button id="send" data-on:click="{send}">Send</button></div>
-  <div id="draft-error" class="error" data-text="$chat._errors.draft || $chat._errors.name"></div></div>""",
-            "Messages are records in SQLite; the list and the number online are live in every tab.",
+  <div id="draft-error" class="error"
+    data-text="$chat._errors.draft || $chat._errors.name || $chat._errors.room"></div></div>""",
+            "Messages are records in SQLite; each room's page follows only its own messages, live in every tab.",
         )
 
     async def todo(request: Request) -> HTMLResponse:
-        add = NewTodo.add()
+        show = request.query_params.get("show", "all")
+        where = {"active": {"done": False}, "completed": {"done": True}}.get(show)
+        add = f"{Todo.create_action().options(contentType='form')}.then(() => el.reset())"
+        left = "$todo._count.left"
+        views = " ".join(
+            f'<a href="/todo?show={v}"{" aria-current=page" if v == show else ""}>{v.title()}</a>'
+            for v in ("all", "active", "completed")
+        )
         return layout(
             "Todo list",
-            f"""{NewTodo.holder(NewTodo(), sync=None)}<div class="card">
-  <div class="row"><input id="new" style="flex:1" placeholder="What needs doing?" aria-label="new todo"
-    data-bind:new_todo.title data-on:keydown="evt.key === 'Enter' && {add}">
-  <button id="add" data-on:click="{add}">Add</button></div>
-  <div id="new-error" class="error" data-text="$new_todo._errors.title"></div>
-  {Todo.live_list(limit=100, tag="ul", class_="todos")}
+            f"""<div class="card"><form id="add-form" class="row" data-on:submit="{add}">
+  <button id="toggle-all" type="button" class="quiet" data-on:click="{Todo.toggle_all()}">Toggle all</button>
+  <input id="new" name="title" style="flex:1" maxlength="120" placeholder="What needs doing?" aria-label="new todo">
+  <button id="add">Add</button></form>
+  {Todo.live_list(limit=100, tag="ul", class_="todos", where=where)}
   <div id="todo-error" class="error" data-text="$todo._errors.title"></div>
-  <button id="clear" class="quiet" data-on:click="{NewTodo.clear_done()}">Clear done</button></div>""",
+  <div class="row"><span id="left" data-text="{left} + ({left} === 1 ? ' item left' : ' items left')"></span>
+  <nav id="views" style="flex:1">{views}</nav><button id="clear" class="quiet" data-show="$todo._count.completed > 0"
+    data-on:click="{Todo.clear_completed()}">Clear completed</button></div></div>""",
             "One list for everyone, kept in SQL. Tick, rename (edit the text), delete: every tab follows.",
         )
 
@@ -539,6 +574,7 @@ curl {here}/sm/poll</pre>
         Route("/", index),
         Route("/counter", counter),
         Route("/chat", chat),
+        Route("/chat/{room}", chat),
         Route("/todo", todo),
         Route("/task", task),
         Route("/form", form_start, methods=["GET", "POST"]),
@@ -549,17 +585,15 @@ curl {here}/sm/poll</pre>
     ]
 
 
-def authorize(request: EventRequest, entity: type[Entity], event: str | None) -> bool:
-    """Records change only through the pages' events, which validate what they create: no direct
-    ``POST``/``DELETE`` of messages or profiles, no direct ``POST`` of todos, and no list of profiles
-    (their emails): a profile's unguessable id is its edit link."""
-    creating = request.method == "POST" and event is None
+def authorize(request: EventRequest, entity: type[Entity], event: str | None, record: Entity | None) -> bool:
+    """Messages are posted only by ``ChatBox.send`` (which validates them) and deleted only by their
+    sender; profiles are created only by the /form page and never listed (their emails): a
+    profile's unguessable id is its edit link."""
     if entity is ChatMessage:
-        return request.method == "GET"  # posted by ChatBox.send
-    if entity is Profile:
-        return "id" in request.path_params and event != "delete"  # created by the /form page
-    if entity is Todo:
-        return not creating  # added by NewTodo.add
+        mine = isinstance(record, ChatMessage) and record.owner == request.session_id
+        return request.method == "GET" or (event == "delete" and mine)
+    if entity is Profile:  # asked about each record a list or create concerns, with its id: not in their path
+        return request.path_params.get("id") in request.path.split("/") and event != "delete"
     return True
 
 
@@ -582,7 +616,8 @@ def build(database_url: str | None = None, secret_key: str | None = None, tick: 
             tg.cancel_scope.cancel()
 
     routes: list[Route | Mount] = [*pages(sm), Mount("/sm", app=sm)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # the page gives a first visit its session, so the chat's live list knows whose messages are whose
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SessionCookieMiddleware, sm=sm)])
 
 
 if __name__ == "__main__":

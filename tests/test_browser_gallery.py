@@ -221,6 +221,45 @@ async def test_chat_between_two_browsers(gallery: str, browsers: Browsers) -> No
     assert browsers.errors == []
 
 
+async def test_chat_rooms_follow_only_their_messages_and_senders_delete_their_own(
+    gallery: str, browsers: Browsers
+) -> None:
+    from playwright.async_api import expect
+
+    _, alice = await browsers.open(gallery + "/chat/python")
+    _, bob = await browsers.open(gallery + "/chat/random")
+    texts = lambda p: p.locator("#message-list .message .text")  # noqa: E731
+    await expect(alice.locator("#rooms [aria-current=page]")).to_have_text("#python")
+    await alice.fill("#draft", "pep 8 please")
+    await alice.press("#draft", "Enter")
+    await bob.fill("#draft", "anyone for tea")
+    await bob.click("#send")
+    await expect(texts(alice)).to_have_text(["pep 8 please"])
+    await expect(texts(bob)).to_have_text(["anyone for tea"])
+    await bob.wait_for_timeout(300)  # a negative: python's message never reaches random's page
+    await expect(texts(bob)).to_have_text(["anyone for tea"])
+
+    # bob walks into #python: alice's message, without a delete button (not his); alice has hers
+    await bob.get_by_role("link", name="#python").click()
+    await bob.wait_for_url(gallery + "/chat/python")
+    await expect(texts(bob)).to_have_text(["pep 8 please"])
+    await expect(bob.locator("#message-list .message .delete")).to_have_count(0)
+    await expect(alice.locator("#message-list .message .delete")).to_have_count(1)
+    await bob.fill("#draft", "agreed")
+    await bob.press("#draft", "Enter")
+    for p in (alice, bob):
+        await expect(texts(p)).to_have_text(["pep 8 please", "agreed"])
+    await expect(bob.locator("#message-list .message", has_text="agreed").locator(".delete")).to_have_count(1)
+    await expect(alice.locator("#message-list .message", has_text="agreed").locator(".delete")).to_have_count(0)
+    await screenshot(alice, "chat-rooms")
+
+    # alice deletes her own: gone from both pages
+    await alice.locator("#message-list .message", has_text="pep 8 please").locator(".delete").click()
+    for p in (alice, bob):
+        await expect(texts(p)).to_have_text(["agreed"])
+    assert browsers.errors == []
+
+
 # -- todo -------------------------------------------------------------------------------------
 
 
@@ -241,6 +280,8 @@ async def test_todo_list_shared_by_two_browsers(gallery: str, browsers: Browsers
     _, bob = await browsers.open(gallery + "/todo")
     for p in (alice, bob):
         await expect_todos(p, [])
+        await expect(p.locator("#left")).to_have_text("0 items left")
+        await expect(p.locator("#clear")).to_be_hidden()  # nothing completed
 
     # one added with the button, one with Enter; the box empties after each
     await alice.fill("#new", "buy milk")
@@ -252,14 +293,17 @@ async def test_todo_list_shared_by_two_browsers(gallery: str, browsers: Browsers
     await expect(alice.locator("#new")).to_have_value("")
     for p in (alice, bob):
         await expect_todos(p, ["buy milk", "walk dog"])
+        await expect(p.locator("#left")).to_have_text("2 items left")
 
-    # bob ticks the first: it is done in both
+    # bob ticks the first: it is done in both, and one item is left
     await bob.locator("#todo-list li.todo").first.locator(".toggle").click()
     for p in (alice, bob):
         first = p.locator("#todo-list li.todo").first
         await expect(first).to_have_class(re.compile(r"\bdone\b"))
         await expect(first.locator(".toggle")).to_be_checked()
         await expect(p.locator("#todo-list li.todo").nth(1)).not_to_have_class(re.compile(r"\bdone\b"))
+        await expect(p.locator("#left")).to_have_text("1 item left")
+        await expect(p.locator("#clear")).to_be_visible()
 
     # alice renames the second (a change event: Enter in the input)
     second = alice.locator("#todo-list li.todo").nth(1).locator(".title")
@@ -275,28 +319,55 @@ async def test_todo_list_shared_by_two_browsers(gallery: str, browsers: Browsers
     await second.press("Enter")
     await expect(alice.locator("#todo-error")).to_have_text("")
 
-    # an empty title is refused next to the box
+    # an empty title is refused under the list
     await alice.click("#add")
-    await expect(alice.locator("#new-error")).to_have_text("Title cannot be empty.")
+    await expect(alice.locator("#todo-error")).to_have_text("Title cannot be empty.")
     await expect_todos(alice, ["buy milk", "walk the dog"])
 
     await alice.fill("#new", "call mum")  # a good add clears the message
     await alice.click("#add")
-    await expect(alice.locator("#new-error")).to_have_text("")
+    await expect(alice.locator("#todo-error")).to_have_text("")
     for p in (alice, bob):
         await expect_todos(p, ["buy milk", "walk the dog", "call mum"])
+
+    # bob looks at the Active view, alice at the Completed one: each follows only its own
+    await bob.get_by_role("link", name="Active").click()
+    await bob.wait_for_url(gallery + "/todo?show=active")
+    await expect_todos(bob, ["walk the dog", "call mum"])
+    await alice.get_by_role("link", name="Completed").click()
+    await alice.wait_for_url(gallery + "/todo?show=completed")
+    await expect_todos(alice, ["buy milk"])
     await screenshot(alice, "todo")
 
-    # a delete: gone in both
-    await alice.locator("#todo-list li.todo").nth(2).locator(".delete").click()
+    # toggle all: some are active, so all become done; the Active view empties, Completed fills
+    await bob.click("#toggle-all")
+    await expect_todos(bob, [])
+    await expect_todos(alice, ["buy milk", "walk the dog", "call mum"])
     for p in (alice, bob):
-        await expect_todos(p, ["buy milk", "walk the dog"])
+        await expect(p.locator("#left")).to_have_text("0 items left")
+    await alice.click("#toggle-all")  # all done: all become active again
+    await expect_todos(alice, [])
+    await expect_todos(bob, ["buy milk", "walk the dog", "call mum"])
+    for p in (alice, bob):
+        await expect(p.locator("#left")).to_have_text("3 items left")
+        await expect(p.locator("#clear")).to_be_hidden()
 
-    # "Clear done" removes the ticked one, in both
-    await bob.click("#clear")
-    for p in (alice, bob):
-        await expect_todos(p, ["walk the dog"])
-        await expect(p.locator("#todo-list li.todo")).not_to_have_class(re.compile(r"\bdone\b"))
+    # a delete, from the Active view: gone (a tick moves one to alice's Completed view)
+    await bob.locator("#todo-list li.todo").nth(2).locator(".delete").click()
+    await expect_todos(bob, ["buy milk", "walk the dog"])
+    await bob.locator("#todo-list li.todo").first.locator(".toggle").click()
+    await expect_todos(bob, ["walk the dog"])
+    await expect_todos(alice, ["buy milk"])
+    await expect(alice.locator("#left")).to_have_text("1 item left")
+
+    # "Clear completed" removes the ticked one, in both views
+    await alice.click("#clear")
+    await expect_todos(alice, [])
+    await expect(alice.locator("#clear")).to_be_hidden()
+    await expect_todos(bob, ["walk the dog"])
+    await bob.get_by_role("link", name="All", exact=True).click()
+    await expect_todos(bob, ["walk the dog"])
+    await expect(bob.locator("#left")).to_have_text("1 item left")
     assert browsers.errors == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -62,24 +63,57 @@ async def test_chat_refuses_empty_and_long_messages_and_posts_the_rest_to_every_
         assert answer.signals["chat"]["_errors"]["draft"] == message  # shown next to the input
     reader = Page(page.app)
     await reader.open("/chat")
-    async with reader.live("/sm/message/live") as stream:
+    async with reader.live("/sm/message/live?room=lobby") as stream:
         assert (await stream.next()).elements == [("#message-list", "inner", "")]
         answer = await page.run(gallery.ChatBox.send(), chat={"draft": "  hello <b>all</b> "})
-        assert answer.signals == {"chat": {"draft": "", "_error": "", "_errors": {"draft": "", "name": ""}}}
+        assert answer.signals == {"chat": {"draft": "", "_error": "", "_errors": {"draft": "", "name": "", "room": ""}}}
         arrived = await stream.until(lambda a: bool(a.elements))
         (selector, mode, html) = arrived.elements[0]
         assert (selector, mode) == ("#message-list", "append")
         assert f"<b>{name}</b>" in html and "hello &lt;b&gt;all&lt;/b&gt;" in html
+        assert "delete" not in html  # the reader did not send it
 
 
-async def test_todos_are_added_ticked_renamed_and_deleted(page: Page) -> None:
-    Todo, NewTodo = gallery.Todo, gallery.NewTodo
+async def test_each_room_follows_only_its_messages_and_senders_delete_their_own(page: Page) -> None:
+    ChatBox = gallery.ChatBox
+    assert (await page.open("/chat/python")).status == 200
+    assert "@get('/sm/message/live?room=python&amp;limit=50'" in (await page.open("/chat/python")).text
+    assert (await page.open("/chat/cobol")).status == 404
+    refused = await page.run(ChatBox.send(room="cobol"), chat={"draft": "hi"})
+    assert "room" in refused.signals["chat"]["_errors"]
+    other = Page(page.app)
+    await other.open("/chat/random")
+    async with (
+        page.live("/sm/message/live?room=python") as python,
+        other.live("/sm/message/live?room=random") as random,
+    ):
+        await python.next(), await random.next()
+        await other.run(ChatBox.send(room="random"), chat={"draft": "in random"})
+        arrived = await random.until(lambda a: bool(a.elements))
+        assert "in random" in arrived.elements[0][2] and "delete" in arrived.elements[0][2]  # the sender's own
+        await page.run(ChatBox.send(room="python"), chat={"draft": "in python"})
+        arrived = await python.until(lambda a: bool(a.elements))
+        assert "in python" in arrived.elements[0][2]
+        assert not any("in random" in html for _, _, html in arrived.elements)  # python never saw random's
+    messages = {m["text"]: m for m in (await page.request("GET", "/sm/message")).json()}
+    assert {(t, m["room"]) for t, m in messages.items()} == {("in random", "random"), ("in python", "python")}
+    assert "owner" not in messages["in python"]  # the sender's session is never sent
+    mine, theirs = messages["in python"]["id"], messages["in random"]["id"]
+    assert (await page.request("DELETE", f"/sm/message/{theirs}")).status == 403  # not the sender
+    assert (await page.request("DELETE", f"/sm/message/{mine}")).status == 204
+    assert [m["text"] for m in (await page.request("GET", "/sm/message")).json()] == ["in random"]
+
+
+async def test_todos_are_added_ticked_renamed_filtered_and_cleared(page: Page) -> None:
+    Todo = gallery.Todo
+    add = Todo.create_action().options(contentType="form")
     await page.open("/todo")
-    assert (await page.run(NewTodo.add(), new_todo={"title": " "})).signals["new_todo"]["_errors"]["title"] == (
-        "Title cannot be empty."
-    )
-    for title in ("buy milk", "walk the dog"):
-        assert (await page.run(NewTodo.add(), new_todo={"title": title})).signals["new_todo"]["title"] == ""
+    for title in ("", " "):
+        refused = await page.submit(add, {"title": title})
+        assert refused.signals["todo"]["_errors"]["title"] == "Title cannot be empty."
+    assert (await page.request("POST", "/sm/todo", b"{}")).status == 422  # no title at all
+    for title in ("buy milk", "walk the dog", "call mum"):
+        assert (await page.submit(add, {"title": title})).signals["todo"]["title"] == title
     ids = {t["title"]: t["id"] for t in (await page.request("GET", "/sm/todo")).json()}
     first, second = ids["buy milk"], ids["walk the dog"]
     await page.run(Todo.toggle(id=first))
@@ -87,11 +121,40 @@ async def test_todos_are_added_ticked_renamed_and_deleted(page: Page) -> None:
     assert renamed.signals["todo"]["title"] == "walk the cat"
     emptied = await page.run(Todo.rename(id=second, title=""))
     assert emptied.signals["todo"]["_errors"]["title"] == "Title cannot be empty."  # shown under the list
-    await page.run(NewTodo.clear_done())
+    assert "@get('/sm/todo/live?done=false&amp;limit=100'" in (await page.open("/todo?show=active")).text
+    async with page.live("/sm/todo/live?done=true") as completed:
+        first_view = await completed.next()
+        assert [e[0] for e in first_view.elements] == ["#todo-list"] and "buy milk" in first_view.elements[0][2]
+        assert page.signals["todo"]["_count"] == {"left": 2, "completed": 1}  # "2 items left"
+        await page.run(Todo.toggle_all())  # some are active: all become done
+        await completed.until(lambda a: page.signals["todo"]["_count"] == {"left": 0, "completed": 3})
+        await page.run(Todo.toggle_all())  # all done: all become active again
+        await completed.until(lambda a: page.signals["todo"]["_count"] == {"left": 3, "completed": 0})
+    assert (await page.request("GET", "/sm/todo/count?done=false")).json() == {"count": 3}
+    await page.run(Todo.toggle(id=first))
+    await page.run(Todo.clear_completed())
     left = (await page.request("GET", "/sm/todo")).json()
-    assert [(t["title"], t["done"]) for t in left] == [("walk the cat", False)]
-    assert (await page.request("DELETE", f"/sm/todo/{second}")).status == 204
-    assert (await page.request("GET", "/sm/todo")).json() == []
+    assert [(t["title"], t["done"]) for t in left] == [("walk the cat", False), ("call mum", False)]
+    assert (await page.run(Todo.delete_action(second))).status == 204
+    assert [t["title"] for t in (await page.request("GET", "/sm/todo")).json()] == ["call mum"]
+
+
+async def test_ticking_a_todo_keeps_a_rename_made_in_another_tab(page: Page) -> None:
+    """After an add, the page's ``$todo`` holds that todo's title; a tick must not write it back."""
+    Todo = gallery.Todo
+    other = Page(page.app)
+    await page.open("/todo")
+    await other.open("/todo")
+    added = await page.submit(Todo.create_action().options(contentType="form"), {"title": "first"})
+    todo = added.signals["todo"]["id"]
+    await other.run(Todo.rename(id=todo, title="renamed"))
+    (tick,) = re.findall(r'class="toggle"[^>]*data-on:change="([^"]+)"', Todo(id=todo, title="x").render())
+    await page.run(html.unescape(tick), todo=page.signals["todo"])  # the action the page's checkbox runs
+    assert (await page.request("GET", f"/sm/todo/{todo}")).json() | {"id": ""} == {
+        "id": "",
+        "title": "renamed",
+        "done": True,
+    }
 
 
 async def test_the_long_task_lets_other_events_through_and_can_be_cancelled(page: Page) -> None:
@@ -180,15 +243,15 @@ async def poll_until(page: Page, path: str, done: Any, timeout: float = 5.0) -> 
 
 
 async def test_records_change_only_through_the_pages_events(page: Page) -> None:
-    await page.open("/chat")
-    await page.run(gallery.ChatBox.send(), chat={"draft": "hi"})
+    sender = Page(page.app)
+    await sender.open("/chat")
+    await sender.run(gallery.ChatBox.send(), chat={"draft": "hi"})
     (message,) = (await page.request("GET", "/sm/message")).json()  # reading is open to all
     created = await page.request("POST", "/form", b"", "application/x-www-form-urlencoded", accept="text/html")
     profile = created.redirect.split("/")[2] if created.redirect else ""
     refused = [
         ("POST", "/sm/message", b'{"text": ""}'),  # would skip ChatBox.send's validation
-        ("DELETE", f"/sm/message/{message['id']}", None),
-        ("POST", "/sm/todo", b"{}"),
+        ("DELETE", f"/sm/message/{message['id']}", None),  # another visitor's message
         ("GET", "/sm/profile", None),  # every profile's email
         ("POST", "/sm/profile", b"{}"),
         ("DELETE", f"/sm/profile/{profile}", None),
