@@ -158,7 +158,7 @@ class Endpoints:
             if moved is not None:  # signed in or out since the session was made
                 await move_session(self.dispatcher, self.session_specs, moved, call.session_id, keep)
         else:  # the caller's session if it has one (for authorize, a viewer's render, a change); none is made
-            call.session_id = self.sessions.known(incoming.request, call.user_id)
+            call.session_id = self.sessions.known(incoming, call.user_id)
         return call, set_cookie
 
     async def user_id(self, request: Request) -> str | None:
