@@ -104,8 +104,8 @@ async def rss_per_stream(app: Any, n: int, encoding: str | None, quiet: float = 
     once every stream has its first event and then ``quiet`` more seconds have passed."""
     driver = Driver(app)
     headers = [(b"datastar-request", b"true"), (b"accept", b"text/event-stream")]
-    if encoding is not None:
-        headers.append((b"accept-encoding", encoding.encode()))
+    if encoding is not None:  # as a browser asks (its fetches say Sec-Fetch-Mode: a quiet stream may rest)
+        headers += [(b"accept-encoding", encoding.encode()), (b"sec-fetch-mode", b"cors")]
     waiting, done = [n], anyio.Event()
     clients = [Opened(waiting, done) for _ in range(n)]
     gc.collect()
