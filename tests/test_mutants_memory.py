@@ -6,11 +6,10 @@ store's own units (writes seen by the unit, applied at commit, one holder per in
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import gc
+import json
 import tracemalloc
+from typing import Any
 
 import anyio
 import pytest
@@ -231,6 +230,8 @@ async def test_returning_sessions_are_kept_up_to_80_percent_of_the_bound() -> No
     clock.now += 60
     for key in regulars:
         await store.get(spec, key)
+    clock.now += 1
+    assert await store.get(spec, "r1") == {"count": 1}  # a visitor again, and used as one
     for n in range(10):
         await write(store, spec, f"v{n}", {"count": 1})
     assert await kept(store, spec) == ["r2", "r3", "r4", "r5", "v9"]
