@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from starmodel_asgi import Entity, StarModel
+from starmodel_asgi.query import Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores.base import Stored
 from starmodel_asgi.stores.memory import MemoryStore
@@ -431,3 +432,18 @@ async def test_deleted_and_expired_records_leave_nothing_behind_in_the_indexes()
     here = [tracemalloc.Filter(True, "*/" + MemoryStore.__module__.replace(".", "/") + ".py")]
     grown = sum(d.size_diff for d in after.filter_traces(here).compare_to(before.filter_traces(here), "filename"))
     assert grown < 20_000, f"{grown / 1e3:.0f} KB kept in the memory store for 4,000 records that are gone"
+
+
+async def test_the_store_lists_oldest_first_unless_asked_for_the_newest() -> None:
+    """The store's own ``list`` (what a newest-first live list asks, filtered or not)."""
+    store = MemoryStore()
+    sm = app(store)
+    spec = sm.spec(Task)
+    for key in ("a", "b", "c", "d"):
+        await sm.create(Task, id=key, room="main" if key != "c" else "else")
+    assert [s["id"] for s in await store.list(spec, 2, 0)] == ["a", "b"]
+    assert [s["id"] for s in await store.list(spec, 2, 0, newest=True)] == ["c", "d"]
+    main = Query(where=(("room", "main"),))
+    assert [s["id"] for s in await store.list(spec, 2, 0, query=main)] == ["a", "b"]
+    assert [s["id"] for s in await store.list(spec, 2, 0, newest=True, query=main)] == ["b", "d"]
+    assert [s["id"] for s in await store.list(spec, 2, 1, newest=True, query=main)] == ["a", "b"]
