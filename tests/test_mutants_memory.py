@@ -166,6 +166,11 @@ async def test_a_sweep_runs_once_per_interval() -> None:
     clock.now += 4
     assert await sm.count(Task) == 1  # a list or count sweeps too
     assert len(store) == 1
+    clock.now += 5
+    await write(store, sm.spec(Visit), "c", {"count": 1})
+    clock.now += 5  # "c" expires as the next sweep runs: swept
+    await sm.get(Task, "t")
+    assert len(store) == 1
 
 
 async def test_the_documented_defaults() -> None:
