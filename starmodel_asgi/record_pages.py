@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starmodel_asgi.events import Action, with_query
 from starmodel_asgi.pages import SafeHTML, inert_json
 from starmodel_asgi.query import build_query
-from starmodel_asgi.spec import EntitySpec, served_spec
+from starmodel_asgi.spec import EntitySpec, record_spec, served_spec
 
 
 class RecordPages:
@@ -104,13 +104,7 @@ LOAD_MORE = "sm-load-more"
 
 def records(entity: type[RecordPages], helper: str) -> EntitySpec:
     """The spec of the app serving ``entity``, a record entity (``helper`` is refused otherwise)."""
-    spec = entity.__starmodel_target__()
-    if not spec.is_record:
-        raise TypeError(
-            f'{entity.__name__}.{helper}: only record entities (scope="record") have it;'
-            f' {entity.__name__} is scope="{spec.scope}"'
-        )
-    return spec
+    return record_spec(entity.__starmodel_target__(), f"{entity.__name__}.{helper}")
 
 
 def local_signals(spec: EntitySpec) -> dict[str, Any]:

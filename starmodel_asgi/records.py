@@ -8,7 +8,7 @@ from typing import Any, TypeVar, cast
 from starmodel_asgi.dispatch import Dispatcher
 from starmodel_asgi.entity import Entity
 from starmodel_asgi.query import build_query
-from starmodel_asgi.spec import EntitySpec
+from starmodel_asgi.spec import EntitySpec, record_spec
 
 E = TypeVar("E", bound=Entity)
 
@@ -43,6 +43,4 @@ class Records:
 
 def records(spec: EntitySpec, doing: str) -> EntitySpec:
     """``spec``, which ``sm.<doing>`` needs to be a record entity's."""
-    if not spec.is_record:
-        raise TypeError(f'sm.{doing} needs a record entity: {spec.entity.__name__} is scope="{spec.scope}"')
-    return spec
+    return record_spec(spec, f"sm.{doing}")

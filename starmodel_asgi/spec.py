@@ -299,6 +299,14 @@ def serve(entity: type[BaseModel], spec: EntitySpec) -> None:
     type.__setattr__(entity, SERVED, True)
 
 
+def record_spec(spec: EntitySpec, who: str) -> EntitySpec:
+    """``spec``, which ``who`` (``sm.list``, ``Todo.live_list``) needs to be a record entity's."""
+    if not spec.is_record:
+        name = spec.entity.__name__
+        raise TypeError(f'{who} needs a record entity (scope="record"); {name} is scope="{spec.scope}"')
+    return spec
+
+
 def served_spec(entity: type[BaseModel]) -> EntitySpec:
     """The spec of the app that registered ``entity`` last; ``LookupError`` when none did (its
     actions would post to URLs nothing answers)."""

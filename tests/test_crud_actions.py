@@ -48,10 +48,10 @@ def test_the_builders_name_what_they_refuse() -> None:
         Task.create_action(titel="x", note="y")
     with pytest.raises(
         TypeError,
-        match=r'Board.create_action: only record entities \(scope="record"\) have it; Board is scope="session"',
+        match=r'Board.create_action needs a record entity \(scope="record"\); Board is scope="session"',
     ):
         Board.create_action()
-    with pytest.raises(TypeError, match=r"Board.delete_action: only record entities"):
+    with pytest.raises(TypeError, match=r"Board.delete_action needs a record entity"):
         Board.delete_action("b1")
 
 

@@ -241,7 +241,7 @@ def test_the_list_element_and_holder_declare_viewers_for_presence_entities() -> 
     assert "&quot;_viewers&quot;:0" in element
     assert "&quot;_viewers&quot;:0" in str(Room.holder(sync="live"))
     assert "_viewers" not in str(Note.live_list())
-    with pytest.raises(TypeError, match="only record entities"):
+    with pytest.raises(TypeError, match=r"live_list needs a record entity \(scope=\"record\"\)"):
         Room.live_list()
 
 
