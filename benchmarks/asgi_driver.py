@@ -9,6 +9,24 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Send
 
 
+@dataclass(kw_only=True)
+class HeldOpen:
+    """A client of a stream: sends its empty request, then waits until ``close()`` to go away."""
+
+    closed: anyio.Event = field(default_factory=anyio.Event)
+    _requested: bool = False
+
+    async def receive(self) -> Message:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.closed.wait()
+        return {"type": "http.disconnect"}
+
+    def close(self) -> None:
+        self.closed.set()
+
+
 def scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     return {
         "type": "http",

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import anyio
-from asgi_driver import Driver
+from asgi_driver import Driver, HeldOpen
 from starlette.types import Message
 
 from starmodel_asgi import Entity, StarModel, event
@@ -43,27 +43,18 @@ class Line(Entity):
 
 
 @dataclass
-class Stream:
+class Stream(HeldOpen):
     """One live client: counts the element patches it receives; ``closed`` ends it."""
 
     room: str | None
     patches: int = 0
-    closed: anyio.Event = field(default_factory=anyio.Event)
     reached: anyio.Event = field(default_factory=anyio.Event)
     target: int = 0
-    _requested: bool = False
 
     def expect(self, target: int) -> None:
         self.target, self.reached = target, anyio.Event()
         if self.patches >= target:
             self.reached.set()
-
-    async def receive(self) -> Message:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.closed.wait()
-        return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
         self.patches += message.get("body", b"").count(b"event: datastar-patch-elements")
@@ -100,7 +91,7 @@ async def run(sm: StarModel, ids: dict[str, list[str]], n: int, m: int, filtered
         per_room = {s.patches for s in streams}  # every stream got its first window and its own changes
         assert per_room == ({1 + m // len(rooms)} if filtered else {1 + m}), per_room
         for s in streams:
-            s.closed.set()
+            s.close()
     return cpu
 
 
@@ -110,6 +101,8 @@ async def measure(n: int, rooms: int, changes: int, rounds: int) -> tuple[float,
     ids = {
         f"r{r}": [(await sm.create(Line, room=f"r{r}", text=f"line {k}")).id for k in range(5)] for r in range(rooms)
     }
+    if changes < rooms:
+        raise ValueError(f"changes ({changes}) must be at least rooms ({rooms}): every room is changed as often")
     changes -= changes % rooms  # every room changed as often
     await run(sm, ids, rooms, rooms, True)  # warm-up
     figures: dict[bool, list[float]] = {False: [], True: []}

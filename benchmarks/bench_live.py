@@ -21,11 +21,11 @@ import json
 import statistics
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import anyio
-from asgi_driver import Driver
+from asgi_driver import Driver, HeldOpen
 from datastar_py.sse import ServerSentEventGenerator as SSE
 from datastar_py.starlette import DatastarResponse, read_signals
 from starlette.applications import Starlette
@@ -118,22 +118,13 @@ class Tracker:
 
 
 @dataclass
-class Stream:
+class Stream(HeldOpen):
     """One live client: its ``receive`` blocks until ``close()``, its ``send`` parses the SSE."""
 
     tracker: Tracker
     seen: int = -1  # the latest count received
     events: int = 0  # datastar-patch-signals events received
     status: int = 0
-    closed: anyio.Event = field(default_factory=anyio.Event)
-    _requested: bool = False
-
-    async def receive(self) -> Message:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.closed.wait()
-        return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -145,9 +136,6 @@ class Stream:
                 before, self.seen = self.seen, count
                 self.events += 1
                 self.tracker.saw(before, count)
-
-    def close(self) -> None:
-        self.closed.set()
 
 
 class LiveDriver(Driver):

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from asgi_driver import Driver
+from asgi_driver import Driver, HeldOpen
 from bench_live import Counter, Stream, Tracker
 from datastar_py.sse import ServerSentEventGenerator as SSE
 from starlette.applications import Starlette
@@ -76,20 +76,13 @@ def rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class Opened:
+class Opened(HeldOpen):
     """A live client that only waits for its stream's first bytes (compressed or not)."""
 
     def __init__(self, waiting: list[int], done: anyio.Event) -> None:
+        super().__init__()
         self.waiting, self.done = waiting, done
-        self.closed = anyio.Event()
-        self._requested = self._seen = False
-
-    async def receive(self) -> Message:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.closed.wait()
-        return {"type": "http.disconnect"}
+        self._seen = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.body" and message.get("body") and not self._seen:
@@ -118,7 +111,7 @@ async def rss_per_stream(app: Any, n: int, encoding: str | None, quiet: float = 
         gc.collect()
         held = rss() - before
         for client in clients:
-            client.closed.set()
+            client.close()
     return held / n
 
 
