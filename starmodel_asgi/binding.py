@@ -89,17 +89,19 @@ def bind_params(descriptor: EventDescriptor, spec: EntitySpec, request: EventReq
     return kwargs
 
 
-def apply_client_writes(
-    spec: EntitySpec, instance: BaseModel, request: EventRequest, *, creating: bool = False
-) -> None:
-    """Sets the client-writable fields the page sent in the entity's namespace (for a new
-    record, also as form fields or top-level JSON, like an event's arguments); each bad value
-    is a 422 naming it."""
+def client_writes(spec: EntitySpec, request: EventRequest, *, creating: bool = False) -> dict[str, Any]:
+    """The client-writable fields the page sent in the entity's namespace (for a new record, also
+    as form fields or top-level JSON, like an event's arguments)."""
     values = pick(spec.writable, sources(spec, request, ())) if creating else client_values(spec, request)
+    return {name: values[name] for name in spec.writable & values.keys()}
+
+
+def apply_client_writes(spec: EntitySpec, instance: BaseModel, request: EventRequest) -> None:
+    """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
     errors: dict[str, str] = {}
-    for name in spec.writable & values.keys():
+    for name, value in client_writes(spec, request).items():
         try:
-            setattr(instance, name, values[name])
+            setattr(instance, name, value)
         except ValidationError as exc:
             errors.update(readable_errors(exc, type(instance)))
     if errors:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import anyio.to_thread
 from pydantic import ValidationError
 
-from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values
+from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values, client_writes
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.changes import Subscribers
 from starmodel_asgi.elements import to_elements
@@ -209,18 +209,50 @@ async def new_record(
     chosen = fields.get("id")
     if chosen is not None and not (isinstance(chosen, str) and 0 < len(chosen) <= 200 and chosen.isprintable()):
         raise invalid(spec.name, {"id": "An id is text of 1 to 200 printable characters."})
+    writes = client_writes(spec, request, creating=True) if request is not None else {}
+    values = {**fields, **writes, "id": chosen or uuid.uuid4().hex}
     try:
-        instance = model(**{**fields, "id": chosen or uuid.uuid4().hex})
+        instance = model(**values)
     except ValidationError as exc:  # inside an event, a 422 with the messages in the entity's namespace
-        raise invalid(spec.name, readable_errors(exc, model)) from None
-    if request is not None:
-        apply_client_writes(spec, instance, request, creating=True)
-    result = instance.on_create(request)
-    if inspect.isawaitable(result):
-        await result
+        if any(error["type"] != "missing" for error in exc.errors()):
+            errors = readable_errors(exc, model)
+            for error in exc.errors():  # what on_create may still set is not the page's to fix
+                if error["type"] == "missing" and error["loc"][0] not in spec.writable:
+                    errors.pop(str(error["loc"][0]), None)
+            raise invalid(spec.name, errors) from None
+        # a required field nobody gave: on_create may set it (an owner from the request), and
+        # the record is whole once it has run, or a 422 names what is still missing
+        instance = partial_record(spec, model, values)
+        await created(instance, request)
+        try:
+            instance = model.model_validate(dict(instance.__dict__))
+        except ValidationError as exc:
+            raise invalid(spec.name, readable_errors(exc, model)) from None
+    else:
+        await created(instance, request)
     if check is not None:
         await check(instance)
     return instance
+
+
+def partial_record(spec: EntitySpec, model: type[Entity], values: dict[str, Any]) -> Entity:
+    """A record with each given value validated and set, and its required fields left unset."""
+    instance = model.model_construct()
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        try:
+            setattr(instance, name, value)
+        except ValidationError as exc:
+            errors.update(readable_errors(exc, model))
+    if errors:
+        raise invalid(spec.name, errors)
+    return instance
+
+
+async def created(instance: Entity, request: EventRequest | None) -> None:
+    result = instance.on_create(request)
+    if inspect.isawaitable(result):
+        await result
 
 
 def from_client(spec: EntitySpec, request: EventRequest | None) -> Entity:
