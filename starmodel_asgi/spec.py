@@ -167,6 +167,12 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
                 f'scope="record" and a path other than "count"'
             )
     fields = frozenset(entity.model_fields)
+    required = sorted(n for n, f in entity.model_fields.items() if f.is_required() and n != "id")
+    if required and scope != "record":
+        raise ValueError(
+            f'{who}: a scope="{scope}" entity starts from its defaults; give {", ".join(required)} one '
+            f'(`{required[0]}: str = ""`), or make it scope="record" to create each with its values'
+        )
     server_only = _marked(entity, ServerOnly)
     public = fields - server_only - ({"id"} if scope != "record" else set())
     listed = set(_names(config.get("client_writable", ())))

@@ -102,3 +102,12 @@ async def test_a_required_field_left_out_is_a_422_naming_it(sm: StarModel) -> No
         assert (await c.get("/task")).json() == [] and (await c.get("/ticket")).json() == []
     ticket = await sm.create(Ticket, subject="s", assignee="ann")
     assert (await sm.get(Ticket, ticket.id)).assignee == "ann"
+
+
+def test_an_entity_that_starts_from_its_defaults_must_have_them_at_app_build() -> None:
+    class Profile(Entity):
+        name: str
+        age: int
+
+    with pytest.raises(ValueError, match=r'Profile: a scope="session" entity starts from its defaults; give age, name'):
+        StarModel(entities=[Profile], secret_key="k")
