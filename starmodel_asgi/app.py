@@ -133,7 +133,7 @@ class StarModel(Operations, Copying, Records):
         self.observer = observer(s, self.endpoints)
         #: ``await sm.health()``: what ``GET /health`` answers (an entity named ``health`` takes that path)
         self.health = Health(self._stores, self.broadcast, s.health_timeout, shadowed="health" in self.specs)
-        self._openapi: bytes | None = None  # GET /openapi.json, built on first use
+        self._openapi: dict[str, bytes] = {}  # GET /openapi.json by mount path, built on first use
         self.wiring = Wiring(self.base_path)  # mistakes seen in requests, logged once with their fix
 
     def _register(self, entity: type[Entity]) -> None:
@@ -186,8 +186,13 @@ class StarModel(Operations, Copying, Records):
             self.wiring.check_mount(scope)
             path = route_path(scope)
             if path == "/openapi.json":
-                self._openapi = self._openapi or openapi_json(self.specs.values())
-                await Response(self._openapi, media_type="application/json")(scope, receive, send)
+                root = scope.get("root_path", "")
+                if root not in self._openapi:
+                    self._openapi = {
+                        **dict(list(self._openapi.items())[-7:]),
+                        root: openapi_json(self.specs.values(), root),
+                    }
+                await Response(self._openapi[root], media_type="application/json")(scope, receive, send)
                 return
             found = self.route_table.resolve(path)
             if found is not None:

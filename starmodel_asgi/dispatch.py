@@ -206,9 +206,17 @@ async def new_record(
     (validated), then what the page may write, then its ``on_create(request)`` hook; ``check``
     (authorize) sees it last."""
     model = entity_class(spec)
+    known = spec.fields | {f.alias for f in model.model_fields.values() if f.alias}
+    if unknown := sorted(fields.keys() - known):
+        raise TypeError(
+            f"{model.__name__} has no field {', '.join(unknown)} (its fields: {', '.join(sorted(spec.fields))})"
+        )
     chosen = fields.get("id")
     if chosen is not None and not (isinstance(chosen, str) and 0 < len(chosen) <= 200 and chosen.isprintable()):
         raise invalid(spec.name, {"id": "An id is text of 1 to 200 printable characters."})
+    routes = {"count", "live"} | {s for s, d in spec.events.items() if d.info.collection}
+    if chosen in routes:
+        raise invalid(spec.name, {"id": f"{chosen!r} is the path of /{spec.name}/{chosen}: choose another id."})
     writes = client_writes(spec, request, creating=True) if request is not None else {}
     values = {**fields, **writes, "id": chosen or uuid.uuid4().hex}
     try:

@@ -407,14 +407,26 @@ def event(
 
 
 def event_table(entity: type) -> dict[str, EventDescriptor]:
-    """The entity's events keyed by URL segment, inherited ones included."""
-    table: dict[str, EventDescriptor] = {}
+    """The entity's events keyed by URL segment, inherited ones included (a subclass's method
+    of the same name replaces its base's); two events on one path are refused."""
+    events: dict[str, EventDescriptor] = {}
     for klass in reversed(entity.__mro__):
-        for value in vars(klass).values():
+        for name, value in vars(klass).items():
             if isinstance(value, EventDescriptor):
-                table[value.info.segment] = value
+                events[name] = value
             elif isinstance(value, classmethod) and isinstance(value.__func__, EventDescriptor):
                 raise TypeError(f"{entity.__name__}: put @event above @classmethod, not below it")
+            else:
+                events.pop(name, None)
+    table: dict[str, EventDescriptor] = {}
+    for name, descriptor in events.items():
+        segment = descriptor.info.segment
+        if (other := table.get(segment)) is not None:
+            raise ValueError(
+                f"{entity.__name__}.{other.info.name} and {entity.__name__}.{name} both answer at path "
+                f"{segment!r}: give one of them another @event(path=...)"
+            )
+        table[segment] = descriptor
     return table
 
 

@@ -72,18 +72,25 @@ def humanise(name: str) -> str:
     return words[:1].upper() + words[1:] if words else "The value"
 
 
-def field_at(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[FieldInfo | None, str]:
-    """The field a location points at (following nested models), and its dotted name."""
+def field_at(model: type[BaseModel], loc: Sequence[int | str]) -> tuple[FieldInfo | None, str, str]:
+    """The field a location points at (following nested models), its dotted name, and its label:
+    the field's name, and where inside its value the location goes on (``Lines item 2``,
+    ``Prices entry eur``)."""
     field: FieldInfo | None = None
     current: Any = model
     names: list[str] = []
+    label = ""
     for part in loc:
         names.append(str(part))
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            continue
-        field = current.model_fields.get(part)
-        current = _model_in(field.annotation) if field is not None else None
-    return field, ".".join(names)
+        if isinstance(part, int):
+            label += f" item {part + 1}"
+        elif not (isinstance(current, type) and issubclass(current, BaseModel)):
+            label += f" entry {part}" if label else humanise(part)
+        else:
+            field = current.model_fields.get(part)
+            current = _model_in(field.annotation) if field is not None else None
+            label = field.title if field is not None and field.title else humanise(part)
+    return field, ".".join(names), label
 
 
 def _model_in(annotation: Any) -> Any:
@@ -97,13 +104,12 @@ def _model_in(annotation: Any) -> Any:
     return annotation
 
 
-def sentence(error: ErrorDetails, field: FieldInfo | None, name: str) -> str:
-    """One readable sentence for one Pydantic error."""
+def sentence(error: ErrorDetails, field: FieldInfo | None, label: str) -> str:
+    """One readable sentence for one Pydantic error about the value ``label`` names."""
     if field is not None:
         own = next((m for m in field.metadata if isinstance(m, Message)), None)
         if own is not None:
             return own.text
-    label = field.title if field is not None and field.title else humanise(name.rpartition(".")[2])
     context = {str(k): v for k, v in (error.get("ctx") or {}).items()}
     if "error" in context:
         context["error"] = str(context["error"])
@@ -125,7 +131,7 @@ def readable_errors(exc: ValidationError, model: type[BaseModel], flatten: Colle
     errors: dict[str, str] = {}
     for error in exc.errors():
         loc = error["loc"]
-        field, name = field_at(model, loc)
+        field, _, label = field_at(model, loc)
         key = ".".join(str(part) for part in (loc[1:] if loc and loc[0] in flatten and len(loc) > 1 else loc))
-        errors.setdefault(key or "body", sentence(error, field, name or "body"))
+        errors.setdefault(key or "body", sentence(error, field, label or "Body"))
     return errors

@@ -37,8 +37,9 @@ class Schemas(GenerateJsonSchema):
         return {"type": "string", "format": "binary"}
 
 
-def openapi_json(specs: Collection[EntitySpec]) -> bytes:
-    return json.dumps(document(specs)).encode()
+def openapi_json(specs: Collection[EntitySpec], root_path: str = "") -> bytes:
+    """The document served at ``{root_path}/openapi.json``: its server is where the app is mounted."""
+    return json.dumps({**document(specs), "servers": [{"url": root_path or "/"}]}).encode()
 
 
 def document(specs: Collection[EntitySpec], title: str = "StarModel") -> dict[str, Any]:

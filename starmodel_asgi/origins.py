@@ -61,6 +61,6 @@ def trusted(origins: Iterable[str]) -> frozenset[str]:
     for origin in origins:
         parts = urlsplit(origin.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-            raise ValueError(f"trusted_origins: {origin!r} is not an origin like 'https://app.example.com'")
+            raise ValueError(f"{origin!r} is not an origin like 'https://app.example.com'")
         checked.add(f"{parts.scheme}://{parts.netloc}".lower())
     return frozenset(checked)

@@ -142,6 +142,8 @@ def build_query(
 
 def from_request(spec: Any, query: Mapping[str, list[str]]) -> Query:
     """``GET /{entity}?room=x&order=-created``: the filters and order a request asks for."""
+    if repeated := sorted(name for name, values in query.items() if len(values) > 1):
+        raise invalid(spec.name, {name: f"{name} is given {len(query[name])} times: give it once" for name in repeated})
     where = {name: values[-1] for name, values in query.items() if name not in PAGING and values}
     order = query.get("order")
     return build_query(spec, where, order[-1] if order else None, public=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -88,6 +88,23 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _url(schemes: tuple[str, ...], example: str) -> Callable[[Any], str]:
+    """A URL whose scheme is one of ``schemes``."""
+
+    def read(value: Any) -> str:
+        url = _text(value)
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in schemes or not (rest or scheme == "memory"):
+            raise ValueError(f"must be a URL like {example} (its scheme one of {', '.join(schemes)})")
+        return url
+
+    return read
+
+
+def _trusted(value: Any) -> frozenset[str]:
+    return trusted(origin for origin in _list(value) if origin)
+
+
 def _list(value: Any) -> list[str]:
     """A comma-separated variable, or what the code gave."""
     if isinstance(value, str):
@@ -104,12 +121,20 @@ def _keys(value: Any) -> str | bytes | Sequence[str | bytes] | None:
 
 #: Each setting: its default, and how a value (from code, or the variable's text) is read.
 SETTINGS: Mapping[str, tuple[Any, Callable[[Any], Any]]] = {
-    "database_url": (DEFAULT_DATABASE_URL, _text),
-    "redis_url": (DEFAULT_REDIS_URL, _text),
-    "broadcast_url": ("memory://", _text),
+    "database_url": (
+        DEFAULT_DATABASE_URL,
+        _url(("sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"), "postgresql+asyncpg://user@host/db"),
+    ),
+    "redis_url": (DEFAULT_REDIS_URL, _url(("redis", "rediss", "unix"), "redis://host:6379/0")),
+    "broadcast_url": (
+        "memory://",
+        _url(
+            ("memory", "redis", "rediss", "unix", "postgres", "postgresql", "postgresql+asyncpg"), "redis://host:6379/0"
+        ),
+    ),
     "secret_key": (None, _keys),
     "session_ttl": (24 * 3600.0, _seconds_or_none),
-    "trusted_origins": ((), _list),
+    "trusted_origins": (frozenset(), _trusted),
     "max_body_size": (1024 * 1024, _count),
     "compress": (None, _switch),
     "list_limit": (100, _count),
@@ -173,9 +198,4 @@ def settings(environ: Mapping[str, str] | None = None, **given: Any) -> Settings
             values[name] = read(value)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: {exc}") from None
-    values["trusted_origins"] = trusted(_origins(values["trusted_origins"]))
     return Settings(**values)
-
-
-def _origins(origins: Iterable[str]) -> list[str]:
-    return [origin for origin in origins if origin]

@@ -160,13 +160,21 @@ def build_spec(entity: type[BaseModel], base_path: str = DEFAULT_BASE_PATH, list
     events = event_table(entity)
     for segment, descriptor in events.items():
         if not segment or "/" in segment or segment == "live":
-            raise ValueError(f"{who}: event path {segment!r} must be one URL segment, not 'live'")
+            raise ValueError(
+                f"{who}.{descriptor.info.name}: event path {segment!r} must be one non-empty URL segment "
+                "(no '/') other than 'live'"
+            )
         if descriptor.info.collection and (scope != "record" or segment == "count"):
             raise ValueError(
                 f"{who}.{descriptor.info.name}: a collection event (@event on a @classmethod) needs "
                 f'scope="record" and a path other than "count"'
             )
     fields = frozenset(entity.model_fields)
+    if "id" in fields and entity.model_fields["id"].annotation is not str:
+        raise ValueError(
+            f"{who}: id is the key StarModel gives each instance (text); "
+            "name your own field otherwise (number: int, code: str) instead of redeclaring id"
+        )
     required = sorted(n for n, f in entity.model_fields.items() if f.is_required() and n != "id")
     if required and scope != "record":
         raise ValueError(

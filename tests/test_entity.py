@@ -129,6 +129,51 @@ def test_bad_settings_are_refused_at_registration() -> None:
         event(method="FETCH")
 
 
+def test_two_events_on_one_path_are_refused_at_build_and_a_subclass_may_replace_one() -> None:
+    class Twice(Entity):
+        model_config = {"scope": "global"}
+        n: int = 0
+
+        @event(path="go")
+        def a(self) -> None:
+            self.n += 1
+
+        @event(path="go")
+        def b(self) -> None:
+            self.n += 100
+
+    with pytest.raises(ValueError, match=r"Twice.a and Twice.b both answer at path 'go': give one of them another"):
+        StarModel(entities=[Twice], secret_key="k")
+
+    class Base(Entity):
+        @event
+        def go(self) -> None: ...
+
+    class Sub(Base):
+        @event
+        def go(self) -> None: ...
+
+    assert list(spec_of(Sub).events) == ["go"]
+
+
+def test_a_record_entity_redeclaring_its_id_is_refused_at_build() -> None:
+    class Numbered(Entity):
+        model_config = {"scope": "record"}
+        id: int = 0  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match=r"Numbered: id is the key StarModel gives each instance \(text\)"):
+        StarModel(entities=[Numbered], secret_key="k")
+
+
+def test_an_event_path_of_two_segments_is_named_as_such() -> None:
+    class Deep(Entity):
+        @event(path="a/b")
+        def go(self) -> None: ...
+
+    with pytest.raises(ValueError, match=r"Deep.go: event path 'a/b' must be one non-empty URL segment \(no '/'\)"):
+        StarModel(entities=[Deep], secret_key="k")
+
+
 class Plain(Entity):
     count: int = 0
     title: str = ""

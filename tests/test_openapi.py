@@ -95,6 +95,19 @@ async def test_the_document_is_valid_openapi_and_names_every_route_and_parameter
     assert [p["name"] for p in paths["/counter/peek"]["get"]["parameters"]] == ["times"]
     assert {"200", "403", "422", "500"} <= set(increment["responses"])
     assert paths["/note"]["post"]["responses"]["201"]
+    assert doc["servers"] == [{"url": "/sm"}]  # a client of the document calls the mounted app
+
+
+async def test_each_mount_is_the_server_of_its_own_document() -> None:
+    sm = build()
+    host = Starlette(routes=[Mount("/sm", sm), Mount("/apps/other", sm)])
+    async with httpx.AsyncClient(transport=StreamingTransport(host), base_url="http://t") as client:
+        here, there = (
+            (await client.get("/sm/openapi.json")).json(),
+            (await client.get("/apps/other/openapi.json")).json(),
+        )
+    assert here["servers"] == [{"url": "/sm"}] and there["servers"] == [{"url": "/apps/other"}]
+    assert here["paths"] == there["paths"]
 
 
 def test_schemathesis_finds_no_server_error() -> None:

@@ -230,6 +230,7 @@ async def test_filters_order_and_count_over_http(backend: Backend) -> None:
         ("colour=red", "colour", "Todo has no field 'colour' to filter by"),
         ("secret=x", "secret", "Todo has no field 'secret' to filter by"),  # ServerOnly: not said to exist
         ("order=secret", "order", "Todo has no field 'secret' to order by"),
+        ("rank=1&rank=2", "rank", "rank is given 2 times: give it once"),  # not silently the last one
     ],
 )
 async def test_a_bad_filter_over_http_is_422_naming_it(query: str, named: str, message: str) -> None:

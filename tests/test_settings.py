@@ -56,7 +56,15 @@ def test_settings_come_from_the_environment_when_code_does_not_give_them(monkeyp
         ("STARMODEL_MAX_BODY_SIZE", "1MB", "STARMODEL_MAX_BODY_SIZE='1MB': must be a whole number >= 1"),
         ("STARMODEL_KEEPALIVE", "-1", "STARMODEL_KEEPALIVE='-1': must be a positive number of seconds"),
         ("STARMODEL_COMPRESS", "maybe", "STARMODEL_COMPRESS='maybe': must be true, false or auto"),
-        ("STARMODEL_TRUSTED_ORIGINS", "a.example", "trusted_origins: 'a.example' is not an origin"),
+        (
+            "STARMODEL_TRUSTED_ORIGINS",
+            "a.example",
+            "STARMODEL_TRUSTED_ORIGINS='a.example': 'a.example' is not an origin",
+        ),
+        ("STARMODEL_DATABASE_URL", "mysql://x/y", "STARMODEL_DATABASE_URL='mysql://x/y': must be a URL like"),
+        ("STARMODEL_DATABASE_URL", "starmodel.db", "STARMODEL_DATABASE_URL='starmodel.db': must be a URL like"),
+        ("STARMODEL_REDIS_URL", "http://x", "STARMODEL_REDIS_URL='http://x': must be a URL like redis://"),
+        ("STARMODEL_BROADCAST_URL", "ftp://x", "STARMODEL_BROADCAST_URL='ftp://x': must be a URL like redis://"),
     ],
 )
 def test_a_bad_variable_fails_the_build_naming_it(variable: str, value: str, message: str) -> None:

@@ -438,3 +438,17 @@ async def test_a_page_reads_a_live_stream_of_a_real_server_through_its_client() 
                 while not told:
                     await anyio.sleep(0.01)
     assert told == ["http.disconnect"]
+
+
+async def test_the_state_stays_after_a_page_block_for_the_code_and_the_next_page() -> None:
+    sm = StarModel(entities=[Tally, Board], secret_key="k")
+    async with sm.edit(Board) as board:
+        board.text = "seeded"
+    async with Page(sm) as page:
+        assert (await page.run(Board.write(text="first page"))).status == 200
+    assert (await sm.get(Board)).text == "first page"
+    async with Page(sm) as page:
+        await page.run(Board.write(text=(await sm.get(Board)).text + ", second page"))
+        assert page.signals["board"]["text"] == "first page, second page"
+    await sm.aclose()
+    assert (await sm.get(Board)).text == "first page, second page"

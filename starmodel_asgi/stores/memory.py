@@ -235,10 +235,8 @@ class MemoryStore:
         """In this process: nothing to reach."""
 
     async def aclose(self) -> None:
-        self._data.clear()
-        self._values = ValueIndex()
-        self._once.clear()
-        self._again.clear()
+        """Holds nothing to release: the state stays while the process does, so an app closed
+        (a lifespan's end, a test's ``Page`` block) and used again finds it."""
 
     def _read(self, spec: EntitySpec, key: Key) -> str | None:
         now = self._clock()

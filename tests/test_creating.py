@@ -1,5 +1,6 @@
-"""Records whose fields have no default: the page, the code or ``on_create`` gives them, and a
-create that leaves one out is a 422 naming it, on a store kept in memory and on SQLite."""
+"""Creating records, on a store kept in memory and on SQLite: fields without defaults (given by
+the page, the code or ``on_create``; a create that leaves one out is a 422 naming it), misspelt
+fields and ids that are the entity's own paths."""
 
 from __future__ import annotations
 
@@ -111,3 +112,18 @@ def test_an_entity_that_starts_from_its_defaults_must_have_them_at_app_build() -
 
     with pytest.raises(ValueError, match=r'Profile: a scope="session" entity starts from its defaults; give age, name'):
         StarModel(entities=[Profile], secret_key="k")
+
+
+async def test_a_misspelt_field_given_to_create_is_named_not_dropped(sm: StarModel) -> None:
+    with pytest.raises(TypeError, match=r"Task has no field titel \(its fields: done, id, owner, title\)"):
+        await sm.create(sm.entities["task"], titel="typo")
+    assert await sm.list(sm.entities["task"]) == []
+
+
+async def test_an_id_that_is_one_of_the_entitys_paths_is_refused(sm: StarModel) -> None:
+    task = sm.entities["task"]
+    for taken in ("count", "live"):
+        with pytest.raises(Exception, match=rf"'{taken}' is the path of /task/{taken}: choose another id"):
+            await sm.create(task, id=taken, title="t")
+    assert await sm.count(task) == 0
+    assert (await sm.create(task, id="counted", title="t")).id == "counted"
