@@ -86,8 +86,22 @@ def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: boo
         raise stale(spec, key, exc) from None
 
 
-#: a run of digits longer than Python prints (``sys.get_int_max_str_digits``'s default)
-_LONG_NUMBER = re.compile(r"\d{4301}")
+#: digits in a row past what Python prints (``sys.get_int_max_str_digits``'s default, 4,300)
+_LONGEST = 4301
+_DIGITS = "0123456789"
+_RUN = re.compile(r"[0-9]*")
+
+
+def long_number(text: str) -> bool:
+    """Whether ``text`` holds ``_LONGEST`` digits in a row. Any such run covers a multiple of
+    ``_LONGEST``: only the runs through those few places are measured, not the whole text."""
+    for at in range(0, len(text), _LONGEST):
+        if text[at] in _DIGITS:
+            before = text[max(0, at - _LONGEST) : at]
+            after = _RUN.match(text, at)
+            if len(before) - len(before.rstrip(_DIGITS)) + (after.end() if after else at) - at >= _LONGEST:
+                return True
+    return False
 
 
 def instance_from_json(spec: EntitySpec, key: str, text: str | None, must_exist: bool) -> Entity:
@@ -128,7 +142,7 @@ def serialised(spec: EntitySpec, instance: Entity) -> str:
     are checked too (every answer sends them), though never stored."""
     try:
         text = instance.model_dump_json()
-        if len(text) <= 4300 or not _LONG_NUMBER.search(text):
+        if len(text) < _LONGEST or not long_number(text):
             return instance.model_dump_json(exclude=cast("set[str]", spec.computed)) if spec.computed else text
     except PydanticSerializationError:
         pass
