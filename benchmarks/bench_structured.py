@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Annotated, Any
 
 import anyio
 from asgi_driver import Driver, scope
-from bench_events import SLICE, Figures, renew, session
+from bench_events import SLICE, Figures, renew, session, timed
 from bench_events import starmodel_app as counter_app
 from datastar_py.sse import ServerSentEventGenerator as SSE
 from pydantic import BaseModel, Field
@@ -118,14 +117,6 @@ async def check_same_bytes() -> None:
     ours = await answer(starmodel_app(), "/board/tick", b"index=5", body)
     theirs = await answer(baseline_app(), "/board/tick", b"index=5", body)
     assert ours == theirs, (ours, theirs)
-
-
-async def timed(driver: Driver, scenario: Any, n: int) -> tuple[float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        status = await scenario(driver)
-        assert status == 200, status
-    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e6
 
 
 async def measure(requests: int, rounds: int) -> dict[str, Figures]:

@@ -243,6 +243,7 @@ async def begin(
         held = unit.adopt(spec, from_client(spec, request), descriptor.info.name)
     else:
         held = await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
+        held.keep = True  # ``self`` serves this run only: the store may keep it for the next
     if check is not None:
         await check(held.instance)
     steps = Steps(spec, held.instance, request, descriptor.info)

@@ -71,6 +71,9 @@ class Held:
     event: str | None = None
     created: bool = False
     deleted: bool = False
+    #: the instance may stay with the store after the commit, for the next hold of it (an event's
+    #: own instance, used only while it runs: never one a block or a background event keeps)
+    keep: bool = False
 
 
 def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
@@ -135,15 +138,22 @@ def stale(spec: EntitySpec, key: str, exc: ValidationError) -> StaleState:
 Check = Callable[[Entity], Awaitable[None]]
 
 
-def serialised(spec: EntitySpec, instance: Entity) -> str:
+def serialised(spec: EntitySpec, instance: Entity) -> tuple[str, bool]:
     """The instance's stored state as JSON, or a 422 naming the fields no page or store could read
     back (lone surrogates; integers past Python's 4,300-digit printing limit, which would save
     and then fail every answer and live stream): nothing unreadable is saved. ``@computed_field``s
-    are checked too (every answer sends them), though never stored."""
+    are checked too (every answer sends them), though never stored. With it, whether every value
+    had its field's type (a dict appended to a list of models has not): only then is the instance
+    what validating the text would give, fit to be kept for the next hold."""
+    exclude = cast("set[str]", spec.computed) if spec.computed else None
     try:
-        text = instance.model_dump_json()
+        text, typed = instance.model_dump_json(warnings="error"), True
+    except PydanticSerializationError:
+        text, typed = None, False
+    try:
+        text = instance.model_dump_json() if text is None else text
         if len(text) < _LONGEST or not long_number(text):
-            return instance.model_dump_json(exclude=cast("set[str]", spec.computed)) if spec.computed else text
+            return (instance.model_dump_json(exclude=exclude) if exclude else text), typed
     except PydanticSerializationError:
         pass
     errors = {}
@@ -154,7 +164,7 @@ def serialised(spec: EntitySpec, instance: Entity) -> str:
             errors[name] = "This value cannot be stored (a number too long to print, or broken text)"
     if errors:
         raise invalid(spec.name, errors)
-    return instance.stored_json()  # the long run of digits was inside a string
+    return instance.stored_json(), typed  # the long run of digits was inside a string
 
 
 class Unit:
@@ -184,9 +194,10 @@ class Unit:
                 raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
             return held
         slot = await self._take(spec, key)
-        if slot.keeps_json:  # validated straight from the JSON
-            saved = await slot.load_text()
-            instance = instance_from_json(spec, key, saved, must_exist)
+        if slot.keeps_json:  # validated straight from the JSON, unless the store kept the instance
+            load_kept = getattr(slot, "load_kept", None)
+            saved, kept = (await slot.load_text(), None) if load_kept is None else await load_kept()
+            instance = kept if kept is not None else instance_from_json(spec, key, saved, must_exist)
         else:
             state = await slot.load()
             instance = instance_of(spec, key, state, must_exist)
@@ -322,10 +333,12 @@ class Unit:
             for held, text in written:
                 if not getattr(held.slot, "published", False):  # a store of one's own may not say
                     await send(channel_name(held.spec, held.key), DELETED if text is None else text)
+            # read while held: a kept instance is the next holder's once released
+            changes = self._changes(written) if self.dispatcher.subscribers else []
         finally:
             await self._release()  # transactions shield their own release
-        if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):
-            await self._tell(written)
+        if changes or any(held.spec.is_record for held, _ in written):
+            await self._tell(written, changes)
 
     async def rollback(self) -> None:
         """Nothing of the unit is kept; every hold is released. Safe to call twice."""
@@ -344,30 +357,46 @@ class Unit:
                     await slot.delete()
                     written.append((held, None))
                 continue
-            text = serialised(held.spec, held.instance)
+            text, typed = serialised(held.spec, held.instance)
+            keep = getattr(slot, "keep", None) if held.keep and typed else None
             if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
                 if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
                     continue
             elif text == held.saved:
+                if keep is not None:
+                    keep(held.instance, held.saved)
                 continue
             await slot.save(None if slot.keeps_json else held.instance.stored_state(), text)
+            if keep is not None:
+                keep(held.instance, text)
             written.append((held, text))
         return written
 
-    async def _tell(self, written: list[tuple[Held, str | None]]) -> None:
+    def _changes(self, written: list[tuple[Held, str | None]]) -> list[Change]:
+        """What subscribers are told of ``written``."""
+        wanted, (user_id, session_id) = self.dispatcher.subscribers.wanted, self.caller
+        return [
+            Change(
+                held.spec.entity,
+                held.key,
+                held.event,
+                None if held.created else held.before,
+                None if text is None else held.instance.public_state(),
+                user_id,
+                session_id,
+            )
+            for held, text in written
+            if wanted(held.spec.entity)
+        ]
+
+    async def _tell(self, written: list[tuple[Held, str | None]], changes: list[Change]) -> None:
         """Live lists (once per entity) and subscribers, after the holds are released."""
         dispatcher = self.dispatcher
         touched = {held.spec.name: held.spec for held, _ in written if held.spec.is_record}
         for spec in touched.values():
             await dispatcher.send(list_channel(spec), list_token())
-        subscribers = dispatcher.subscribers
-        for held, text in written:
-            if subscribers.wanted(held.spec.entity):
-                after = None if text is None else held.instance.public_state()
-                before = None if held.created else held.before
-                user_id, session_id = self.caller
-                change = Change(held.spec.entity, held.key, held.event, before, after, user_id, session_id)
-                await subscribers.notify(change)
+        for change in changes:
+            await dispatcher.subscribers.notify(change)
 
     async def _abort(self) -> None:
         try:
