@@ -41,6 +41,7 @@ class Owner(Protocol):
     subscribers: Subscribers
     holders: dict[Hashable, Unit]
     nested_wait: float
+    kept: Kept
 
     def store_for(self, spec: EntitySpec) -> Store: ...
     async def send(self, channel: str, message: str) -> None: ...
@@ -71,9 +72,10 @@ class Held:
     event: str | None = None
     created: bool = False
     deleted: bool = False
-    #: the instance may stay with the store after the commit, for the next hold of it (an event's
-    #: own instance, used only while it runs: never one a block or a background event keeps)
+    #: the instance may be kept after the commit for the next hold of it (``Kept``): an event's own
+    #: instance, used only while it runs (never one a block or a background event holds on to)
     keep: bool = False
+    found: State | None = None  # the state a store of columns gave (``Kept``'s version for it)
 
 
 def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
@@ -167,11 +169,41 @@ def serialised(spec: EntitySpec, instance: Entity) -> tuple[str, bool]:
     return instance.stored_json(), typed  # the long run of digits was inside a string
 
 
+class Kept:
+    """The instances events left behind, by (entity name, key), each with the state it was saved
+    with (its JSON; for a store of columns, the state as a dict too). A hold that reads that very
+    state again takes the instance instead of validating the state once more; any other write,
+    by another worker too, changes the state and the instance is dropped. Taken under the hold
+    and given back only by a committed unit, it is never shared; a failed event, which may have
+    changed it in place, never gives it back. At most ``size`` are kept, the least recent dropped."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._items: dict[tuple[str, str], tuple[Entity, str, State | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, name: tuple[str, str], found: str | State | None) -> tuple[Entity, str] | None:
+        """The instance kept with ``found`` (the JSON or the columns' state just read) and its JSON."""
+        item = self._items.pop(name, None)
+        if item is None or found is None:
+            return None
+        instance, text, state = item
+        return (instance, text) if found == (text if isinstance(found, str) else state) else None
+
+    def put(self, name: tuple[str, str], instance: Entity, text: str, state: State | None) -> None:
+        self._items.pop(name, None)
+        self._items[name] = (instance, text, state)
+        if len(self._items) > self.size:
+            del self._items[next(iter(self._items))]
+
+
 class Unit:
     """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
     unit already holds something waits (past it, the unit is ``Busy``)."""
 
-    __slots__ = ("_taken", "_txns", "caller", "dispatcher", "held", "open", "waiting")
+    __slots__ = ("_keep", "_taken", "_txns", "caller", "dispatcher", "held", "open", "waiting")
 
     def __init__(self, dispatcher: Owner, request: EventRequest | None = None) -> None:
         self.dispatcher = dispatcher
@@ -180,6 +212,7 @@ class Unit:
         self.held: dict[tuple[str, str], Held] = {}
         self._txns: dict[str, Transaction] = {}  # by store kind, in the order first used
         self._taken: list[tuple[str, str]] = []  # every hold taken (one may have found no record)
+        self._keep: list[tuple[tuple[str, str], Entity, str, State | None]] = []  # for ``Kept``, once committed
         self.open = True
         self.waiting: Hashable | None = None
 
@@ -194,15 +227,21 @@ class Unit:
                 raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
             return held
         slot = await self._take(spec, key)
-        if slot.keeps_json:  # validated straight from the JSON, unless the store kept the instance
-            load_kept = getattr(slot, "load_kept", None)
-            saved, kept = (await slot.load_text(), None) if load_kept is None else await load_kept()
-            instance = kept if kept is not None else instance_from_json(spec, key, saved, must_exist)
+        state: State | None = None
+        saved: str | None
+        if slot.keeps_json:  # validated straight from the JSON, unless an instance was kept with it
+            saved = await slot.load_text()
+            kept = self.dispatcher.kept.take(name, saved)
+            instance = kept[0] if kept else instance_from_json(spec, key, saved, must_exist)
         else:
             state = await slot.load()
-            instance = instance_of(spec, key, state, must_exist)
-            saved = None if state is None else instance.stored_json()
-        held = Held(spec, key, instance, slot, saved, event=event)
+            kept = self.dispatcher.kept.take(name, state)
+            if kept:
+                instance, saved = kept
+            else:
+                instance = instance_of(spec, key, state, must_exist)
+                saved = None if state is None else instance.stored_json()
+        held = Held(spec, key, instance, slot, saved, event=event, found=state)
         if self.dispatcher.subscribers.wanted(spec.entity):
             held.before = instance.public_state()
         self.held[name] = held
@@ -325,6 +364,8 @@ class Unit:
         except BaseException:
             await self._abort()
             raise
+        for item in self._keep:  # still held: nobody else can take them yet
+            self.dispatcher.kept.put(*item)
         if not written:
             await self._release()
             return
@@ -358,17 +399,19 @@ class Unit:
                     written.append((held, None))
                 continue
             text, typed = serialised(held.spec, held.instance)
-            keep = getattr(slot, "keep", None) if held.keep and typed else None
+            keep = held.keep and typed
+            name = (held.spec.name, held.key)
             if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
                 if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
                     continue
             elif text == held.saved:
-                if keep is not None:
-                    keep(held.instance, held.saved)
+                if keep:
+                    self._keep.append((name, held.instance, held.saved, held.found))
                 continue
-            await slot.save(None if slot.keeps_json else held.instance.stored_state(), text)
-            if keep is not None:
-                keep(held.instance, text)
+            state = None if slot.keeps_json else held.instance.stored_state()
+            await slot.save(state, text)
+            if keep:
+                self._keep.append((name, held.instance, text, state))
             written.append((held, text))
         return written
 

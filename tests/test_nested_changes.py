@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from starmodel_asgi import Change, Entity, StarModel, event
+from starmodel_asgi.stores import Store
 from starmodel_asgi.testing import StreamingTransport
 from starmodel_asgi.wire import channel_name
 from tests.support.headers import DATASTAR
@@ -68,14 +69,18 @@ def make_board(store: Literal["memory", "sql", "redis"]) -> type[Entity]:
 class Nested:
     """A ``Board`` served from one kind of store (``test_unit.Backend``'s, cleaned up with it)."""
 
-    def __init__(self, backend: Backend) -> None:
-        kind = backend.kind
-        store: Literal["memory", "sql", "redis"] = "sql" if kind in ("sqlite", "postgres") else kind  # type: ignore[assignment]
-        self.Board = make_board(store)
-        self.sm = StarModel([self.Board], secret_key="nested", stores={store: backend.store})
+    def __init__(self, kind: str, store: Store, board: type[Entity] | None = None) -> None:
+        self.kind, self.store = kind, store
+        where: Literal["memory", "sql", "redis"] = "sql" if kind in ("sqlite", "postgres") else kind  # type: ignore[assignment]
+        self.Board = board or make_board(where)
+        self.sm = StarModel([self.Board], secret_key="nested", stores={where: store})
         self.changes: list[Change] = []
         self.sm.on(self.Board)(self.changes.append)
         self.channel = channel_name(self.sm.spec(self.Board), "global")
+
+    def worker(self) -> Nested:
+        """Another app on the same store, as another worker process would be."""
+        return Nested(self.kind, self.store, self.Board)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=StreamingTransport(self.sm), base_url="http://t")
@@ -95,7 +100,7 @@ class Nested:
 async def n(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Nested]:
     backend = Backend(request.param, tmp_path)
     try:
-        yield Nested(backend)
+        yield Nested(backend.kind, backend.store)
     finally:
         await backend.cleanup()
 
@@ -153,3 +158,17 @@ async def test_a_value_of_the_wrong_type_left_in_place_is_read_back_validated(n:
         status, signals = await n.post(c, "/board/tick?index=0")  # a Row again, not the dict left
     assert (status, signals["board"]["rows"]) == (200, [{"title": "raw", "done": True}])
     assert await n.saved() == ([("raw", True)], {})
+
+
+async def test_an_instance_kept_by_one_worker_is_dropped_once_another_changes_the_state(n: Nested) -> None:
+    other = n.worker()
+    async with n.client() as c, other.client() as elsewhere:
+        for title in ("a", "b"):
+            assert (await c.post(f"/board/add?title={title}", headers=DATASTAR)).status_code == 200
+        assert (await elsewhere.post("/board/tick?index=0", headers=DATASTAR)).status_code == 200
+        status, signals = await n.post(c, "/board/add?title=c")  # starts from the other worker's save
+    assert (status, [(r["title"], r["done"]) for r in signals["board"]["rows"]]) == (
+        200,
+        [("a", True), ("b", False), ("c", False)],
+    )
+    assert await n.saved() == ([("a", True), ("b", False), ("c", False)], {})

@@ -24,9 +24,6 @@ class _Entry:
     text: str  # JSON: every read is a fresh copy, so no event ever shares the stored state
     expires: float | None
     seq: int = 0  # creation order
-    #: the instance an event left behind with ``text`` as its state, for the next hold to take
-    #: instead of validating ``text`` again (taken: no two holders ever get it)
-    instance: Any = None
 
 
 class ValueIndex:
@@ -74,21 +71,6 @@ class MemorySlot:
         pending = self._txn._writes.get(self._key)
         return pending[1] if pending is not None else self._txn._store._read(self._spec, self._key)
 
-    async def load_kept(self) -> tuple[str | None, Any]:
-        """``load_text``, and the instance kept with that text (``keep``), if any: taken, so the
-        caller owns it (it may change it in place; a rollback simply never gives it back)."""
-        text = await self.load_text()
-        entry = None if text is None or self._key in self._txn._writes else self._txn._store._data.get(self._key)
-        if entry is None or entry.instance is None or entry.text is not text:
-            return text, None
-        instance, entry.instance = entry.instance, None
-        return text, instance
-
-    def keep(self, instance: Any, text: str) -> None:
-        """After the commit, ``instance`` is kept for the next hold if its state is ``text``: the
-        text this transaction saves, or the stored one when it saves nothing."""
-        self._txn._kept[self._key] = (instance, text)
-
     async def save(self, state: State | None = None, text: str | None = None) -> None:
         self._txn._writes[self._key] = (self._spec, json.dumps(state) if text is None else text)
 
@@ -99,13 +81,12 @@ class MemorySlot:
 class MemoryTransaction:
     """Instances held by in-process locks; writes kept aside and applied at ``commit``."""
 
-    __slots__ = ("_holds", "_kept", "_store", "_writes")
+    __slots__ = ("_holds", "_store", "_writes")
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
         self._holds: list[KeyHold] = []
         self._writes: dict[Key, tuple[EntitySpec, str | None]] = {}
-        self._kept: dict[Key, tuple[Any, str]] = {}
 
     async def hold(self, spec: EntitySpec, key: str) -> MemorySlot:
         k = (spec.name, key)
@@ -121,21 +102,14 @@ class MemoryTransaction:
 
     async def commit(self) -> None:
         writes, self._writes = self._writes, {}
-        kept, self._kept = self._kept, {}
-        data = self._store._data
         for key, (spec, text) in writes.items():
             if text is None:
                 self._store._drop(key)
             else:
                 self._store._write(spec, key, text)
-        for key, (instance, text) in kept.items():  # still held: nothing else wrote meanwhile
-            entry = data.get(key)
-            if entry is not None and entry.text is text:
-                entry.instance = instance
 
     async def rollback(self) -> None:
         self._writes.clear()
-        self._kept.clear()
 
     async def release(self) -> None:
         holds, self._holds = self._holds, []
