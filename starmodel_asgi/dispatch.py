@@ -28,7 +28,7 @@ from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
-from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Kept, Unit, instance_from_json, instance_of
+from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Kept, Unit, instance_from_json, instance_of, keepable
 from starmodel_asgi.values import EventRequest, Redirect, Update
 
 logger = get_logger(EVENTS)
@@ -243,7 +243,7 @@ async def begin(
         held = unit.adopt(spec, from_client(spec, request), descriptor.info.name)
     else:
         held = await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
-        held.keep = True  # ``self`` serves this run only: it may be kept for the next (``Kept``)
+        held.keep = keepable(entity_class(spec))  # ``self`` serves this run only: kept for the next
     if check is not None:
         await check(held.instance)
     steps = Steps(spec, held.instance, request, descriptor.info)

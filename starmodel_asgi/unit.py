@@ -18,6 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol, cast
 
 import anyio
@@ -167,6 +168,14 @@ def serialised(spec: EntitySpec, instance: Entity) -> tuple[str, bool]:
     if errors:
         raise invalid(spec.name, errors)
     return instance.stored_json(), typed  # the long run of digits was inside a string
+
+
+@cache
+def keepable(entity: type[Entity]) -> bool:
+    """Whether the entity's instances may be kept between events (``Kept``): not when it has
+    private attributes or its own ``model_post_init``, which a kept instance would carry over from
+    the previous event instead of starting afresh as a validated one does."""
+    return not entity.__private_attributes__ and entity.model_post_init is Entity.model_post_init
 
 
 class Kept:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import httpx
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from starmodel_asgi import Change, Entity, StarModel, event
 from starmodel_asgi.stores import Store
@@ -172,3 +172,23 @@ async def test_an_instance_kept_by_one_worker_is_dropped_once_another_changes_th
         [("a", True), ("b", False), ("c", False)],
     )
     assert await n.saved() == ([("a", True), ("b", False), ("c", False)], {})
+
+
+class Scratch(Entity):
+    model_config = {"scope": "global", "name": "scratch"}
+    _calls: int = PrivateAttr(0)  # per event: a kept instance would carry it over
+    seen: int = 0
+
+    @event
+    def call(self) -> None:
+        self._calls += 1
+        self.seen = self._calls
+
+
+async def test_private_attributes_start_afresh_in_every_event() -> None:
+    sm = StarModel([Scratch], secret_key="nested")
+    async with httpx.AsyncClient(transport=StreamingTransport(sm), base_url="http://t") as c:
+        answers = [merged_signals(parse_sse((await c.post("/scratch/call", headers=DATASTAR)).text)) for _ in range(3)]
+    assert answers == [{"scratch": {"seen": 1}}, {}, {}]  # the later ones change nothing
+    assert (await sm.get(Scratch)).seen == 1
+    await sm.aclose()
