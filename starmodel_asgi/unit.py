@@ -208,6 +208,24 @@ class Kept:
             del self._items[next(iter(self._items))]
 
 
+def changes_of(
+    written: list[tuple[Held, str | None]], subscribers: Subscribers, caller: tuple[str | None, str | None]
+) -> list[Change]:
+    """What ``subscribers`` are told of ``written`` (deleted: ``None``), made by ``caller``."""
+    return [
+        Change(
+            held.spec.entity,
+            held.key,
+            held.event,
+            None if held.created else held.before,
+            None if text is None else held.instance.public_state(),
+            *caller,
+        )
+        for held, text in written
+        if subscribers.wanted(held.spec.entity)
+    ]
+
+
 class Unit:
     """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
     unit already holds something waits (past it, the unit is ``Busy``)."""
@@ -384,7 +402,8 @@ class Unit:
                 if not getattr(held.slot, "published", False):  # a store of one's own may not say
                     await send(channel_name(held.spec, held.key), DELETED if text is None else text)
             # read while held: a kept instance is the next holder's once released
-            changes = self._changes(written) if self.dispatcher.subscribers else []
+            subscribers = self.dispatcher.subscribers
+            changes = changes_of(written, subscribers, self.caller) if subscribers else []
         finally:
             await self._release()  # transactions shield their own release
         if changes or any(held.spec.is_record for held, _ in written):
@@ -423,23 +442,6 @@ class Unit:
                 self._keep.append((name, held.instance, text, state))
             written.append((held, text))
         return written
-
-    def _changes(self, written: list[tuple[Held, str | None]]) -> list[Change]:
-        """What subscribers are told of ``written``."""
-        wanted, (user_id, session_id) = self.dispatcher.subscribers.wanted, self.caller
-        return [
-            Change(
-                held.spec.entity,
-                held.key,
-                held.event,
-                None if held.created else held.before,
-                None if text is None else held.instance.public_state(),
-                user_id,
-                session_id,
-            )
-            for held, text in written
-            if wanted(held.spec.entity)
-        ]
 
     async def _tell(self, written: list[tuple[Held, str | None]], changes: list[Change]) -> None:
         """Live lists (once per entity) and subscribers, after the holds are released."""
