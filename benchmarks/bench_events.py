@@ -38,30 +38,36 @@ class Counter(Entity):
         self.count += amount
 
 
+def sign(sid: str) -> str:
+    """The session id with its HMAC, as the baselines' cookie carries it."""
+    digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
+    return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
+
+
+def session(request: Request) -> tuple[str, str]:
+    """The request's session id and cookie, verified (a new session when it does not verify)."""
+    cookie = request.cookies.get("sid", "")
+    sid = cookie.rpartition(".")[0]
+    if sid and hmac.compare_digest(cookie, sign(sid)):
+        return sid, cookie
+    sid = secrets.token_urlsafe(24)
+    return sid, sign(sid)
+
+
+def renew(response: Response, cookie: str) -> Response:
+    """The cookie renewed on the answer, as StarModel's slides."""
+    # written directly: Response.set_cookie goes through http.cookies, several times slower
+    header = f"sid={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400"
+    response.raw_headers.append((b"set-cookie", header.encode("latin-1")))
+    return response
+
+
 def baseline_app() -> Starlette:
     """The least a developer would write by hand with the same semantics: an HMAC-signed session
     cookie (verified on every request, renewed on every answer as StarModel's slides), a dict of
     counts per session, a lock per count."""
     counts: dict[str, int] = {}
     locks: dict[str, anyio.Lock] = {}
-
-    def sign(sid: str) -> str:
-        digest = hmac.new(b"bench", sid.encode(), hashlib.sha256).digest()
-        return f"{sid}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
-
-    def session(request: Request) -> tuple[str, str]:
-        cookie = request.cookies.get("sid", "")
-        sid = cookie.rpartition(".")[0]
-        if sid and hmac.compare_digest(cookie, sign(sid)):
-            return sid, cookie
-        sid = secrets.token_urlsafe(24)
-        return sid, sign(sid)
-
-    def renew(response: Response, cookie: str) -> Response:
-        # written directly: Response.set_cookie goes through http.cookies, several times slower
-        header = f"sid={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400"
-        response.raw_headers.append((b"set-cookie", header.encode("latin-1")))
-        return response
 
     async def increment(request: Request) -> Response:
         sid, cookie = session(request)

@@ -30,6 +30,7 @@ import bench_filtered
 import bench_live
 import bench_memory
 import bench_peers
+import bench_structured
 import bench_viewer
 import bench_wire
 import http_load
@@ -66,6 +67,19 @@ async def collect(quick: bool, peers: bool) -> list[str]:
     gate(events)
     for label, goal in (("datastar event (POST, SSE answer)", "1.10"), ("state read (GET, JSON)", "1.25")):
         rows += cpu_rows(f"{label}, in-process", *events[label], goal)
+    structured = await bench_structured.measure(n(2000, 250), n(5, 1))
+    counter, large, by_hand = structured["counter"], structured["starmodel"], structured["baseline"]
+    rows.append(
+        row(
+            f"{bench_structured.ROWS}-row state, one row ticked, against the counter event, in-process"
+            " (CPU us per request; both StarModel)",
+            f"{counter.cpu_us:,.0f}",
+            f"{large.cpu_us:,.0f}",
+            f"{large.cpu_us / counter.cpu_us:.2f} (lower is better)",
+            "<= 2.0 (cost follows the change)",
+        )
+    )
+    rows += cpu_rows(f"{bench_structured.ROWS}-row state, one row ticked, in-process", by_hand, large, "-")
     for streams, changes in ((100, n(100, 3)), (1000, n(50, 3)), (5000, n(20, 2)), (10_000, n(10, 2))):
         streams = streams if not quick else streams // 50 + 2
         ((base, ours),) = (await bench_live.measure([streams], changes, n(5, 1))).values()

@@ -28,7 +28,7 @@ from starmodel_asgi.outbox import Outbox
 from starmodel_asgi.query import EVERYTHING, Query
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.stores import State, Store
-from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Unit, instance_from_json, instance_of
+from starmodel_asgi.unit import CURRENT, Busy, Check, Held, Kept, Unit, instance_from_json, instance_of, keepable
 from starmodel_asgi.values import EventRequest, Redirect, Update
 
 logger = get_logger(EVENTS)
@@ -283,6 +283,7 @@ async def begin(
         held = unit.adopt(spec, from_client(spec, request), descriptor.info.name)
     else:
         held = await unit.hold(spec, key, must_exist=must_exist, event=descriptor.info.name)
+        held.keep = keepable(entity_class(spec))  # ``self`` serves this run only: kept for the next
     if check is not None:
         await check(held.instance)
     steps = Steps(spec, held.instance, request, descriptor.info)
@@ -348,6 +349,8 @@ class Dispatcher:
         self.nested_wait = nested_wait
         #: which unit of this process holds each instance (for finding units that wait on each other)
         self.holders: dict[Hashable, Unit] = {}
+        #: instances events left, for the next hold to take when the store still has their state
+        self.kept = Kept()
         self.runs = Runs(max_background)
 
     def current(self) -> Unit | None:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol, cast
 
 import anyio
@@ -41,6 +42,7 @@ class Owner(Protocol):
     subscribers: Subscribers
     holders: dict[Hashable, Unit]
     nested_wait: float
+    kept: Kept
 
     def store_for(self, spec: EntitySpec) -> Store: ...
     async def send(self, channel: str, message: str) -> None: ...
@@ -71,6 +73,10 @@ class Held:
     event: str | None = None
     created: bool = False
     deleted: bool = False
+    #: the instance may be kept after the commit for the next hold of it (``Kept``): an event's own
+    #: instance, used only while it runs (never one a block or a background event holds on to)
+    keep: bool = False
+    found: State | None = None  # the state a store of columns gave (``Kept``'s version for it)
 
 
 def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: bool) -> Entity:
@@ -86,8 +92,22 @@ def instance_of(spec: EntitySpec, key: str, state: State | None, must_exist: boo
         raise stale(spec, key, exc) from None
 
 
-#: a run of digits longer than Python prints (``sys.get_int_max_str_digits``'s default)
-_LONG_NUMBER = re.compile(r"\d{4301}")
+#: digits in a row past what Python prints (``sys.get_int_max_str_digits``'s default, 4,300)
+_LONGEST = 4301
+_DIGITS = "0123456789"
+_RUN = re.compile(r"[0-9]*")
+
+
+def long_number(text: str) -> bool:
+    """Whether ``text`` holds ``_LONGEST`` digits in a row. Any such run covers a multiple of
+    ``_LONGEST``: only the runs through those few places are measured, not the whole text."""
+    for at in range(0, len(text), _LONGEST):
+        if text[at] in _DIGITS:
+            before = text[max(0, at - _LONGEST) : at]
+            after = _RUN.match(text, at)
+            if len(before) - len(before.rstrip(_DIGITS)) + (after.end() if after else at) - at >= _LONGEST:
+                return True
+    return False
 
 
 def instance_from_json(spec: EntitySpec, key: str, text: str | None, must_exist: bool) -> Entity:
@@ -121,15 +141,22 @@ def stale(spec: EntitySpec, key: str, exc: ValidationError) -> StaleState:
 Check = Callable[[Entity], Awaitable[None]]
 
 
-def serialised(spec: EntitySpec, instance: Entity) -> str:
+def serialised(spec: EntitySpec, instance: Entity) -> tuple[str, bool]:
     """The instance's stored state as JSON, or a 422 naming the fields no page or store could read
     back (lone surrogates; integers past Python's 4,300-digit printing limit, which would save
     and then fail every answer and live stream): nothing unreadable is saved. ``@computed_field``s
-    are checked too (every answer sends them), though never stored."""
+    are checked too (every answer sends them), though never stored. With it, whether every value
+    had its field's type (a dict appended to a list of models has not): only then is the instance
+    what validating the text would give, fit to be kept for the next hold."""
+    exclude = cast("set[str]", spec.computed) if spec.computed else None
     try:
-        text = instance.model_dump_json()
-        if len(text) <= 4300 or not _LONG_NUMBER.search(text):
-            return instance.model_dump_json(exclude=cast("set[str]", spec.computed)) if spec.computed else text
+        text, typed = instance.model_dump_json(warnings="error"), True
+    except PydanticSerializationError:
+        text, typed = None, False
+    try:
+        text = instance.model_dump_json() if text is None else text
+        if len(text) < _LONGEST or not long_number(text):
+            return (instance.model_dump_json(exclude=exclude) if exclude else text), typed
     except PydanticSerializationError:
         pass
     errors = {}
@@ -140,14 +167,70 @@ def serialised(spec: EntitySpec, instance: Entity) -> str:
             errors[name] = "This value cannot be stored (a number too long to print, or broken text)"
     if errors:
         raise invalid(spec.name, errors)
-    return instance.stored_json()  # the long run of digits was inside a string
+    return instance.stored_json(), typed  # the long run of digits was inside a string
+
+
+@cache
+def keepable(entity: type[Entity]) -> bool:
+    """Whether the entity's instances may be kept between events (``Kept``): not when it has
+    private attributes or its own ``model_post_init``, which a kept instance would carry over from
+    the previous event instead of starting afresh as a validated one does."""
+    return not entity.__private_attributes__ and entity.model_post_init is Entity.model_post_init
+
+
+class Kept:
+    """The instances events left behind, by (entity name, key), each with the state it was saved
+    with (its JSON; for a store of columns, the state as a dict too). A hold that reads that very
+    state again takes the instance instead of validating the state once more; any other write,
+    by another worker too, changes the state and the instance is dropped. Taken under the hold
+    and given back only by a committed unit, it is never shared; a failed event, which may have
+    changed it in place, never gives it back. At most ``size`` are kept, the least recent dropped."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._items: dict[tuple[str, str], tuple[Entity, str, State | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, name: tuple[str, str], found: str | State | None) -> tuple[Entity, str] | None:
+        """The instance kept with ``found`` (the JSON or the columns' state just read) and its JSON."""
+        item = self._items.pop(name, None)
+        if item is None or found is None:
+            return None
+        instance, text, state = item
+        return (instance, text) if found == (text if isinstance(found, str) else state) else None
+
+    def put(self, name: tuple[str, str], instance: Entity, text: str, state: State | None) -> None:
+        self._items.pop(name, None)
+        self._items[name] = (instance, text, state)
+        if len(self._items) > self.size:
+            del self._items[next(iter(self._items))]
+
+
+def changes_of(
+    written: list[tuple[Held, str | None]], subscribers: Subscribers, caller: tuple[str | None, str | None]
+) -> list[Change]:
+    """What ``subscribers`` are told of ``written`` (deleted: ``None``), made by ``caller``."""
+    return [
+        Change(
+            held.spec.entity,
+            held.key,
+            held.event,
+            None if held.created else held.before,
+            None if text is None else held.instance.public_state(),
+            *caller,
+        )
+        for held, text in written
+        if subscribers.wanted(held.spec.entity)
+    ]
 
 
 class Unit:
     """One unit of work of ``dispatcher``; ``nested_wait`` bounds how long a hold taken while the
     unit already holds something waits (past it, the unit is ``Busy``)."""
 
-    __slots__ = ("_taken", "_txns", "caller", "dispatcher", "held", "open", "waiting")
+    __slots__ = ("_keep", "_taken", "_txns", "caller", "dispatcher", "held", "open", "waiting")
 
     def __init__(self, dispatcher: Owner, request: EventRequest | None = None) -> None:
         self.dispatcher = dispatcher
@@ -156,6 +239,7 @@ class Unit:
         self.held: dict[tuple[str, str], Held] = {}
         self._txns: dict[str, Transaction] = {}  # by store kind, in the order first used
         self._taken: list[tuple[str, str]] = []  # every hold taken (one may have found no record)
+        self._keep: list[tuple[tuple[str, str], Entity, str, State | None]] = []  # for ``Kept``, once committed
         self.open = True
         self.waiting: Hashable | None = None
 
@@ -170,14 +254,21 @@ class Unit:
                 raise NotFound(404, f"{spec.name} {key!r} not found", spec.name)
             return held
         slot = await self._take(spec, key)
-        if slot.keeps_json:  # validated straight from the JSON
+        state: State | None = None
+        saved: str | None
+        if slot.keeps_json:  # validated straight from the JSON, unless an instance was kept with it
             saved = await slot.load_text()
-            instance = instance_from_json(spec, key, saved, must_exist)
+            kept = self.dispatcher.kept.take(name, saved)
+            instance = kept[0] if kept else instance_from_json(spec, key, saved, must_exist)
         else:
             state = await slot.load()
-            instance = instance_of(spec, key, state, must_exist)
-            saved = None if state is None else instance.stored_json()
-        held = Held(spec, key, instance, slot, saved, event=event)
+            kept = self.dispatcher.kept.take(name, state)
+            if kept:
+                instance, saved = kept
+            else:
+                instance = instance_of(spec, key, state, must_exist)
+                saved = None if state is None else instance.stored_json()
+        held = Held(spec, key, instance, slot, saved, event=event, found=state)
         if self.dispatcher.subscribers.wanted(spec.entity):
             held.before = instance.public_state()
         self.held[name] = held
@@ -300,6 +391,8 @@ class Unit:
         except BaseException:
             await self._abort()
             raise
+        for item in self._keep:  # still held: nobody else can take them yet
+            self.dispatcher.kept.put(*item)
         if not written:
             await self._release()
             return
@@ -308,10 +401,13 @@ class Unit:
             for held, text in written:
                 if not getattr(held.slot, "published", False):  # a store of one's own may not say
                     await send(channel_name(held.spec, held.key), DELETED if text is None else text)
+            # read while held: a kept instance is the next holder's once released
+            subscribers = self.dispatcher.subscribers
+            changes = changes_of(written, subscribers, self.caller) if subscribers else []
         finally:
             await self._release()  # transactions shield their own release
-        if self.dispatcher.subscribers or any(held.spec.is_record for held, _ in written):
-            await self._tell(written)
+        if changes or any(held.spec.is_record for held, _ in written):
+            await self._tell(written, changes)
 
     async def rollback(self) -> None:
         """Nothing of the unit is kept; every hold is released. Safe to call twice."""
@@ -330,30 +426,31 @@ class Unit:
                     await slot.delete()
                     written.append((held, None))
                 continue
-            text = serialised(held.spec, held.instance)
+            text, typed = serialised(held.spec, held.instance)
+            keep = held.keep and typed
+            name = (held.spec.name, held.key)
             if held.saved is None:  # nothing saved yet: a read gives the defaults anyway
                 if not held.created and text == entity_class(held.spec)(id=held.key).stored_json():
                     continue
             elif text == held.saved:
+                if keep:
+                    self._keep.append((name, held.instance, held.saved, held.found))
                 continue
-            await slot.save(None if slot.keeps_json else held.instance.stored_state(), text)
+            state = None if slot.keeps_json else held.instance.stored_state()
+            await slot.save(state, text)
+            if keep:
+                self._keep.append((name, held.instance, text, state))
             written.append((held, text))
         return written
 
-    async def _tell(self, written: list[tuple[Held, str | None]]) -> None:
+    async def _tell(self, written: list[tuple[Held, str | None]], changes: list[Change]) -> None:
         """Live lists (once per entity) and subscribers, after the holds are released."""
         dispatcher = self.dispatcher
         touched = {held.spec.name: held.spec for held, _ in written if held.spec.is_record}
         for spec in touched.values():
             await dispatcher.send(list_channel(spec), list_token())
-        subscribers = dispatcher.subscribers
-        for held, text in written:
-            if subscribers.wanted(held.spec.entity):
-                after = None if text is None else held.instance.public_state()
-                before = None if held.created else held.before
-                user_id, session_id = self.caller
-                change = Change(held.spec.entity, held.key, held.event, before, after, user_id, session_id)
-                await subscribers.notify(change)
+        for change in changes:
+            await dispatcher.subscribers.notify(change)
 
     async def _abort(self) -> None:
         try:
