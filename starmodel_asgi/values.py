@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
+from starmodel_asgi.errors import Invalid
+
 
 def is_datastar(headers: Mapping[str, str]) -> bool:
     """Whether the request came from Datastar's client (lower-case header names)."""
@@ -139,4 +141,5 @@ class Redirect:
             or (parts.scheme and not parts.netloc)
         )
         if bad:
-            raise ValueError(f"Redirect takes a path or an http(s) URL ('/products/p1', 'https://...'), not {url!r}")
+            # a 422 when an event builds it from input (not echoing it); a ValueError to Python callers
+            raise Invalid(422, "Redirect takes a path on this site or an http(s) URL ('/products/p1', 'https://...')")
