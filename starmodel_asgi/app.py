@@ -100,6 +100,9 @@ class StarModel(Operations, Copying, Records):
             self._register(entity)
         self.entities: dict[str, type[Entity]] = {name: entity_class(spec) for name, spec in self.specs.items()}
         self._stores: dict[str, Store] = dict(stores or {})
+        for store in self._stores.values():  # a store given without its own schema mode takes the app's
+            if getattr(store, "schema", "") is None:
+                store.schema = s.schema  # type: ignore[attr-defined]
         for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
             self._stores[kind] = self._make_store(kind)
         self.broadcast = _linked(self._stores.values(), broadcast or broadcast_from_url(s.broadcast_url))

@@ -131,6 +131,21 @@ async def test_schema_check_refuses_the_entity_naming_the_columns_and_the_alembi
     await checked.aclose()
 
 
+async def test_the_apps_schema_setting_applies_to_a_store_given_without_its_own(database: tuple[str, str]) -> None:
+    url, prefix = database
+    note_id = await saved_by_v1(url, prefix)
+    given = SQLStore(url, table_prefix=prefix)
+    sm = StarModel(entities=[NoteV2], secret_key="k", base_path="", stores={"sql": given}, schema="check")
+    async with client(sm) as c:
+        assert (await c.get(f"/note/{note_id}", headers=JSON)).status_code == 503
+    await sm.aclose()
+    assert "stars" not in await columns(url, f"{prefix}note")
+    own = SQLStore(url, table_prefix=prefix, schema="add")  # the store's own setting wins
+    sm = StarModel(entities=[NoteV2], secret_key="k", base_path="", stores={"sql": own}, schema="check")
+    assert (await sm.get(NoteV2, note_id)).stars == 3
+    await sm.aclose()
+
+
 def test_a_bad_schema_setting_fails_at_build_and_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match=r"schema='drop': must be \"add\" .* or \"check\""):
         StarModel(entities=[NoteV2], secret_key="k", schema="drop")  # type: ignore[arg-type]

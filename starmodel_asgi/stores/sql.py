@@ -389,11 +389,12 @@ class SQLStore:
         lock_timeout: float = 60.0,
         clock: Callable[[], float] = time.time,
         engine_options: dict[str, Any] | None = None,
-        schema: SchemaMode = "add",
+        schema: SchemaMode | None = None,
     ) -> None:
         self.default_ttl = default_ttl
-        #: a table missing columns of new fields: ``"add"`` them, or ``"check"``: refuse (503)
-        self.schema = schema_mode(schema)
+        #: a table missing columns of new fields: ``"add"`` them, or ``"check"``: refuse (503);
+        #: ``None``: as the app that serves the store says (``StarModel(schema=...)``), else add
+        self.schema: SchemaMode | None = None if schema is None else schema_mode(schema)
         self._told: set[str] = set()  # tables refused for missing columns, logged once
         self.table_prefix = table_prefix
         self.sweep_interval = sweep_interval
@@ -545,7 +546,7 @@ class SQLStore:
         await conn.execute(CreateTable(table, if_not_exists=True))
         for index in table.indexes:
             await conn.execute(CreateIndex(index, if_not_exists=True))
-        await reconcile(conn, table, spec, self.schema, self._told)
+        await reconcile(conn, table, spec, self.schema or "add", self._told)
 
     # -- internals ------------------------------------------------------------------------------
 
