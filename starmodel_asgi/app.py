@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from starmodel_asgi.presence import Presence
 from starmodel_asgi.records import Records, records
 from starmodel_asgi.responses import Answers
 from starmodel_asgi.routing import Wiring, route_path
-from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, settings
+from starmodel_asgi.settings import SETTINGS, UNSET, SchemaMode, Settings, settings
 from starmodel_asgi.spec import GLOBAL_KEY, EntitySpec, StoreKind, build_spec, instance_key, serve
 from starmodel_asgi.stores import Store, store_from_kind
 
@@ -99,12 +99,7 @@ class StarModel(Operations, Copying, Records):
         for entity in entity_classes(entities):
             self._register(entity)
         self.entities: dict[str, type[Entity]] = {name: entity_class(spec) for name, spec in self.specs.items()}
-        self._stores: dict[str, Store] = dict(stores or {})
-        for store in self._stores.values():  # a store given without its own schema mode takes the app's
-            if getattr(store, "schema", "") is None:
-                store.schema = s.schema  # type: ignore[attr-defined]
-        for kind in sorted({spec.store for spec in self.specs.values() if not spec.in_browser} - self._stores.keys()):
-            self._stores[kind] = self._make_store(kind)
+        self._stores = _stores(stores or {}, {spec.store for spec in self.specs.values() if not spec.in_browser}, s)
         self.broadcast = _linked(self._stores.values(), broadcast or broadcast_from_url(s.broadcast_url))
         self.sessions = Sessions(_signer(s.secret_key), cookie_name, s.session_ttl, cookie_secure)
         #: ``sm.dependency_overrides[get_mailer] = fake``: a provider replaced (tests, ``testing.Page``)
@@ -145,12 +140,6 @@ class StarModel(Operations, Copying, Records):
             raise ValueError(f"two entities are named {spec.name!r}: give one model_config name=...")
         self.specs[spec.name] = spec
         serve(entity, spec)  # the class-level action builder points here
-
-    def _make_store(self, kind: StoreKind) -> Store:
-        s = self.settings
-        return store_from_kind(
-            kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema
-        )
 
     @property
     def routes(self) -> list[Any]:
@@ -347,6 +336,20 @@ def _linked(stores: Iterable[Store], broadcast: Broadcast) -> Broadcast:
         if publish_through is not None:
             publish_through(broadcast)
     return broadcast
+
+
+def _stores(given: Mapping[str, Store], kinds: set[StoreKind], s: Settings) -> dict[str, Store]:
+    """The stores given (one without its own schema mode takes the app's), and one of each other
+    kind the entities use, made from the settings."""
+    stores = dict(given)
+    for store in stores.values():
+        if getattr(store, "schema", "") is None:
+            store.schema = s.schema  # type: ignore[attr-defined]
+    for kind in sorted(kinds - stores.keys()):
+        stores[kind] = store_from_kind(
+            kind, database_url=s.database_url, redis_url=s.redis_url, ttl=s.session_ttl, schema=s.schema
+        )
+    return stores
 
 
 async def _lifespan(receive: Receive, send: Send, close: Callable[[], Awaitable[None]]) -> None:

@@ -165,16 +165,27 @@ async def test_host_session_carries_the_app_session() -> None:
 
 
 @pytest.mark.parametrize("host", sorted(HOSTS))
+class ClosedStore(MemoryStore):
+    """The memory store, saying whether it was closed (closing it releases nothing to see)."""
+
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
 async def test_host_shutdown_closes_stores_and_broadcast(host: str) -> None:
-    store, broadcast = MemoryStore(), MemoryBroadcast()
+    store, broadcast = ClosedStore(), MemoryBroadcast()
     sm = StarModel([Tally], secret_key="k", stores={"memory": store}, broadcast=broadcast)
     app, prefix = HOSTS[host](sm)
     async with client_for(app, prefix) as c:  # works before (and without) any lifespan
         assert (await c.post("/tally/add", headers=JSON)).json() == {"count": 1}
     async with broadcast.subscribe("sm:tally:x"):
-        assert len(store) == 1 and broadcast.subscriber_count() == 1
+        assert not store.closed and broadcast.subscriber_count() == 1
         await lifespan_cycle(app)
-        assert len(store) == 0 and broadcast.subscriber_count() == 0
+        assert store.closed and broadcast.subscriber_count() == 0
+    assert len(store) == 1  # the memory store keeps its state: a closed app used again finds it
 
 
 # -- users --------------------------------------------------------------------------------------
