@@ -140,14 +140,14 @@ class Ticker:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._streams:
+            now = loop.time()
             stream = next(iter(self._streams))
-            quiet = loop.time() - stream.last_sent
-            if quiet < self.period:
-                await asyncio.sleep(self.period - quiet)
-            else:
-                stream.last_sent = loop.time()  # counted from now, whenever the comment goes out
+            while now - stream.last_sent >= self.period:  # each stream due now, once
+                stream.last_sent = now  # its next one counted from now, whenever this one goes out
                 self.sent(stream)
                 stream.beat()
+                stream = next(iter(self._streams))
+            await asyncio.sleep(stream.last_sent + self.period - now)
 
 
 class LiveStream(StreamResponse):
