@@ -26,7 +26,7 @@ from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.logs import LIVE, get_logger, own_task
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
-from starmodel_asgi.responses import StreamResponse
+from starmodel_asgi.responses import StreamResponse, cancel_on_disconnect
 from starmodel_asgi.spec import EntitySpec
 from starmodel_asgi.values import Element, EventRequest, Update
 from starmodel_asgi.wire import DELETED, channel_name
@@ -158,7 +158,7 @@ class LiveStream(StreamResponse):
     releasing its subscription; a reconnecting client starts again from the current state.
 
     An idle stream holds its own task, waiting for the next message, and one more waiting for the
-    client to go away (``_gone``); a keep-alive runs in a task of its own only while it sends."""
+    client to go away; a keep-alive runs in a task of its own only while it sends."""
 
     def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, channel: str) -> None:
         super().__init__(formatter)
@@ -228,11 +228,11 @@ class LiveStream(StreamResponse):
         self._out, self._ticker = send, self.live.ticker()
         loop = asyncio.get_running_loop()
         with anyio.CancelScope() as self._scope:
-            tasks = [loop.create_task(_gone(receive))]
-            tasks[0].add_done_callback(self._ended)  # the client went away, or receive failed
+            tasks = [loop.create_task(cancel_on_disconnect(receive, self._scope))]
             if viewers is not None:
                 tasks.append(loop.create_task(self._viewers(send, viewers)))
-                tasks[1].add_done_callback(self._failed)
+            for task in tasks:
+                task.add_done_callback(self._failed)
             self._ticker.add(self)
             try:
                 await self.follow(send, messages)
@@ -249,13 +249,10 @@ class LiveStream(StreamResponse):
         if errors:  # a task that failed ended the stream: its error is the stream's
             raise errors[0]
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if self._scope is not None and not task.cancelled():
-            self._scope.cancel()
-
     def _failed(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._ended(task)
+        """A task of the stream's that failed ends it (``_run`` raises its error)."""
+        if self._scope is not None and not task.cancelled() and task.exception() is not None:
+            self._scope.cancel()
 
     async def start(self) -> None:
         """Read what the first view shows; raising answers 503."""
@@ -289,12 +286,6 @@ class LiveStream(StreamResponse):
             self.last_sent = self._clock()
             if self._ticker is not None:
                 self._ticker.sent(self)
-
-
-async def _gone(receive: Receive) -> None:
-    """Returns once the client has gone away."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class LiveResponse(LiveStream):
