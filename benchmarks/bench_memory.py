@@ -2,9 +2,12 @@
 ``StreamingResponse`` that sends one SSE event and waits (the least a live endpoint holds).
 
     python benchmarks/bench_memory.py [--streams 2000]
+    python benchmarks/bench_memory.py --resident CASE [--streams 1000]
 
 Both are opened through the same in-process ASGI driver; the figure is the Python heap
-(tracemalloc) added per open stream once every stream has sent its first event.
+(tracemalloc) added per open stream once every stream has sent its first event. ``--resident``
+measures the process's resident memory per stream instead, for one case of ``RESIDENT`` (the
+bare stream, or StarModel's plain or zstd), in the process it runs in.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class Opened(HeldOpen):
 
 
 async def rss_per_stream(app: Any, n: int, encoding: str | None, quiet: float = 0.0) -> float:
-    """Resident bytes held per open StarModel stream read with ``Accept-Encoding: encoding``,
+    """Resident bytes held per open stream of ``app`` read with ``Accept-Encoding: encoding``,
     once every stream has its first event and then ``quiet`` more seconds have passed."""
     driver = Driver(app)
     headers = [(b"datastar-request", b"true"), (b"accept", b"text/event-stream")]
@@ -118,24 +121,31 @@ async def rss_per_stream(app: Any, n: int, encoding: str | None, quiet: float = 
 #: The keep-alive period of the resident-memory runs: a stream quiet that long is idle (a quiet
 #: compressed stream ends its frame and frees its compressor at its keep-alive).
 KEEPALIVE = 0.5
-#: What ``compressed`` measures, each in a process of its own: (encoding, seconds quiet).
-RESIDENT = {"identity": (None, 2 * KEEPALIVE), "zstd busy": ("zstd", 0.0), "zstd idle": ("zstd", 2 * KEEPALIVE)}
+#: What ``residents`` measures, each in a process of its own: (encoding, seconds quiet); ``bare``
+#: is the bare Starlette stream, the others StarModel's.
+RESIDENT = {
+    "bare": (None, 2 * KEEPALIVE),
+    "identity": (None, 2 * KEEPALIVE),
+    "zstd busy": ("zstd", 0.0),
+    "zstd idle": ("zstd", 2 * KEEPALIVE),
+}
 
 
 async def resident(case: str, n: int) -> float:
     """Resident bytes per stream of one ``RESIDENT`` case, in this process."""
     encoding, quiet = RESIDENT[case]
-    starmodel = StarModel(entities=[Counter], base_path="", secret_key="bench", keepalive=KEEPALIVE)
-    await rss_per_stream(starmodel, 10, encoding, quiet)  # warm-up
-    held = await rss_per_stream(starmodel, n, encoding, quiet)
-    await starmodel.aclose()
+    app = bare_app() if case == "bare" else StarModel(Counter, base_path="", secret_key="bench", keepalive=KEEPALIVE)
+    await rss_per_stream(app, 10, encoding, quiet)  # warm-up
+    held = await rss_per_stream(app, n, encoding, quiet)
+    if isinstance(app, StarModel):
+        await app.aclose()
     return held
 
 
-async def compressed(n: int) -> dict[str, float]:
-    """Resident bytes per stream: uncompressed and idle (``identity``), zstd just after its
-    first event, and zstd idle; each measured in a fresh process (a process's free memory would
-    hide what the next run allocates)."""
+async def residents(n: int) -> dict[str, float]:
+    """Resident bytes per stream: the bare stream and StarModel's uncompressed (``identity``),
+    both idle; zstd just after its first event, and zstd idle; each measured in a fresh process
+    (a process's free memory would hide what the next run allocates)."""
     results = {}
     for case in RESIDENT:
         command = [sys.executable, __file__, "--resident", case, "--streams", str(n)]

@@ -8,7 +8,6 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from starmodel_asgi.elements import rendered
 from starmodel_asgi.entity import Entity, entity_class
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.formatters import Formatter
-from starmodel_asgi.logs import LIVE, get_logger
+from starmodel_asgi.logs import LIVE, get_logger, own_task
 from starmodel_asgi.presence import Presence
 from starmodel_asgi.recent import Recent
 from starmodel_asgi.responses import StreamResponse, cancel_on_disconnect
@@ -67,6 +66,7 @@ class Live:
     views: Views = field(default_factory=lambda: Views())
     presence: Presence | None = None
     streams: dict[str, int] = field(default_factory=dict)  # entity name -> live streams open here
+    tickers: dict[asyncio.AbstractEventLoop, Ticker] = field(default_factory=dict)  # while streams are open
 
     def response(
         self,
@@ -98,26 +98,84 @@ class Live:
         else:
             del self.streams[name]
 
+    def ticker(self) -> Ticker:
+        """The keep-alive ticker of the running event loop, made for its first stream."""
+        loop = asyncio.get_running_loop()
+        ticker = self.tickers.get(loop)
+        if ticker is None:
+            ticker = self.tickers[loop] = Ticker(self.keepalive, lambda: self.tickers.pop(loop, None))
+        return ticker
+
+
+class Ticker:
+    """The keep-alive comments of the live streams open on one event loop, from one task: it
+    sleeps until the stream that sent longest ago has been quiet for ``period`` seconds, then has
+    it send a comment (in a short task of the stream's, so a client that stopped reading holds
+    up no other). The streams are kept in the order they last sent; the task runs while any is
+    open, and ``done`` is called when the last one leaves."""
+
+    def __init__(self, period: float, done: Callable[[], object]) -> None:
+        self.period, self._done = period, done
+        self._streams: dict[LiveStream, None] = {}  # oldest send first
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, stream: LiveStream) -> None:
+        self._streams[stream] = None
+        if self._task is None:
+            self._task = own_task(self._run(), "starmodel-keepalive")
+
+    def sent(self, stream: LiveStream) -> None:
+        """``stream`` has just sent: it moves to the back of the line."""
+        if stream in self._streams:
+            del self._streams[stream]
+            self._streams[stream] = None
+
+    def remove(self, stream: LiveStream) -> None:
+        self._streams.pop(stream, None)
+        if not self._streams and self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._done()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._streams:
+            now = loop.time()
+            stream = next(iter(self._streams))
+            while now - stream.last_sent >= self.period:  # each stream due now, once
+                stream.last_sent = now  # its next one counted from now, whenever this one goes out
+                self.sent(stream)
+                stream.beat()
+                stream = next(iter(self._streams))
+            await asyncio.sleep(stream.last_sent + self.period - now)
+
 
 class LiveStream(StreamResponse):
     """What every live stream does: subscribes before the first read (so no change between the
     read and the first message is lost), sends the first view, then follows the channel, with a
-    keep-alive comment whenever nothing was sent for ``keepalive`` seconds and, for ``presence``
-    entities, the number of viewers. Ends when the client goes away, releasing its subscription;
-    a reconnecting client starts again from the current state."""
+    keep-alive comment whenever nothing was sent for ``keepalive`` seconds (the app's ``Ticker``)
+    and, for ``presence`` entities, the number of viewers. Ends when the client goes away,
+    releasing its subscription; a reconnecting client starts again from the current state.
+
+    An idle stream holds its own task, waiting for the next message, and one more waiting for the
+    client to go away; a keep-alive runs in a task of its own only while it sends."""
 
     def __init__(self, live: Live, formatter: Formatter, spec: EntitySpec, channel: str) -> None:
         super().__init__(formatter)
         self.live, self.formatter, self.spec, self.channel = live, formatter, spec, channel
         self._sending = asyncio.Lock()  # asyncio's: no cancellation checkpoint when free
         self._clock: Callable[[], float] = time.monotonic  # the event loop's, once the stream runs
-        self._last_sent = 0.0  # when it last sent
+        self.last_sent = 0.0  # when it last sent
+        self._out: Send | None = None  # where the keep-alive goes, once the stream follows its channel
+        self._ticker: Ticker | None = None
+        self._scope: anyio.CancelScope | None = None  # ends the stream (the client went away)
+        self._beat: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = self.compressed(send)
         started = False
         self._clock = asyncio.get_running_loop().time
-        self._last_sent = self._clock()
+        self.last_sent = self._clock()
 
         async def start(message: ASGIMessage) -> None:
             nonlocal started
@@ -136,8 +194,7 @@ class LiveStream(StreamResponse):
                 await send({"type": "http.response.body", "body": b""})
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, start: Send) -> None:
-        async with AsyncExitStack() as stack:
-            messages = await stack.enter_async_context(self.live.broadcast.subscribe(self.channel))
+        async with self.live.broadcast.subscribe(self.channel) as messages:
             try:
                 await self.start()
             except Exception:
@@ -148,20 +205,54 @@ class LiveStream(StreamResponse):
                 )
                 return
             self.live.opened(self.spec.name)
-            stack.callback(self.live.closed, self.spec.name)
-            presence = self.live.viewers(self.spec)
-            viewers = await stack.enter_async_context(presence.join(self.channel)) if presence else None
-            await start({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await self.first(send)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_on_disconnect, receive, tg.cancel_scope)
-                tg.start_soon(self._keepalive, send)
-                if viewers is not None:
-                    tg.start_soon(self._viewers, send, viewers)
+            try:
+                presence = self.live.viewers(self.spec)
+                if presence is None:
+                    await self._run(receive, send, start, messages, None)
+                else:
+                    async with presence.join(self.channel) as viewers:
+                        await self._run(receive, send, start, messages, viewers)
+            finally:
+                self.live.closed(self.spec.name)
+
+    async def _run(
+        self,
+        receive: Receive,
+        send: Send,
+        start: Send,
+        messages: AsyncIterator[Payload],
+        viewers: AsyncIterator[Payload] | None,
+    ) -> None:
+        await start({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await self.first(send)
+        self._out, self._ticker = send, self.live.ticker()
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as self._scope:
+            tasks = [loop.create_task(cancel_on_disconnect(receive, self._scope))]
+            if viewers is not None:
+                tasks.append(loop.create_task(self._viewers(send, viewers)))
+            for task in tasks:
+                task.add_done_callback(self._failed)
+            self._ticker.add(self)
+            try:
                 await self.follow(send, messages)
                 # the broadcast closed (shutdown) or the record was deleted: finish the response
-                await send({"type": "http.response.body", "body": b""})
-                tg.cancel_scope.cancel()
+                await self._send(send, b"", more=False)
+            finally:
+                self._scope = None
+                self._ticker.remove(self)
+                if self._beat is not None:
+                    tasks.append(self._beat)
+                for task in tasks:
+                    task.cancel()
+        errors = [error for task in tasks if task.done() and not task.cancelled() and (error := task.exception())]
+        if errors:  # a task that failed ended the stream: its error is the stream's
+            raise errors[0]
+
+    def _failed(self, task: asyncio.Task[None]) -> None:
+        """A task of the stream's that failed ends it (``_run`` raises its error)."""
+        if self._scope is not None and not task.cancelled() and task.exception() is not None:
+            self._scope.cancel()
 
     async def start(self) -> None:
         """Read what the first view shows; raising answers 503."""
@@ -172,26 +263,29 @@ class LiveStream(StreamResponse):
     async def follow(self, send: Send, messages: AsyncIterator[Payload]) -> None:
         """Send what each message changes; return to end the stream."""
 
-    async def _keepalive(self, send: Send) -> None:
-        while True:
-            idle = self._clock() - self._last_sent
-            if idle < self.live.keepalive:
-                await anyio.sleep(self.live.keepalive - idle)
-                continue
-            await self._send(send, KEEPALIVE, rest=True)  # quiet: a compressor may let go
+    def beat(self) -> None:
+        """Sends a keep-alive comment, in a task of its own (the ticker's call), unless the last
+        one is still on its way."""
+        if self._out is not None and (self._beat is None or self._beat.done()):
+            self._beat = asyncio.get_running_loop().create_task(self._send(self._out, KEEPALIVE, rest=True))
+            self._beat.add_done_callback(self._failed)
 
     async def _viewers(self, send: Send, counts: AsyncIterator[Payload]) -> None:
         async for count in counts:
             update = Update(self.spec.name, {"_viewers": int(count or 0)}, {})
             await self._send(send, self.formatter.format([update]).encode())
 
-    async def _send(self, send: Send, body: bytes, rest: bool = False) -> None:
-        message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": True}
+    async def _send(self, send: Send, body: bytes, rest: bool = False, more: bool = True) -> None:
+        """Sends a piece of the body; ``rest``: the stream falls quiet after it (a compressor may
+        let go). The keep-alive and viewers tasks send too: one piece at a time."""
+        message: ASGIMessage = {"type": "http.response.body", "body": body, "more_body": more}
         if rest and self.rests and self.encoding is not None:
             message[REST] = True
-        async with self._sending:  # the keep-alive and viewers tasks send too
+        async with self._sending:
             await send(message)
-            self._last_sent = self._clock()
+            self.last_sent = self._clock()
+            if self._ticker is not None:
+                self._ticker.sent(self)
 
 
 class LiveResponse(LiveStream):

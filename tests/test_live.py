@@ -17,7 +17,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
 from starmodel_asgi import Entity, StarModel, event
@@ -163,6 +163,56 @@ async def test_keepalive_comments_while_nothing_changes() -> None:
         async with client(url) as c, read_live(c, "/shared/live") as live:
             await live.wait(lambda s: s.text.count(": keepalive\n\n") >= 3)
             assert [e.event for e in live.events] == ["datastar-patch-signals", "datastar-patch-elements"]
+
+
+async def test_each_stream_gets_its_keepalive_when_it_alone_has_been_quiet_for_the_interval() -> None:
+    """One ticker serves every stream of the process: a stream that keeps sending gets no
+    comment, a quiet one beside it gets one each interval."""
+    period, seconds = 1.0, 3.5
+    with serve(make_app(keepalive=period)) as url:
+        async with (
+            client(url) as writer,
+            client(url) as c,
+            read_live(c, "/shared/live") as busy,
+            read_live(c, "/board/live") as quiet,
+        ):
+            await busy.wait(lambda s: len(s.events) >= 2)
+            await quiet.wait(lambda s: len(s.events) >= 1)
+            with anyio.move_on_after(seconds):
+                while True:
+                    await post(writer, "/shared/increment")
+                    await anyio.sleep(period / 10)
+            assert busy.text.count(": keepalive\n\n") == 0
+            assert 3 <= quiet.text.count(": keepalive\n\n") <= 4, quiet.text
+
+
+async def test_a_client_that_stopped_reading_holds_up_no_other_streams_keepalive() -> None:
+    """A stream whose client reads nothing is stuck in its send; the others still get their
+    keep-alive comments."""
+    with serve(make_app(keepalive=0.1)) as url:
+        async with client(url) as writer, client(url) as c, stuck_stream(url):
+            await anyio.sleep(0.3)  # its first view went out and it was kept alive
+            for size in range(1, 9):  # 36 MB of elements: more than the sockets hold
+                await post(writer, "/shared/pad", size=size * 1024 * 1024)
+            await anyio.sleep(0.5)  # the ticker has had it send a comment (or wait to)
+            async with read_live(c, "/board/live") as live:
+                await live.wait(lambda s: s.text.count(": keepalive\n\n") >= 5)
+
+
+@asynccontextmanager
+async def stuck_stream(url: str) -> AsyncIterator[socket.socket]:
+    """A client of ``/shared/live`` on a socket with a tiny receive buffer, that reads nothing
+    unless the test reads from the socket."""
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    port = int(url.rsplit(":", 1)[1])
+    await anyio.to_thread.run_sync(stuck.connect, ("127.0.0.1", port))
+    try:
+        request = f"GET /shared/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nDatastar-Request: true\r\n\r\n"
+        stuck.sendall(request.encode())
+        yield stuck
+    finally:
+        stuck.close()
 
 
 async def test_live_of_a_missing_record_is_404_and_a_json_client_still_gets_a_stream() -> None:
@@ -325,18 +375,29 @@ def leak_check_app() -> Starlette:
                 report["grew"] = [str(stat) for stat in snapshots[-1].compare_to(snapshots[-2], "lineno")[:5]]
         return JSONResponse(report)
 
-    return Starlette(routes=[Route("/_debug", debug), Mount("/", sm)])
+    async def bare(request: Request) -> StreamingResponse:
+        """The least a live endpoint holds: Starlette's own stream, one event sent, waiting."""
+
+        async def events() -> AsyncIterator[str]:
+            yield 'event: datastar-patch-signals\ndata: signals {"shared":{"count":0}}\n\n'
+            await anyio.sleep_forever()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/_debug", debug), Route("/_bare", bare), Mount("/", sm)])
 
 
-async def _open_and_drop(c: httpx.AsyncClient, n: int) -> None:
-    """Opens ``n`` streams at once, checks the server holds them all, then drops them all."""
+async def _open_and_drop(
+    c: httpx.AsyncClient, n: int, path: str = "/shared/live", headers: dict[str, str] = DATASTAR
+) -> dict[str, Any]:
+    """Opens ``n`` streams at once, then drops them all; what ``/_debug`` said while they were open."""
     opened = anyio.Event()
     ready = 0
 
     async def one() -> None:
         nonlocal ready
         async with (
-            c.stream("GET", "/shared/live", headers=DATASTAR) as response,
+            c.stream("GET", path, headers=headers) as response,
             aclosing(response.aiter_bytes()) as chunks,
         ):
             assert b"datastar-patch-signals" in await anext(chunks)
@@ -350,8 +411,9 @@ async def _open_and_drop(c: httpx.AsyncClient, n: int) -> None:
             for _ in range(n):
                 tg.start_soon(one)
             await opened.wait()
-            assert (await c.get("/_debug")).json()["subscribers"] == n
+            report: dict[str, Any] = (await c.get("/_debug")).json()
             tg.cancel_scope.cancel()  # every client goes away
+    return report
 
 
 async def _settled(c: httpx.AsyncClient, idle_tasks: int) -> dict[str, Any]:
@@ -371,9 +433,9 @@ async def test_500_dropped_streams_leave_no_subscriber_task_or_memory_behind() -
         async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
             idle = (await c.get("/_debug")).json()
             # warm-up at full size: imports, caches, the loop's tables grown to 500 connections
-            await _open_and_drop(c, 500)
+            assert (await _open_and_drop(c, 500))["subscribers"] == 500
             before = await _settled(c, idle["tasks"])
-            await _open_and_drop(c, 500)
+            assert (await _open_and_drop(c, 500))["subscribers"] == 500
             after = await _settled(c, idle["tasks"])
     assert after["tasks"] == idle["tasks"]
     # flat: anything kept per stream (a subscriber, a task, a frame, a dict) is 500 more blocks;
@@ -381,6 +443,21 @@ async def test_500_dropped_streams_leave_no_subscriber_task_or_memory_behind() -
     grew = after["grew"]
     assert after["blocks"] - before["blocks"] < 250, grew
     assert after["memory"] - before["memory"] < 128 * 1024, grew
+
+
+async def test_an_idle_stream_holds_no_more_memory_than_a_bare_starlette_stream() -> None:
+    """Heap held by the server per open stream that sent its first event, through uvicorn: a
+    live stream (its subscription, tasks, state) against Starlette's ``StreamingResponse``, both
+    uncompressed (httpx would take zstd: a compressed stream's cost is tests/test_compression.py's)."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    n, held, plain = 200, {}, {**DATASTAR, "accept-encoding": "identity"}
+    with run_worker("tests.test_live:leak_check_app", factory=True) as url:
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as c:
+            idle = (await c.get("/_debug")).json()
+            for path in ("/_bare", "/shared/live") * 2:  # the first round warms up
+                before = await _settled(c, idle["tasks"])
+                held[path] = ((await _open_and_drop(c, n, path, plain))["memory"] - before["memory"]) / n
+    assert held["/shared/live"] <= 1.1 * held["/_bare"], held
 
 
 SIGNAL_COUNT = re.compile(rb'datastar-patch-signals\ndata: signals \{"shared":\{"count":(\d+)')
@@ -393,13 +470,7 @@ async def test_a_stuck_client_does_not_block_others_and_gets_only_the_latest_sta
     with serve(make_app(broadcast)) as url:
         async with client(url) as writer, client(url) as reader_a, client(url) as reader_b:
             await post(writer, "/shared/pad", size=size)
-            stuck = socket.socket()
-            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            port = int(url.rsplit(":", 1)[1])
-            await anyio.to_thread.run_sync(stuck.connect, ("127.0.0.1", port))
-            try:
-                request = f"GET /shared/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nDatastar-Request: true\r\n\r\n"
-                stuck.sendall(request.encode())
+            async with stuck_stream(url) as stuck:
 
                 async def follow(c: httpx.AsyncClient, seen: list[int]) -> None:
                     tail = b""
@@ -431,5 +502,3 @@ async def test_a_stuck_client_does_not_block_others_and_gets_only_the_latest_sta
                 assert counts[-1] == pushes
                 assert len(counts) < pushes // 2, counts
                 assert len(received) < pushes * size // 2
-            finally:
-                stuck.close()
