@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import LockNotOwnedError
 
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
@@ -337,29 +338,31 @@ async def test_a_thousand_concurrent_requests_wait_for_a_connection_instead_of_f
     await sm.aclose()
 
 
-class CountingRedis(Redis):
-    """A real client that counts the commands it sends (each one a round trip here)."""
+def counting_client(url: str) -> tuple[Redis, list[str]]:
+    """A real client, and the commands its connections send (each one a round trip here),
+    whichever path sends them (the store runs its per-event scripts on connections it keeps)."""
+    sent: list[str] = []
 
-    sent: list[str]
+    class Counting(Connection):
+        async def send_command(self, *args: Any, **kwargs: Any) -> None:
+            sent.append(str(args[0]))
+            await super().send_command(*args, **kwargs)
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.sent.append(str(args[0]))
-        return await super().execute_command(*args, **options)
+    return Redis.from_url(url, decode_responses=True, connection_class=Counting), sent
 
 
 async def test_an_event_costs_two_round_trips_to_the_store(rb: Backend) -> None:
     """Lock and read in one script; save and unlock in another (it was three: the unlock alone)."""
-    counting = CountingRedis.from_url(rb.url, decode_responses=True)
-    counting.sent = []
+    counting, sent = counting_client(rb.url)
     store = RedisStore(rb.url, prefix=rb.prefix, client=counting)
     rb.stores.append(store)
     sm = rb.app(store)
     async with client(sm) as c:
         # the first also loads the scripts, if the server does not know them yet
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 1}
-        counting.sent.clear()
+        sent.clear()
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 2}
-        assert counting.sent == ["EVALSHA", "EVALSHA"]
+        assert sent == ["EVALSHA", "EVALSHA"]
         assert (await c.get("/tally", headers=JSON)).json() == {"count": 2}
     assert await rb.lock_keys() == []  # nothing left locked
     await sm.aclose()
@@ -370,8 +373,7 @@ async def test_with_the_broadcast_on_its_server_a_save_publishes_its_change_in_t
 ) -> None:
     """Lock+read, then save+unlock+publish: two round trips in all, and one message per change
     (the app's outbox does not publish it again)."""
-    counting = CountingRedis.from_url(rb.url, decode_responses=True)
-    counting.sent = []
+    counting, sent = counting_client(rb.url)
     store = RedisStore(rb.url, prefix=rb.prefix, client=counting)
     rb.stores.append(store)
     channels = f"{rb.prefix}bc:"
@@ -384,9 +386,9 @@ async def test_with_the_broadcast_on_its_server_a_save_publishes_its_change_in_t
     await listener.get_message(timeout=1)  # the subscription's confirmation
     async with client(sm) as c:
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 1}
-        counting.sent.clear()
+        sent.clear()
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 2}
-        assert counting.sent == ["EVALSHA", "EVALSHA"]
+        assert sent == ["EVALSHA", "EVALSHA"]
     heard = []
     with anyio.move_on_after(1):
         while len(heard) < 3:
