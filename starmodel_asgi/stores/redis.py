@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
@@ -41,15 +40,21 @@ CONNECTION_ERRORS = (RedisError, OSError)
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-@contextmanager
-def _unavailable() -> Iterator[None]:
+class _Unavailable:
     """Redis down, restarting or silent past ``timeout``: the caller is told ``503`` "try again"
-    (a lock lost anyway, or any other error, stays what it is: a ``500``)."""
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        logger.warning("Redis is unavailable: %r", exc)
-        raise EventError(503, "The state is unavailable; try again") from exc
+    (a lock lost anyway, or any other error, stays what it is: a ``500``). A class, not a
+    generator: two of these wrap every event."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, UNAVAILABLE):
+            logger.warning("Redis is unavailable: %r", exc)
+            raise EventError(503, "The state is unavailable; try again") from exc
+
+
+_unavailable = _Unavailable
 
 
 # KEYS: lock, state, index, then the value sets the record leaves, then those it joins. ARGV: token,
@@ -211,6 +216,9 @@ class RedisSlot:
         prefix = store.channel_prefix
         channel = "" if prefix is None else prefix + channel_name(self._spec, self.key)
         leaves = store._value_keys(self._spec, self.text)
+        # the lock is dropped by this script or released after it: no renewing meanwhile, or the
+        # renewer could find it gone before this task hears the save and report it lost
+        store._held.pop(self._keys[0], None)
         if text is None:
             keys = [*self._keys, *leaves]
             done = await store._lane.run(store._delete, keys, [self._token, self.key, channel, DELETED])
@@ -225,7 +233,6 @@ class RedisSlot:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
         self.text = text
         self.published = prefix is not None
-        store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
         self._txn._unlocked.add(self._keys[0])
 
 
@@ -246,7 +253,7 @@ class RedisTransaction:
         store = self._store
         local = store._locks.hold((spec.name, key))
         await local.__aenter__()
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         name = store._lock_key(spec, key)
         try:
             with _unavailable():
@@ -280,14 +287,14 @@ class RedisTransaction:
     async def release(self) -> None:
         holds, self._holds = self._holds, []
         store = self._store
-        with anyio.CancelScope(shield=True):
-            for local, name, token in reversed(holds):
-                store._held.pop(name, None)
-                try:
-                    if name not in self._unlocked:
+        for local, name, token in reversed(holds):
+            store._held.pop(name, None)
+            try:
+                if name not in self._unlocked:  # a save dropped the others (a shield costs 13 us)
+                    with anyio.CancelScope(shield=True):
                         await store._forget_lock(name, token, held=True)
-                finally:
-                    await local.__aexit__(None, None, None)
+            finally:
+                await local.__aexit__(None, None, None)  # no await inside: nothing to cancel
 
 
 class RedisCopies:
