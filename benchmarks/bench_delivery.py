@@ -6,7 +6,8 @@ stream on another app (its own Redis connections, as another worker process has)
 The baseline is what a developer would write by hand: one app answers the event with Redis
 ``INCRBY`` then ``PUBLISH``, another streams what its ``SUBSCRIBE`` hears as Datastar SSE. Both
 sides share one event loop here, so the figure includes both workers' work, not the network
-between machines.
+between machines: the delay is mostly CPU, so the CPU this process spends per delivery (both
+workers, Redis itself not counted) is given beside it, the steadier figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import anyio
 from bench_live import LiveDriver, Stream, Tracker
@@ -51,8 +53,12 @@ def worker(url: str, prefix: str) -> StarModel:
     )
 
 
-async def delays_between(poster: LiveDriver, watcher: LiveDriver, changes: int) -> list[float]:
-    """Seconds from each event posted through ``poster`` until the stream of ``watcher`` has it."""
+Delays = list[tuple[float, float]]  # per change: seconds until delivered, CPU seconds spent meanwhile
+
+
+async def delays_between(poster: LiveDriver, watcher: LiveDriver, changes: int) -> Delays:
+    """Seconds from each event posted through ``poster`` until the stream of ``watcher`` has it,
+    and the CPU seconds this process spent meanwhile."""
     tracker = Tracker()
     stream = Stream(tracker)
     delays = []
@@ -63,15 +69,15 @@ async def delays_between(poster: LiveDriver, watcher: LiveDriver, changes: int) 
         await anyio.sleep(0.2)  # the listener has subscribed
         for _ in range(changes):
             tracker.expect(stream.seen + 1, [stream])
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             await poster.post()
             await tracker.done.wait()
-            delays.append(time.perf_counter() - start)
+            delays.append((time.perf_counter() - start, time.process_time() - cpu))
         stream.close()
     return delays
 
 
-async def starmodel_delays(url: str, changes: int) -> list[float]:
+async def starmodel_delays(url: str, changes: int) -> Delays:
     prefix = f"bench-delivery-{uuid.uuid4().hex[:8]}:"
     a, b = worker(url, prefix), worker(url, prefix)
     delays = await delays_between(LiveDriver(a), LiveDriver(b), changes)
@@ -115,7 +121,7 @@ def baseline_workers(url: str, prefix: str) -> tuple[Starlette, Starlette, list[
     return Starlette(routes=routes), Starlette(routes=routes), [writer, reader]
 
 
-async def baseline_delays(url: str, changes: int) -> list[float]:
+async def baseline_delays(url: str, changes: int) -> Delays:
     prefix = f"bench-delivery-base-{uuid.uuid4().hex[:8]}:"
     a, b, clients = baseline_workers(url, prefix)
     delays = await delays_between(LiveDriver(a), LiveDriver(b), changes)
@@ -125,21 +131,42 @@ async def baseline_delays(url: str, changes: int) -> list[float]:
     return delays
 
 
-async def measure(url: str, changes: int) -> tuple[float, float, float]:
-    """(hand-written p50, StarModel p50, StarModel p90), in milliseconds; the two alternate in
-    rounds so a busy moment of the machine hits both."""
-    base: list[float] = []
-    ours: list[float] = []
+class Figures(NamedTuple):
+    """Medians over the changes: the delay (ms) by hand and StarModel's (with its p90), and the
+    CPU per delivery (us) of each."""
+
+    base_p50: float
+    p50: float
+    p90: float
+    base_cpu: float
+    cpu: float
+
+
+async def measure(url: str, changes: int) -> Figures:
+    """Both sides' figures; the two alternate in rounds so a busy moment of the machine hits both."""
+    base: Delays = []
+    ours: Delays = []
     rounds = 4 if changes >= 40 else 1
     for _ in range(rounds):
         base += await baseline_delays(url, changes // rounds)
         ours += await starmodel_delays(url, changes // rounds)
-    return statistics.median(base) * 1e3, statistics.median(ours) * 1e3, statistics.quantiles(ours, n=10)[-1] * 1e3
+    ms = [d * 1e3 for d, _ in ours]
+    return Figures(
+        statistics.median(d * 1e3 for d, _ in base),
+        statistics.median(ms),
+        statistics.quantiles(ms, n=10)[-1],
+        statistics.median(c * 1e6 for _, c in base),
+        statistics.median(c * 1e6 for _, c in ours),
+    )
 
 
 async def main(changes: int) -> None:
-    base, p50, p90 = await measure(os.environ["STARMODEL_TEST_REDIS_URL"], changes)
-    print(f"{changes} changes: by hand p50 {base:.2f} ms; StarModel p50 {p50:.2f} ms, p90 {p90:.2f} ms")
+    f = await measure(os.environ["STARMODEL_TEST_REDIS_URL"], changes)
+    print(
+        f"{changes} changes: by hand p50 {f.base_p50:.2f} ms, CPU {f.base_cpu:.0f} us per delivery; "
+        f"StarModel p50 {f.p50:.2f} ms (p90 {f.p90:.2f}), CPU {f.cpu:.0f} us per delivery; "
+        f"ratio p50 {f.p50 / f.base_p50:.2f}, CPU {f.cpu / f.base_cpu:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -365,7 +364,7 @@ class LiveResponse(LiveStream):
         spec = self.spec
         if message is not None:
             try:
-                return entity_class(spec).model_validate(json.loads(message))
+                return entity_class(spec).model_validate_json(message)  # the stored JSON, read as a store read does
             except ValueError:
                 logger.exception("unreadable live message for %s %s; re-reading", spec.name, self.key)
         try:

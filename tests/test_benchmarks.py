@@ -30,7 +30,7 @@ def test_every_benchmark_row_runs() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + 25, result.stdout  # the header and every row
+    assert len(table) == 1 + 26, result.stdout  # the header and every row
     bulk = [row.split(" | ") for row in table if "done records" in row]
     assert [cells[0].split(" on ")[-1].split(",")[0] for cells in bulk] == ["SQLite", "PostgreSQL"]
     counters = [row.split(" | ") for row in table if "global counter" in row]

@@ -14,6 +14,7 @@ import anyio
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import LockNotOwnedError
 
 from starmodel_asgi import Entity, ServerOnly, StarModel, event
@@ -250,6 +251,29 @@ async def test_a_renewal_racing_a_release_keeps_renewing_the_next_holder(
     assert await rb.lock_keys() == []
 
 
+async def test_a_renewal_that_finds_the_lock_dropped_by_a_save_reports_nothing(
+    rb: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The save script drops the lock: a renewal round that runs after it ran, but before the
+    saving task has heard its reply, finds the lock gone. Nothing was lost: no error is logged."""
+    store = rb.store(lock_timeout=0.3)  # a renewal round every 0.1 s
+    run = store._lane.run
+
+    async def save_heard_late(script: Any, keys: list[str], args: list[Any]) -> Any:
+        reply = await run(script, keys, args)
+        if script is store._save:
+            await anyio.sleep(0.25)  # the reply is slow to come: renewal rounds run meanwhile
+        return reply
+
+    store._lane.run = save_heard_late  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="starmodel_asgi"):
+        async with store.hold(spec_of(Tally), "global") as slot:
+            await slot.save({"id": "global", "count": 1, "secret": "s"})
+    assert await store.get(spec_of(Tally), "global") == {"id": "global", "count": 1, "secret": "s"}
+    assert not any("lost the lock" in rec.getMessage() for rec in caplog.records)
+    assert await rb.lock_keys() == []
+
+
 async def test_cancelled_acquires_leave_no_lock_behind(rb: Backend) -> None:
     """A task cancelled while taking the lock (say, after ``SET NX`` ran but before its reply
     came) deletes the lock if it is its own, instead of leaving it for ``lock_timeout``."""
@@ -337,29 +361,31 @@ async def test_a_thousand_concurrent_requests_wait_for_a_connection_instead_of_f
     await sm.aclose()
 
 
-class CountingRedis(Redis):
-    """A real client that counts the commands it sends (each one a round trip here)."""
+def counting_client(url: str) -> tuple[Redis, list[str]]:
+    """A real client, and the commands its connections send (each one a round trip here),
+    whichever path sends them (the store runs its per-event scripts on connections it keeps)."""
+    sent: list[str] = []
 
-    sent: list[str]
+    class Counting(Connection):
+        async def send_command(self, *args: Any, **kwargs: Any) -> None:
+            sent.append(str(args[0]))
+            await super().send_command(*args, **kwargs)
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.sent.append(str(args[0]))
-        return await super().execute_command(*args, **options)
+    return Redis.from_url(url, decode_responses=True, connection_class=Counting), sent
 
 
 async def test_an_event_costs_two_round_trips_to_the_store(rb: Backend) -> None:
     """Lock and read in one script; save and unlock in another (it was three: the unlock alone)."""
-    counting = CountingRedis.from_url(rb.url, decode_responses=True)
-    counting.sent = []
+    counting, sent = counting_client(rb.url)
     store = RedisStore(rb.url, prefix=rb.prefix, client=counting)
     rb.stores.append(store)
     sm = rb.app(store)
     async with client(sm) as c:
         # the first also loads the scripts, if the server does not know them yet
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 1}
-        counting.sent.clear()
+        sent.clear()
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 2}
-        assert counting.sent == ["EVALSHA", "EVALSHA"]
+        assert sent == ["EVALSHA", "EVALSHA"]
         assert (await c.get("/tally", headers=JSON)).json() == {"count": 2}
     assert await rb.lock_keys() == []  # nothing left locked
     await sm.aclose()
@@ -370,8 +396,7 @@ async def test_with_the_broadcast_on_its_server_a_save_publishes_its_change_in_t
 ) -> None:
     """Lock+read, then save+unlock+publish: two round trips in all, and one message per change
     (the app's outbox does not publish it again)."""
-    counting = CountingRedis.from_url(rb.url, decode_responses=True)
-    counting.sent = []
+    counting, sent = counting_client(rb.url)
     store = RedisStore(rb.url, prefix=rb.prefix, client=counting)
     rb.stores.append(store)
     channels = f"{rb.prefix}bc:"
@@ -384,9 +409,9 @@ async def test_with_the_broadcast_on_its_server_a_save_publishes_its_change_in_t
     await listener.get_message(timeout=1)  # the subscription's confirmation
     async with client(sm) as c:
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 1}
-        counting.sent.clear()
+        sent.clear()
         assert (await c.post("/tally/increment", headers=JSON)).json() == {"count": 2}
-        assert counting.sent == ["EVALSHA", "EVALSHA"]
+        assert sent == ["EVALSHA", "EVALSHA"]
     heard = []
     with anyio.move_on_after(1):
         while len(heard) < 3:

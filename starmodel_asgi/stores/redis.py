@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import LockNotOwnedError, RedisError
+from redis.exceptions import LockNotOwnedError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from starmodel_asgi.errors import EventError
@@ -40,15 +40,21 @@ CONNECTION_ERRORS = (RedisError, OSError)
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-@contextmanager
-def _unavailable() -> Iterator[None]:
+class _Unavailable:
     """Redis down, restarting or silent past ``timeout``: the caller is told ``503`` "try again"
-    (a lock lost anyway, or any other error, stays what it is: a ``500``)."""
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        logger.warning("Redis is unavailable: %r", exc)
-        raise EventError(503, "The state is unavailable; try again") from exc
+    (a lock lost anyway, or any other error, stays what it is: a ``500``). A class, not a
+    generator: two of these wrap every event."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and isinstance(exc, UNAVAILABLE):
+            logger.warning("Redis is unavailable: %r", exc)
+            raise EventError(503, "The state is unavailable; try again") from exc
+
+
+_unavailable = _Unavailable
 
 
 # KEYS: lock, state, index, then the value sets the record leaves, then those it joins. ARGV: token,
@@ -132,6 +138,57 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+class Lane:
+    """Runs the scripts of every event (lock+read, save, delete, unlock) on connections kept
+    aside from the client's pool (up to ``keep``, taken from it as needed), without the client's
+    per-command machinery (the blocking pool's condition and wait timeout, the retry wrapper, the
+    metrics hooks): about 35 us less CPU per command, on a path of two commands per event. A spare
+    connection is checked as the pool checks those it hands out (one the server closed, say it
+    restarted, is made again); its own ``socket_timeout`` still bounds each command; a command
+    that fails in any way drops its connection and raises as the client would (it retries nothing
+    either)."""
+
+    def __init__(self, client: Redis, keep: int = 4) -> None:
+        self.client, self.keep = client, keep
+        self._spare: list[AbstractConnection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the spare connections' event loop
+
+    async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        pool = self.client.connection_pool
+        if self._loop is not asyncio.get_running_loop():
+            await self.aclose()  # another event loop's connections: the pool's again
+            self._loop = asyncio.get_running_loop()
+        spare = self._spare.pop() if self._spare else None
+        conn = spare if spare is not None else await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            if spare is not None:  # what the pool checks of a connection it hands out: one the
+                await pool.ensure_connection(spare)  # server closed meanwhile is made again
+            await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await conn.read_response()
+        except NoScriptError:  # Redis restarted (or SCRIPT FLUSH): the client loads it again
+            await self._put(conn)
+            return await script(keys=keys, args=args)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect(nowait=True)
+                await pool.release(conn)
+            raise
+        await self._put(conn)
+        return reply
+
+    async def _put(self, conn: AbstractConnection) -> None:
+        if len(self._spare) < self.keep:
+            self._spare.append(conn)
+        else:
+            await self.client.connection_pool.release(conn)
+
+    async def aclose(self) -> None:
+        """Gives the spare connections back to the pool (which the client's ``aclose`` closes)."""
+        spare, self._spare, self._loop = self._spare, [], None
+        for conn in spare:
+            await self.client.connection_pool.release(conn)
+
+
 class RedisSlot:
     __slots__ = ("_keys", "_spec", "_token", "_txn", "key", "published", "text")
     keeps_json = True
@@ -164,20 +221,23 @@ class RedisSlot:
         prefix = store.channel_prefix
         channel = "" if prefix is None else prefix + channel_name(self._spec, self.key)
         leaves = store._value_keys(self._spec, self.text)
+        # the lock is dropped by this script or released after it: no renewing meanwhile, or the
+        # renewer could find it gone before this task hears the save and report it lost
+        store._held.pop(self._keys[0], None)
         if text is None:
-            done = await store._delete(keys=[*self._keys, *leaves], args=[self._token, self.key, channel, DELETED])
+            keys = [*self._keys, *leaves]
+            done = await store._lane.run(store._delete, keys, [self._token, self.key, channel, DELETED])
         else:
             ttl = ttl_for(self._spec, store.default_ttl)
             indexed = "1" if self._spec.is_record else "0"
             args: list[str | int | float] = [self._token, text, 0 if ttl is None else _ms(ttl)]
             args += [store._clock(), self.key, indexed, len(leaves), channel]
             keys = [*self._keys, *leaves, *store._value_keys(self._spec, text)]
-            done = await store._save(keys=keys, args=args)
+            done = await store._lane.run(store._save, keys, args)
         if not done:
             raise LockNotOwnedError(f"lost the lock on {self._keys[1]} (held past lock_timeout?)")
         self.text = text
         self.published = prefix is not None
-        store._held.pop(self._keys[0], None)  # the script dropped it: nothing left to renew
         self._txn._unlocked.add(self._keys[0])
 
 
@@ -198,7 +258,7 @@ class RedisTransaction:
         store = self._store
         local = store._locks.hold((spec.name, key))
         await local.__aenter__()
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()
         name = store._lock_key(spec, key)
         try:
             with _unavailable():
@@ -232,14 +292,14 @@ class RedisTransaction:
     async def release(self) -> None:
         holds, self._holds = self._holds, []
         store = self._store
-        with anyio.CancelScope(shield=True):
-            for local, name, token in reversed(holds):
-                store._held.pop(name, None)
-                try:
-                    if name not in self._unlocked:
+        for local, name, token in reversed(holds):
+            store._held.pop(name, None)
+            try:
+                if name not in self._unlocked:  # a save dropped the others (a shield costs 13 us)
+                    with anyio.CancelScope(shield=True):
                         await store._forget_lock(name, token, held=True)
-                finally:
-                    await local.__aexit__(None, None, None)
+            finally:
+                await local.__aexit__(None, None, None)  # no await inside: nothing to cancel
 
 
 class RedisCopies:
@@ -350,6 +410,7 @@ class RedisStore(RedisCopies):
         self._take = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._restore = self.client.register_script(_RESTORE)
+        self._lane = Lane(self.client)
         self._locks = KeyedLocks()
         self._held: dict[str, str] = {}  # lock name -> our token, while held
         self._renewer: asyncio.Task[None] | None = None
@@ -390,7 +451,7 @@ class RedisStore(RedisCopies):
         ttl = ttl_for(spec, self.default_ttl)
         args: list[str | int] = [token, _ms(self.lock_timeout), 0 if ttl is None else _ms(ttl)]
         while True:
-            taken = await self._take(keys=[name, self._state_key(spec, key)], args=args)
+            taken = await self._lane.run(self._take, [name, self._state_key(spec, key)], args)
             if taken[0]:
                 return None if len(taken) < 2 or taken[1] is None else str(taken[1])
             await asyncio.sleep(self.lock_poll)
@@ -425,7 +486,7 @@ class RedisStore(RedisCopies):
         ``lock_poll * 20`` seconds, until the lease would have ended), so an outage does not leave
         the instance locked for a whole lease once Redis is back."""
         try:
-            if not await self._unlock(keys=[name], args=[token]) and held:
+            if not await self._lane.run(self._unlock, [name], [token]) and held:
                 logger.warning("the lock on %s expired while held", name)
         except CONNECTION_ERRORS:
             logger.warning("could not clear the lock on %s; retrying until Redis answers", name)
@@ -524,6 +585,7 @@ class RedisStore(RedisCopies):
             if task.get_loop() is asyncio.get_running_loop():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self._lane.aclose()
         await self.client.aclose()
 
     async def ping(self) -> None:
