@@ -9,7 +9,9 @@ request carried, ``new`` the server's and ``now`` the page's:
 
 - ``now`` is ``sent`` (nothing typed since): the field becomes ``new``;
 - text that starts with ``sent`` (typed on after it): ``new`` followed by what was typed after,
-  so an emptied draft keeps only the new text;
+  so an emptied draft keeps only the new text; but where ``new`` itself goes on from ``sent`` and
+  the text already starts with ``new``, the page keeps it: the event's own live message got there
+  first (with whatever was typed after it), and ``new`` must not be added twice;
 - anything else (the user rewrote it): the page keeps ``now``, as LiveView keeps a focused input.
 
 Live streams guard such fields too, with ``sent`` the value the stream last sent (the page's
@@ -34,6 +36,7 @@ _SET = (
 )
 _REBASE = (
     "typeof now === 'string' && typeof sent === 'string' && typeof next === 'string' && now.startsWith(sent)"
+    " && !(next.length > sent.length && next.startsWith(sent) && now.startsWith(next))"
     " ? next + now.slice(sent.length) : now"
 )
 

@@ -36,6 +36,11 @@ class Chat(Entity):
         return f"<li>{html.escape(self.sent[-1])}</li>"
 
     @event
+    def fill(self) -> None:
+        """Sets the draft, or types on it: the new value starts with the one the page sent."""
+        self.draft = f"{self.draft}!" if self.draft else "hello"
+
+    @event
     async def save(self) -> None:
         """Keeps the draft (saved as the page sent it): a live page gets it back from its stream."""
         await anyio.sleep(0.6)
@@ -51,7 +56,8 @@ def site(client: Path, sync: Literal["live"] | None = None, pause: float = 0.6) 
             f"""<!doctype html><html><head>{datastar_script("/static/datastar.js")}</head>
 <body>{Chat.holder(sync=sync)}
 <input id="draft" data-bind:{Chat.signal.draft.path} data-on:keydown="evt.key === 'Enter' && {Chat.send(pause=pause)}">
-<button id="save" data-on:click="{Chat.save()}">save</button><b id="saved" data-text="{Chat.signal.saved}"></b>
+<button id="save" data-on:click="{Chat.save()}">save</button>
+<button id="fill" data-on:click="{Chat.fill()}">fill</button><b id="saved" data-text="{Chat.signal.saved}"></b>
 <ul id="sent"></ul><span id="count" data-text="{Chat.signal.sent}.length"></span></body></html>"""
         ),
     )
@@ -137,6 +143,35 @@ async def test_a_live_page_keeps_what_was_typed_while_its_own_save_comes_back(
         await expect(other.locator("#saved")).to_have_text("third")
         await other.wait_for_timeout(200)
         await expect(other.locator("#draft")).to_have_value("mine")
+
+
+async def test_a_value_the_live_stream_brought_first_is_not_added_twice(
+    datastar_js: Path,  # noqa: F811
+    chromium: Any,  # noqa: F811
+) -> None:
+    """The event's own live message usually reaches the page before its answer: the answer's
+    compare-and-set then finds the new value there already, not text typed after the sent one."""
+    from playwright.async_api import expect
+
+    with run_server(site(datastar_js, sync="live")) as url:
+        context = await chromium.new_context()
+        page = await context.new_page()
+        await page.goto(url)
+        with anyio.fail_after(5):  # the live stream gave the session
+            while not await context.cookies():
+                await anyio.sleep(0.05)
+        draft = page.locator("#draft")
+        for expected in ("hello", "hello!", "hello!!", "hello!!!"):
+            await page.locator("#fill").click()
+            await expect(draft).to_have_value(expected)
+            await page.wait_for_timeout(150)  # the answer after the stream, or the stream after it
+            await expect(draft).to_have_value(expected)
+        await draft.press("End")
+        await draft.press_sequentially(" typed")
+        await page.locator("#fill").click()
+        await expect(draft).to_have_value("hello!!! typed!")
+        await page.wait_for_timeout(150)
+        await expect(draft).to_have_value("hello!!! typed!")
 
 
 async def test_a_page_in_python_sees_the_draft_emptied() -> None:

@@ -332,6 +332,18 @@ async def test_prefixes_keep_apps_apart(rb: Backend) -> None:
     assert await mine.get(spec_of(Tally), "global") == {"id": "global", "count": 3, "secret": "s"}
 
 
+async def test_a_prefix_in_the_url_namespaces_the_keys_as_a_broadcast_url_does(rb: Backend) -> None:
+    separator = "&" if "?" in rb.url else "?"
+    named = RedisStore(f"{rb.url}{separator}prefix={rb.prefix}url:")
+    rb.stores.append(named)
+    async with named.hold(spec_of(Tally), "global") as slot:
+        await slot.save({"id": "global", "count": 4, "secret": "s"})
+    assert await rb.keys() == [f"{rb.prefix}url:state:tally:global"]
+    sm = StarModel([Tally], secret_key="k", redis_url=f"{rb.url}{separator}prefix={rb.prefix}url:")
+    assert (await sm.get(Tally)).count == 4
+    await sm.aclose()
+
+
 class Visitor(Entity):
     model_config = {"store": "redis"}
     count: int = 0

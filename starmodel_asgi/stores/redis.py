@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockNotOwnedError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from starmodel_asgi.broadcast.base import split_prefix
 from starmodel_asgi.errors import EventError
 from starmodel_asgi.logs import STORES, get_logger, own_task
 from starmodel_asgi.query import EVERYTHING, Query, window
@@ -374,7 +375,7 @@ class RedisStore(RedisCopies):
         url: str,
         default_ttl: float | None = None,
         *,
-        prefix: str = "starmodel:",
+        prefix: str | None = None,
         lock_timeout: float = 5.0,
         lock_poll: float = 0.005,
         timeout: float = 5.0,
@@ -382,9 +383,10 @@ class RedisStore(RedisCopies):
         clock: Callable[[], float] = time.time,
         client: Redis | None = None,
     ) -> None:
-        self.url = url
+        # ``redis://h/0?prefix=app1:`` namespaces the keys, as it does a Redis broadcast's channels
+        self.url, url_prefix = split_prefix(url)
         self.default_ttl = default_ttl
-        self.prefix = prefix
+        self.prefix = prefix if prefix is not None else url_prefix or "starmodel:"
         #: set when the broadcast is Redis pub/sub on this same server (``publish_through``):
         #: each save then publishes its change itself, with this prefix on the channel
         self.channel_prefix: str | None = None
@@ -397,7 +399,7 @@ class RedisStore(RedisCopies):
             client
             if client is not None
             else blocking_client(
-                url,
+                self.url,
                 max_connections=max_connections,
                 timeout=timeout,
                 socket_timeout=timeout,
