@@ -112,4 +112,6 @@ class JSONFormatter:
 
 
 def default_formatters() -> list[Formatter]:
+    """What ``StarModel(formatters=None)`` uses: Datastar SSE for Datastar requests, else JSON.
+    Put your own before them: ``formatters=[HtmxFormatter(), *default_formatters()]``."""
     return [DatastarFormatter(), JSONFormatter()]

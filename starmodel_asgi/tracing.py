@@ -24,5 +24,10 @@ def span_namer() -> SpanNamer:
             route = f"{scope.get('root_path', '')}{template.path}"
             span.update_name(f"{scope['method']} {route}")
             span.set_attribute("http.route", route)
+            # FastAPI's own tracing (FastAPI(telemetry=...)) sets http.route again as the request
+            # ends, from the route it saw: the mount's "/sm/{path}" unless told this one
+            telemetry = scope.get("fastapi.telemetry")
+            if telemetry is not None and hasattr(telemetry, "route"):
+                telemetry.route = route
 
     return name

@@ -351,6 +351,25 @@ async def test_span_names_carry_the_route_template_never_the_record_id(tracing: 
     assert routes == ["/sm/ticket", "/sm/ticket/{id}/close", "/sm/tally/add"]
 
 
+async def test_fastapis_own_tracing_gets_the_route_template_too() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        host = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})  # type: ignore[call-arg]
+    except TypeError:
+        pytest.skip("this FastAPI has no tracing of its own (FastAPI(telemetry=...) came later)")
+    host.mount("/sm", StarModel([Ticket], secret_key="k"))
+    async with client_of(host) as client:
+        ticket = (await client.post("/sm/ticket", json={}, headers=JSON)).json()
+        assert (await client.post(f"/sm/ticket/{ticket['id']}/close", headers=JSON)).status_code == 200
+    spans = exporter.get_finished_spans()
+    assert [(s.name, (s.attributes or {}).get("http.route")) for s in spans] == [
+        ("POST /sm/ticket", "/sm/ticket"),
+        ("POST /sm/ticket/{id}/close", "/sm/ticket/{id}/close"),
+    ]
+
+
 async def test_the_route_template_is_in_the_scope_for_middleware_that_reads_it() -> None:
     seen: list[Any] = []
     sm = StarModel([Ticket], secret_key="k", tracing=False)
