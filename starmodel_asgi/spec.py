@@ -142,7 +142,11 @@ class EntitySpec:
 
     def event_url(self, segment: str, id: str | int | None = None) -> str:
         descriptor = self.events.get(segment)
-        if descriptor is not None and descriptor.info.collection:  # acts on the collection: no id
+        collection = descriptor is not None and descriptor.info.collection
+        if id is not None and (collection or not self.is_record):
+            whose = "the collection" if collection else f'one instance per {self.scope} (scope="{self.scope}")'
+            raise TypeError(f"{self.entity.__name__}.{segment} acts on {whose}: its action takes no id")
+        if collection:
             return "/".join([self.base_path.rstrip("/"), self.name, segment])
         return self.url(id, segment)
 

@@ -69,6 +69,12 @@ def test_record_actions_need_the_id() -> None:
         Task.rename(title="x")
 
 
+def test_an_id_given_to_an_action_that_takes_none_is_named_not_dropped() -> None:
+    with pytest.raises(TypeError, match=r'Counter.increment acts on one instance per session \(scope="session"\)'):
+        Counter.increment(id="x", amount=1)
+    assert Counter.increment(amount=1) == "@post('/sm/counter/increment?amount=1')"
+
+
 def test_base_path_follows_the_app() -> None:
     StarModel(entities=[Counter], base_path="/apps/live/", secret_key="k")
     assert Counter.increment() == "@post('/apps/live/counter/increment')"
