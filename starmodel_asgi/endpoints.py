@@ -76,7 +76,8 @@ class Endpoints:
                 table.add(spec, "", "GET", MethodHandler(partial(self.read, spec)))
                 table.add(spec, "live", "GET", MethodHandler(partial(self.stream, spec)))
             for segment, descriptor in spec.events.items():
-                action = MethodHandler(partial(self.run, spec, descriptor), True, descriptor.info.name)
+                run = self.run if descriptor.injected.depends else self._run  # no providers: one frame less
+                action = MethodHandler(partial(run, spec, descriptor), True, descriptor.info.name)
                 with_id = spec.is_record and not descriptor.info.collection
                 table.add(spec, segment, descriptor.info.method, action, with_id=with_id)
         return table

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from datastar_py.consts import ElementPatchMode
+from datastar_py.consts import SIGNALS_DATALINE_LITERAL, ElementPatchMode, EventType
 from datastar_py.sse import SSE_HEADERS
 from datastar_py.sse import ServerSentEventGenerator as SSE
 
@@ -61,14 +61,14 @@ class DatastarFormatter:
             if update.guarded:
                 changed = {k: v for k, v in changed.items() if k not in update.guarded}
             if changed:
-                events.append(SSE.patch_signals({update.entity: changed}))
+                events.append(patch_signals({update.entity: changed}))
             if update.guarded:
                 events.append(guarded(update))
             for el in update.elements:
                 mode = ElementPatchMode(el.mode) if el.mode else None
                 events.append(SSE.patch_elements(el.html, el.selector, mode, el.use_view_transition))
             if update.cleared:
-                events.append(SSE.patch_signals({update.entity: update.cleared}))
+                events.append(patch_signals({update.entity: update.cleared}))
             if update.redirect is not None:
                 events.append(SSE.redirect(script_string(update.redirect)))
         return "".join(events)
@@ -77,7 +77,17 @@ class DatastarFormatter:
         """Errors land in the entity's namespace as ``_error`` (a sentence) and ``_errors``
         (per parameter); leading underscores keep Datastar from sending them back."""
         namespace = error.entity or ERROR_NAMESPACE
-        return SSE.patch_signals({namespace: error_signals(error)})
+        return patch_signals({namespace: error_signals(error)})
+
+
+#: One compact encoder for every patch (``json.dumps`` with ``separators`` builds one per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_PATCH_SIGNALS = f"event: {EventType.PATCH_SIGNALS}\ndata: {SIGNALS_DATALINE_LITERAL} "
+
+
+def patch_signals(signals: dict[str, Any]) -> str:
+    """``SSE.patch_signals(signals)``'s event, written at once: ASCII-escaped JSON is one line."""
+    return f"{_PATCH_SIGNALS}{_COMPACT.encode(signals)}\n\n"
 
 
 def guarded(update: Update) -> str:
