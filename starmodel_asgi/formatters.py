@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import json.encoder
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from datastar_py.consts import SIGNALS_DATALINE_LITERAL, ElementPatchMode, EventType
@@ -80,14 +81,27 @@ class DatastarFormatter:
         return patch_signals({namespace: error_signals(error)})
 
 
-#: One compact encoder for every patch (``json.dumps`` with ``separators`` builds one per call).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
+def json_writer(item_separator: str = ", ", key_separator: str = ": ") -> Callable[[Any], str]:
+    """What ``json.dumps(value, separators=(item_separator, key_separator))`` writes, from an
+    encoder made once: ``json.dumps`` builds one per call, and its C encoder per call too. Without
+    the circular-reference check (what is written here is JSON-ready state, never circular)."""
+    encoder = json.JSONEncoder(separators=(item_separator, key_separator))
+    make = getattr(json.encoder, "c_make_encoder", None)  # CPython's, private: absent elsewhere
+    if make is None:  # no C accelerator
+        return encoder.encode
+    chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None, key_separator, item_separator,
+                  False, False, True)  # fmt: skip
+    return lambda value: "".join(chunks(value, 0))
+
+
+_COMPACT = json_writer(",", ":")
+_JSON = json_writer()
 _PATCH_SIGNALS = f"event: {EventType.PATCH_SIGNALS}\ndata: {SIGNALS_DATALINE_LITERAL} "
 
 
 def patch_signals(signals: dict[str, Any]) -> str:
     """``SSE.patch_signals(signals)``'s event, written at once: ASCII-escaped JSON is one line."""
-    return f"{_PATCH_SIGNALS}{_COMPACT.encode(signals)}\n\n"
+    return f"{_PATCH_SIGNALS}{_COMPACT(signals)}\n\n"
 
 
 def guarded(update: Update) -> str:
@@ -114,7 +128,7 @@ class JSONFormatter:
 
     def format(self, updates: Sequence[Update]) -> str:
         """The public state after the last update, as a JSON object (``{}`` if there is none)."""
-        return json.dumps(updates[-1].state if updates else {})
+        return _JSON(updates[-1].state if updates else {})
 
     def format_error(self, error: EventError) -> str:
         """``{"error": message, "errors": {parameter: message}, "status": status}``."""
