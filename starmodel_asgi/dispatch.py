@@ -93,30 +93,30 @@ async def call(unit: Unit | None, descriptor: EventDescriptor, bound: Any, kwarg
     """A plain event's one call, with ``unit`` current: sync code on the loop, or in a worker
     thread when the event asks for one (``thread=True``)."""
     if descriptor.is_coroutine:
-        return await _in_unit(unit, partial(bound, **kwargs))
+        return await _in_unit(unit, bound, **kwargs)
     if descriptor.info.thread:
         return await _in_unit(unit, anyio.to_thread.run_sync, partial(bound, **kwargs))
-    return _inline(unit, partial(bound, **kwargs))
+    return _inline(unit, bound, **kwargs)
 
 
-def _inline(unit: Unit | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` on the loop, with ``unit`` current (as it is, without one)."""
+def _inline(unit: Unit | None, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on the loop, with ``unit`` current (as it is, without one)."""
     if unit is None:
-        return fn(*args)
+        return fn(*args, **kwargs)
     token = CURRENT.set(unit)
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         CURRENT.reset(token)
 
 
-async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """``await fn(*args)`` with ``unit`` current (as it is, without one)."""
+async def _in_unit(unit: Unit | None, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Any:
+    """``await fn(*args, **kwargs)`` with ``unit`` current (as it is, without one)."""
     if unit is None:
-        return await fn(*args)
+        return await fn(*args, **kwargs)
     token = CURRENT.set(unit)
     try:
-        return await fn(*args)
+        return await fn(*args, **kwargs)
     finally:
         CURRENT.reset(token)
 

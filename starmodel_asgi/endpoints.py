@@ -24,7 +24,7 @@ from starmodel_asgi.events import EventDescriptor
 from starmodel_asgi.formatters import Formatter
 from starmodel_asgi.guard import Guard
 from starmodel_asgi.identity import Sessions, default_user
-from starmodel_asgi.incoming import Body, Incoming, large_body, read_input
+from starmodel_asgi.incoming import EMPTY, Incoming, large_body, read_input
 from starmodel_asgi.lists import ListStream, Windows, newest_first_of, paging
 from starmodel_asgi.live import Live
 from starmodel_asgi.origins import SAFE_METHODS, check_origin
@@ -37,8 +37,6 @@ from starmodel_asgi.values import App, EventRequest, Update
 
 #: ``get_user``: the caller's user id or ``None``; may be async (``contrib.django.django_user`` is).
 UserGetter = Callable[[Request], str | Awaitable[str | None] | None]
-#: No body: nothing to close.
-NO_BODY = Body()
 
 
 @dataclass
@@ -76,7 +74,8 @@ class Endpoints:
                 table.add(spec, "", "GET", MethodHandler(partial(self.read, spec)))
                 table.add(spec, "live", "GET", MethodHandler(partial(self.stream, spec)))
             for segment, descriptor in spec.events.items():
-                action = MethodHandler(partial(self.run, spec, descriptor), True, descriptor.info.name)
+                run = self.run if descriptor.injected.depends else self._run  # no providers: one frame less
+                action = MethodHandler(partial(run, spec, descriptor), True, descriptor.info.name)
                 with_id = spec.is_record and not descriptor.info.collection
                 table.add(spec, segment, descriptor.info.method, action, with_id=with_id)
         return table
@@ -85,7 +84,7 @@ class Endpoints:
         """Runs the route's handler for the request's method; any failure becomes an answer, and
         the session cookie goes on whatever the answer is."""
         set_cookie: str | None = None
-        body = NO_BODY
+        body = EMPTY
         shown = errors_shown(incoming)
         failed: EventError | None = None
         method = incoming.method
@@ -110,7 +109,8 @@ class Endpoints:
                 if large:
                     await self.dispatcher.read(route.spec, params["id"], must_exist=True)
             body = await read_input(incoming, self.max_body_size, self.body_timeout)
-            call.signals, call.form = body.signals, body.form
+            if body is not EMPTY:
+                call.signals, call.form = body.signals, body.form
             response = await action.handler(call)
         except Exception as exc:
             failed = attributed(internal_error(exc, f"{method} {incoming.path}"), route.spec)

@@ -47,7 +47,7 @@ class Incoming:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
-            self._cookies = cookie_parser(self.headers.get("cookie", ""))
+            self._cookies = parse_cookies(self.headers.get("cookie", ""))
         return self._cookies
 
     @property
@@ -67,6 +67,22 @@ class Incoming:
     @property
     def is_datastar(self) -> bool:
         return is_datastar(self.headers)
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Starlette's ``cookie_parser``, without its unquoting call for the values not in quotes (all
+    but a few): the same dict for any header."""
+    if '"' in header:
+        return cookie_parser(header)
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        key, eq, value = chunk.partition("=")
+        if not eq:  # no name (browsers' reading of a bare value)
+            key, value = "", key
+        key, value = key.strip(), value.strip()
+        if key or value:
+            cookies[key] = value
+    return cookies
 
 
 def _pairs(query: str) -> Iterable[tuple[str, str]]:
@@ -180,13 +196,18 @@ class Body:
             await self.uploads.close()
 
 
+#: Nothing sent (most reads): one ``Body`` for all, never changed; its empty signals and form are
+#: not handed on (``EventRequest`` has its own).
+EMPTY = Body()
+
+
 async def read_input(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> Body:
     """The signals in the ``datastar`` query parameter of GET/HEAD/DELETE requests, else the body:
     a JSON object of signals, or a urlencoded or multipart form (what Datastar's
     ``{contentType: 'form'}`` and plain HTML forms send), within ``timeout`` seconds."""
     if incoming.method in ("GET", "HEAD", "DELETE"):
         raw = incoming.query.get("datastar") if incoming.scope.get("query_string") else None
-        return Body(parse_json(raw[-1].encode())) if raw and raw[-1] else Body()
+        return Body(parse_json(raw[-1].encode())) if raw and raw[-1] else EMPTY
     kind = content_type(incoming.headers)
     if kind == MULTIPART_TYPE:
         try:
@@ -196,7 +217,7 @@ async def read_input(incoming: Incoming, max_body_size: int, timeout: float = 30
     body = await read_body(incoming, max_body_size, timeout)
     if kind == FORM_TYPE:
         return Body(form=multi(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
-    return Body(parse_json(body)) if body.strip() else Body()
+    return Body(parse_json(body)) if body.strip() else EMPTY
 
 
 async def read_multipart(incoming: Incoming, max_body_size: int, timeout: float = 30.0) -> Body:
