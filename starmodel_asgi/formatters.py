@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import json.encoder
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
-from datastar_py.consts import SIGNALS_DATALINE_LITERAL, ElementPatchMode, EventType
+from datastar_py.consts import ElementPatchMode
 from datastar_py.sse import SSE_HEADERS
 from datastar_py.sse import ServerSentEventGenerator as SSE
 
@@ -62,14 +61,14 @@ class DatastarFormatter:
             if update.guarded:
                 changed = {k: v for k, v in changed.items() if k not in update.guarded}
             if changed:
-                events.append(patch_signals({update.entity: changed}))
+                events.append(SSE.patch_signals({update.entity: changed}))
             if update.guarded:
                 events.append(guarded(update))
             for el in update.elements:
                 mode = ElementPatchMode(el.mode) if el.mode else None
                 events.append(SSE.patch_elements(el.html, el.selector, mode, el.use_view_transition))
             if update.cleared:
-                events.append(patch_signals({update.entity: update.cleared}))
+                events.append(SSE.patch_signals({update.entity: update.cleared}))
             if update.redirect is not None:
                 events.append(SSE.redirect(script_string(update.redirect)))
         return "".join(events)
@@ -78,30 +77,7 @@ class DatastarFormatter:
         """Errors land in the entity's namespace as ``_error`` (a sentence) and ``_errors``
         (per parameter); leading underscores keep Datastar from sending them back."""
         namespace = error.entity or ERROR_NAMESPACE
-        return patch_signals({namespace: error_signals(error)})
-
-
-def json_writer(item_separator: str = ", ", key_separator: str = ": ") -> Callable[[Any], str]:
-    """What ``json.dumps(value, separators=(item_separator, key_separator))`` writes, from an
-    encoder made once: ``json.dumps`` builds one per call, and its C encoder per call too. Without
-    the circular-reference check (what is written here is JSON-ready state, never circular)."""
-    encoder = json.JSONEncoder(separators=(item_separator, key_separator))
-    make = getattr(json.encoder, "c_make_encoder", None)  # CPython's, private: absent elsewhere
-    if make is None:  # no C accelerator
-        return encoder.encode
-    chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None, key_separator, item_separator,
-                  False, False, True)  # fmt: skip
-    return lambda value: "".join(chunks(value, 0))
-
-
-_COMPACT = json_writer(",", ":")
-_JSON = json_writer()
-_PATCH_SIGNALS = f"event: {EventType.PATCH_SIGNALS}\ndata: {SIGNALS_DATALINE_LITERAL} "
-
-
-def patch_signals(signals: dict[str, Any]) -> str:
-    """``SSE.patch_signals(signals)``'s event, written at once: ASCII-escaped JSON is one line."""
-    return f"{_PATCH_SIGNALS}{_COMPACT(signals)}\n\n"
+        return SSE.patch_signals({namespace: error_signals(error)})
 
 
 def guarded(update: Update) -> str:
@@ -128,7 +104,7 @@ class JSONFormatter:
 
     def format(self, updates: Sequence[Update]) -> str:
         """The public state after the last update, as a JSON object (``{}`` if there is none)."""
-        return _JSON(updates[-1].state if updates else {})
+        return json.dumps(updates[-1].state if updates else {})
 
     def format_error(self, error: EventError) -> str:
         """``{"error": message, "errors": {parameter: message}, "status": status}``."""

@@ -47,7 +47,7 @@ class Incoming:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
-            self._cookies = parse_cookies(self.headers.get("cookie", ""))
+            self._cookies = cookie_parser(self.headers.get("cookie", ""))
         return self._cookies
 
     @property
@@ -67,22 +67,6 @@ class Incoming:
     @property
     def is_datastar(self) -> bool:
         return is_datastar(self.headers)
-
-
-def parse_cookies(header: str) -> dict[str, str]:
-    """Starlette's ``cookie_parser``, without its unquoting call for the values not in quotes (all
-    but a few): the same dict for any header."""
-    if '"' in header:
-        return cookie_parser(header)
-    cookies: dict[str, str] = {}
-    for chunk in header.split(";"):
-        key, eq, value = chunk.partition("=")
-        if not eq:  # no name (browsers' reading of a bare value)
-            key, value = "", key
-        key, value = key.strip(), value.strip()
-        if key or value:
-            cookies[key] = value
-    return cookies
 
 
 def _pairs(query: str) -> Iterable[tuple[str, str]]:
