@@ -1,0 +1,455 @@
+"""The SQL store as its users see it: the behaviours mutation testing (issue 19 point 11) found no
+test for in ``stores/sql.py``, on real SQLite files and the real PostgreSQL: the table a migration
+tool sees (column types, NULLs, keys, indexes), values at the edges of what a column holds, expiry to
+the second and sweeps once per interval, list order with ties and NULLs and from the newest end,
+SQLite's WAL and its write lock shared with other processes, bulk deletes, ``dump``/``restore``
+(what ``sm.copy`` moves) and reads beside a held row.
+
+Equivalent mutants (no behaviour a user can see changes), one line each:
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Text, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from starmodel_asgi import Entity, StarModel
+from starmodel_asgi.errors import EventError
+from starmodel_asgi.query import Query
+from starmodel_asgi.stores.base import Stored
+from starmodel_asgi.stores.sql import SQLStore, metadata_for
+from tests.support.services import require
+from tests.test_sql_store import Clock
+
+pytestmark = pytest.mark.anyio
+
+
+class Cell(Entity):
+    model_config = {"scope": "record", "store": "sql", "name": "cell", "indexes": ["room"]}
+    count: int = 0
+    ratio: float = 0.5
+    title: str = ""
+    done: bool = False
+    maybe: int | None = 5
+    either: int | str = 0
+    anything: Any = 1
+    many: int | str | None = None
+    room: str = "main"
+    rank: int | None = None
+
+
+class Note(Entity):
+    model_config = {"scope": "record", "store": "sql", "name": "note", "ttl": 10, "indexes": ["room"]}
+    room: str = "main"
+
+
+class Stay(Entity):
+    model_config = {"scope": "session", "store": "sql", "name": "stay"}  # the store's default_ttl
+    count: int = 0
+
+
+class Kept(Entity):
+    model_config = {"scope": "record", "name": "kept"}  # the memory store's: no table
+    title: str = ""
+
+
+class Backend:
+    """One database for a test, with a table prefix of its own; drops its tables afterwards."""
+
+    def __init__(self, kind: str, url: str, path: Path | None = None) -> None:
+        self.kind, self.url, self.path = kind, url, path
+        self.prefix = f"m{uuid.uuid4().hex[:8]}_"
+        self.stores: list[SQLStore] = []
+
+    def store(self, **options: Any) -> SQLStore:
+        store = SQLStore(self.url, table_prefix=self.prefix, **options)
+        self.stores.append(store)
+        return store
+
+    def app(self, store: SQLStore) -> StarModel:
+        return StarModel([Cell, Note, Stay, Kept], secret_key="k", stores={"sql": store})
+
+    async def run(self, sql: str) -> list[tuple[Any, ...]]:
+        """A statement on a connection of its own (not the store's), committed; rows it returns."""
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(text(sql.replace("{p}", self.prefix)))
+                return [tuple(r) for r in result.all()] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    async def inspected(self, what: str, name: str) -> Any:
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda sync: getattr(inspect(sync), what)(f"{self.prefix}{name}"))
+        finally:
+            await engine.dispose()
+
+    async def drop(self) -> None:
+        for store in self.stores:
+            await store.aclose()
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                names = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+                for name in names:
+                    if name.startswith(self.prefix):
+                        await conn.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
+        finally:
+            await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path / "sm.db"
+        backend = Backend("sqlite", f"sqlite+aiosqlite:///{path}", path)
+    else:
+        backend = Backend("postgres", require("STARMODEL_TEST_POSTGRES_URL", "PostgreSQL"))
+    try:
+        yield backend
+    finally:
+        await backend.drop()
+
+
+@pytest.fixture
+async def lite(tmp_path: Path) -> AsyncIterator[Backend]:
+    path = tmp_path / "sm.db"
+    backend = Backend("sqlite", f"sqlite+aiosqlite:///{path}", path)
+    try:
+        yield backend
+    finally:
+        await backend.drop()
+
+
+def ids(items: list[Any]) -> list[str]:
+    return [i.id for i in items]
+
+
+def kind(column_type: Any) -> str:
+    for general in (BigInteger, Float, Text, Boolean, JSON):
+        if isinstance(column_type, general):
+            return general.__name__
+    return type(column_type).__name__
+
+
+# -- the table
+
+
+async def test_the_table_a_migration_tool_sees(db: Backend) -> None:
+    """Catches a column of the wrong type (an optional int as JSON, a union as a number), a field
+    column refusing NULL, bookkeeping columns without their key, NOT NULL or index."""
+    sm = db.app(db.store())
+    await sm.create(Cell, id="c")
+    columns = {c["name"]: c for c in await db.inspected("get_columns", "cell")}
+    assert {name: kind(c["type"]) for name, c in columns.items()} == {
+        "_key": "Text", "_created": "Float", "_expires": "Float", "id": "Text",
+        "count": "BigInteger", "ratio": "Float", "title": "Text", "done": "Boolean", "maybe": "BigInteger",
+        "either": "JSON", "anything": "JSON", "many": "JSON", "room": "Text", "rank": "BigInteger",
+    }  # fmt: skip
+    assert [name for name, c in columns.items() if not c["nullable"]] == ["_key", "_created"]
+    assert (await db.inspected("get_pk_constraint", "cell"))["constrained_columns"] == ["_key"]
+    indexes = await db.inspected("get_indexes", "cell")
+    assert sorted(tuple(i["column_names"]) for i in indexes) == [("_expires",), ("room",)]
+    tables = metadata_for([Cell, Note, Kept], table_prefix=db.prefix).tables
+    assert sorted(tables) == [f"{db.prefix}cell", f"{db.prefix}note"]
+    assert [c.name for c in tables[f"{db.prefix}cell"].columns] == list(columns)
+
+
+async def test_none_and_each_member_of_a_union_come_back_as_saved(db: Backend) -> None:
+    """Catches ``None`` in an optional field read back as the field's default, a union's value
+    stored as the wrong type, and a NULL column (added after the row) not read as the default."""
+    sm = db.app(db.store())
+    await sm.create(Cell, id="c", maybe=None, either="x", anything=None, many=3)
+    got = await sm.get(Cell, "c")
+    assert (got.maybe, got.either, got.anything, got.many) == (None, "x", None, 3)
+    async with sm.edit(Cell, "c") as cell:
+        cell.maybe, cell.either, cell.anything, cell.many = 8, 7, {"a": [1]}, "y"
+    got = await sm.get(Cell, "c")
+    assert (got.maybe, got.either, got.anything, got.many) == (8, 7, {"a": [1]}, "y")
+    await db.run('UPDATE "{p}cell" SET count = NULL, title = NULL, maybe = NULL')
+    got = await sm.get(Cell, "c")
+    assert (got.count, got.title, got.maybe) == (0, "", None)
+
+
+async def test_integers_at_the_64_bit_edges_and_text_with_nul(db: Backend) -> None:
+    """Catches an off-by-one at either end of a 64-bit column, a bound applied to JSON columns,
+    and a refusal that does not name the entity, each field and what is wrong."""
+    sm = db.app(db.store())
+    await sm.create(Cell, id="top", count=2**63 - 1, rank=-(2**63))
+    got = await sm.get(Cell, "top")
+    assert (got.count, got.rank) == (2**63 - 1, -(2**63))
+    await sm.create(Cell, id="json", many="a\x00b")  # a JSON column holds it
+    assert (await sm.get(Cell, "json")).many == "a\x00b"
+    for fields in ({"count": 2**63}, {"rank": -(2**63) - 1}):
+        with pytest.raises(EventError) as refused:
+            await sm.create(Cell, id="big", **fields)
+        assert refused.value.status == 422 and refused.value.entity == "cell"
+        assert refused.value.errors == {name: "Number too large to store (64-bit integers only)" for name in fields}
+    with pytest.raises(EventError) as refused:
+        await sm.create(Cell, id="both", count=2**64, title="a\x00b")
+    assert refused.value.errors == {
+        "count": "Number too large to store (64-bit integers only)",
+        "title": "Text cannot contain NUL characters",
+    }
+    assert ids(await sm.list(Cell)) == ["top", "json"]
+
+
+# -- expiry, sweeps and order
+
+
+async def test_a_record_goes_exactly_at_its_ttl_from_lists_counts_and_reads(db: Backend) -> None:
+    """Catches a row still listed, counted or read at the second it expires."""
+    clock = Clock()
+    sm = db.app(db.store(clock=clock, sweep_interval=3600))
+    for key in ("n1", "n2"):
+        await sm.create(Note, id=key)
+    clock.now += 5
+    await sm.create(Note, id="n3")
+    await sm.create(Cell, id="c")  # no TTL: never expires
+    clock.now += 5  # n1 and n2 are exactly 10 s old
+    assert ids(await sm.list(Note)) == ["n3"]
+    assert ids(await sm.list(Note, where={"room": "main"})) == ["n3"]
+    assert await sm.count(Note) == 1
+    with pytest.raises(LookupError):
+        await sm.get(Note, "n1")
+    assert (await sm.get(Note, "n3")).id == "n3"  # a read: 10 s more from now
+    clock.now += 9.5
+    assert await sm.count(Note) == 1
+    clock.now += 0.5
+    assert await sm.count(Note) == 0
+    assert ids(await sm.list(Cell)) == ["c"]
+
+
+async def test_a_sweep_runs_once_per_interval_and_drops_what_expired_by_then(
+    db: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches a sweep skipped at its interval, run on every write, or keeping a row expiring as
+    it runs; and its log line."""
+    caplog.set_level(logging.DEBUG, logger="starmodel_asgi")
+    clock = Clock()
+    sm = db.app(db.store(clock=clock, sweep_interval=10))
+
+    async def write(key: str) -> list[str]:
+        await sm.create(Note, id=key)
+        return [r[0] for r in await db.run('SELECT _key FROM "{p}note" ORDER BY _key')]
+
+    await sm.create(Note, id="a")  # expires at 10 s
+    clock.now += 6
+    assert await write("b") == ["a", "b"]  # 6 s since the first sweep: none
+    clock.now += 4
+    assert await write("c") == ["b", "c"]  # "a" expires as this sweep runs: swept
+    clock.now += 5
+    assert await write("d") == ["b", "c", "d"]  # "b" expired a second ago: not swept yet
+    clock.now += 5
+    assert await write("e") == ["d", "e"]
+    dropped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped")]
+    assert dropped == [f"dropped 1 expired rows from {db.prefix}note", f"dropped 2 expired rows from {db.prefix}note"]
+
+
+async def test_ties_sort_by_id_nulls_come_first_and_the_newest_end_reads_back_in_order(db: Backend) -> None:
+    """Catches ties (same creation time) in another order, NULLs sorted at the wrong end, and a
+    list from the newest end not reversed back."""
+    clock = Clock()
+    store = db.store(clock=clock)
+    sm = db.app(store)
+    spec = sm.spec(Cell)
+    for key, rank in (("b", 2), ("a", None), ("c", 1)):
+        await sm.create(Cell, id=key, rank=rank)  # one creation time
+    clock.now += 1
+    for key, rank in (("e", 1), ("d", None)):
+        await sm.create(Cell, id=key, rank=rank)
+    assert ids(await sm.list(Cell)) == ["a", "b", "c", "d", "e"]
+    assert ids(await sm.list(Cell, order="-created")) == ["e", "d", "c", "b", "a"]
+    assert ids(await sm.list(Cell, order="rank")) == ["a", "d", "c", "e", "b"]
+    assert ids(await sm.list(Cell, order="-rank")) == ["b", "c", "e", "a", "d"]
+
+    def listed(states: list[dict[str, Any]]) -> list[str]:
+        return [s["id"] for s in states]
+
+    assert listed(await store.list(spec, 2, 0, newest=True)) == ["d", "e"]
+    assert listed(await store.list(spec, 2, 1, newest=True)) == ["c", "d"]
+    assert listed(await store.list(spec, 2, 0, newest=True, query=Query(descending=True))) == ["b", "a"]
+    assert listed(await store.list(spec, 3, 0, newest=True, query=Query(order="rank"))) == ["c", "e", "b"]
+    assert listed(await store.list(spec, 2, 0, newest=True, query=Query(order="rank", descending=True))) == [
+        "a",
+        "d",
+    ]
+    assert listed(await store.list(spec, 9, 0, query=Query(where=(("rank", None),)))) == ["a", "d"]
+    assert await store.count(spec, Query(where=(("rank", None),))) == 2
+    assert await store.count(spec, Query(where=(("rank", 1),))) == 2
+
+
+async def test_reading_a_session_pushes_its_expiry_back(db: Backend) -> None:
+    """Catches a read or a hold that does not extend the TTL, or extends it by the wrong amount."""
+    clock = Clock()
+    store = db.store(default_ttl=10, clock=clock, sweep_interval=3600)
+    spec = db.app(store).spec(Stay)
+    async with store.hold(spec, "s") as slot:
+        await slot.save({"count": 1})
+    clock.now += 8
+    async with store.hold(spec, "s") as slot:  # held and loaded, not saved: 10 s from now
+        assert await slot.load() == {"count": 1}
+    clock.now += 8
+    assert await store.get(spec, "s") == {"count": 1}  # 10 s from now again
+    clock.now += 9.5
+    assert await store.get(spec, "s") == {"count": 1}
+    clock.now += 10
+    assert await store.get(spec, "s") is None
+    assert [r[0] for r in await db.run('SELECT _key FROM "{p}stay"')] == ["s"]  # expired, not swept
+    async with store.hold(spec, "s") as slot:  # an expired row is written again as new
+        assert await slot.load() is None
+        await slot.save({"count": 5})
+    assert await store.get(spec, "s") == {"count": 5}
+
+
+async def test_a_record_made_again_after_it_expired_is_the_newest(db: Backend) -> None:
+    """Catches an expired row written again keeping its old creation time (or a stale UPDATE)."""
+    clock = Clock()
+    sm = db.app(db.store(clock=clock, sweep_interval=3600))
+    await sm.create(Note, id="old", room="a")
+    clock.now += 9.5
+    await sm.create(Note, id="mid")
+    clock.now += 1
+    await sm.create(Note, id="old", room="b")  # expired half a second ago, not swept
+    assert [(n.id, n.room) for n in await sm.list(Note)] == [("mid", "main"), ("old", "b")]
+
+
+async def test_the_documented_default_sweep_interval_is_a_minute(db: Backend) -> None:
+    clock = Clock()
+    sm = db.app(db.store(clock=clock))
+    await sm.create(Note, id="a")  # the first sweep; "a" expires at 10 s
+    clock.now += 59.5
+    await sm.create(Note, id="b")
+    assert len(await db.run('SELECT _key FROM "{p}note"')) == 2
+    clock.now += 0.5
+    await sm.create(Note, id="c")
+    assert sorted(r[0] for r in await db.run('SELECT _key FROM "{p}note"')) == ["b", "c"]
+
+
+# -- transactions
+
+
+async def test_one_transaction_deletes_more_rows_than_one_statement_takes(db: Backend) -> None:
+    """Catches the bulk delete at commit skipping a row between its 500-key statements."""
+    store = db.store()
+    spec = db.app(store).spec(Note)
+    keys = [f"k{n:04d}" for n in range(1002)]
+    assert await store.restore(spec, [Stored(key, json.dumps({"id": key}), None) for key in keys]) == 1002
+    txn = store.begin()
+    try:
+        for key in keys[:-1]:
+            await (await txn.hold(spec, key)).delete()
+        await (await txn.hold(spec, "never-made")).delete()
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert [s.key async for s in store.dump(spec)] == [keys[-1]]
+
+
+async def test_a_table_made_in_a_rolled_back_transaction_is_made_again(db: Backend) -> None:
+    """Catches a table taken as made by a transaction that did not commit, and a transaction's
+    reads not seeing its own writes or the rows already saved."""
+    store = db.store()
+    sm = db.app(store)
+    cell, note = sm.spec(Cell), sm.spec(Note)
+    await sm.create(Cell, id="saved", count=3)
+    txn = store.begin()
+    assert await txn.get(cell, "saved") == (await store.get(cell, "saved"))  # no connection yet
+    try:
+        slot = await txn.hold(cell, "new")
+        await slot.save({"id": "new", "count": 4})
+        assert (await txn.get(cell, "new") or {})["count"] == 4
+        assert (await txn.get(cell, "saved") or {})["count"] == 3
+        assert await txn.get(note, "n") is None  # its table made inside this transaction
+        await (await txn.hold(note, "n")).save({"id": "n"})
+        await txn.rollback()
+    finally:
+        await txn.release()
+    assert ids(await sm.list(Cell)) == ["saved"]
+    await sm.create(Note, id="n2")
+    assert ids(await sm.list(Note)) == ["n2"]
+    txn = store.begin()
+    await txn.rollback()  # nothing held: nothing to do
+    await txn.commit()
+    await txn.release()
+
+
+async def test_a_cancelled_holder_rolls_back_and_lets_the_row_go(db: Backend) -> None:
+    """Catches a rollback or a release cut short by the cancellation (the row, or SQLite's
+    write lock, kept by a connection nobody returns)."""
+    store = db.store()
+    sm = db.app(store)
+    await sm.create(Cell, id="c", count=1)
+    spec = sm.spec(Cell)
+    held = anyio.Event()
+
+    async def holder() -> None:
+        async with store.hold(spec, "c") as slot:
+            await slot.save({"id": "c", "count": 99})
+            held.set()
+            await anyio.sleep(60)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await held.wait()
+        tg.cancel_scope.cancel()
+    with anyio.fail_after(10):
+        async with sm.edit(Cell, "c") as c:
+            c.count += 1
+    assert (await sm.get(Cell, "c")).count == 2
+
+
+async def test_a_read_does_not_wait_for_a_held_row(db: Backend) -> None:
+    """Catches a read (which pushes a session's expiry back) queueing behind the event that
+    holds the row; the holder pushes it back itself."""
+    clock = Clock()
+    store = db.store(default_ttl=10, clock=clock)
+    spec = db.app(store).spec(Stay)
+    async with store.hold(spec, "s") as slot:
+        await slot.save({"count": 1})
+    clock.now += 5
+    async with store.hold(spec, "s") as slot:
+        with anyio.fail_after(5):
+            assert await store.get(spec, "s") == {"count": 1}
+        await slot.save({"count": 2})
+    clock.now += 9.5
+    assert await store.get(spec, "s") == {"count": 2}
+
+
+async def test_creators_of_the_same_new_ids_in_two_processes_make_each_once(db: Backend) -> None:
+    """Catches two creators of one new id both inserting (no row to lock yet: PostgreSQL's
+    advisory lock on the key), and a lock id out of PostgreSQL's range for some keys."""
+    apps = [db.app(db.store()), db.app(db.store())]
+    await apps[0].create(Cell, id="warm")
+    await apps[1].create(Cell, id="warm2")
+    made: list[tuple[str, int]] = []
+    refused: list[str] = []
+
+    async def create(n: int, key: str) -> None:
+        try:
+            await apps[n].create(Cell, id=key, count=n)
+            made.append((key, n))
+        except EventError as exc:
+            assert exc.status == 409
+            refused.append(key)
+
+    keys = [f"new-{n}" for n in range(16)]
+    async with anyio.create_task_group() as tg:
+        for key in keys:
+            for n in (0, 1):
+                tg.start_soon(create, n, key)
+    assert sorted(key for key, _ in made) == sorted(keys) == sorted(refused)
+    for key, n in made:
+        assert (await apps[1 - n].get(Cell, key)).count == n
