@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -453,3 +455,195 @@ async def test_creators_of_the_same_new_ids_in_two_processes_make_each_once(db: 
     assert sorted(key for key, _ in made) == sorted(keys) == sorted(refused)
     for key, n in made:
         assert (await apps[1 - n].get(Cell, key)).count == n
+
+
+# -- SQLite: WAL, and one write lock shared with other processes
+
+
+def raw_writer(path: Path | None) -> sqlite3.Connection:
+    """Another process's connection to the file, holding its write lock until it commits."""
+    assert path is not None
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def journal_mode(path: Path | None) -> str:
+    assert path is not None
+    with closing(sqlite3.connect(path)) as conn:
+        mode: str = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return mode
+
+
+async def test_sqlite_reads_do_not_wait_for_another_process_writing(lite: Backend) -> None:
+    """Catches reads that take the write lock (``BEGIN IMMEDIATE``), or a file not in WAL mode
+    (where a writer blocks readers)."""
+    sm = lite.app(lite.store(lock_timeout=1))
+    await sm.create(Cell, id="c", count=1)
+    other = raw_writer(lite.path)
+    try:
+        other.execute(f'UPDATE "{lite.prefix}cell" SET count = 2')
+        with anyio.fail_after(0.9):
+            assert (await sm.get(Cell, "c")).count == 1  # the last committed state
+            assert await sm.count(Cell) == 1
+            assert ids(await sm.list(Cell)) == ["c"]
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    assert (await sm.get(Cell, "c")).count == 2
+    assert journal_mode(lite.path) == "wal"
+
+
+async def test_sqlite_writes_queue_for_another_process_and_build_on_its_commit(lite: Backend) -> None:
+    """Catches a write that begins without the write lock: it reads the old row, then cannot
+    write once the other process commits (or overwrites its change)."""
+    sm = lite.app(lite.store())
+    await sm.create(Cell, id="c", count=1)
+    other = raw_writer(lite.path)
+    try:
+        other.execute(f'UPDATE "{lite.prefix}cell" SET count = count + 10')
+
+        async def increment() -> None:
+            async with sm.edit(Cell, "c") as cell:
+                cell.count += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(increment)
+            await anyio.sleep(0.3)
+            other.execute("COMMIT")
+    finally:
+        other.close()
+    assert (await sm.get(Cell, "c")).count == 12
+
+
+@pytest.mark.parametrize("option", ["lock_timeout", "engine_options"])
+async def test_sqlite_writes_give_up_after_the_lock_timeout(lite: Backend, option: str) -> None:
+    """Catches ``lock_timeout`` (or the engine's own ``connect_args``) not reaching the driver."""
+    options: dict[str, Any] = (
+        {"lock_timeout": 0.2} if option == "lock_timeout" else {"engine_options": {"connect_args": {"timeout": 0.2}}}
+    )
+    sm = lite.app(lite.store(**options))
+    await sm.create(Cell, id="c")
+    other = raw_writer(lite.path)
+    try:
+        with pytest.raises(Exception, match="locked"):
+            with anyio.fail_after(1.5):
+                await sm.create(Cell, id="d")
+    finally:
+        other.close()
+    assert ids(await sm.list(Cell)) == ["c"]
+
+
+async def test_a_new_sqlite_file_goes_to_wal_once_another_process_lets_go(
+    lite: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches the switch to WAL failing at once on a file another process is writing (two
+    workers starting on one new file), or a warning logged for a wait that ended."""
+    assert lite.path is not None
+    with closing(sqlite3.connect(lite.path)) as made:
+        made.execute("CREATE TABLE other (x)")
+    other = raw_writer(lite.path)  # in the old journal mode
+    store = lite.store()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.ping)
+            await anyio.sleep(0.2)
+            other.execute("COMMIT")
+    finally:
+        other.close()
+    assert journal_mode(lite.path) == "wal"
+    assert not [r for r in caplog.records if "WAL" in r.getMessage()]
+
+
+async def test_a_sqlite_file_kept_locked_is_used_without_wal_after_a_warning(
+    lite: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches a connection that never stops retrying, or stops without saying so once."""
+    assert lite.path is not None
+    with closing(sqlite3.connect(lite.path)) as made:
+        made.execute("CREATE TABLE other (x)")
+    other = raw_writer(lite.path)
+    store = lite.store()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.ping)
+            await anyio.sleep(3)  # 50 tries, 20 ms apart: given up
+            other.execute("COMMIT")
+    finally:
+        other.close()
+    warned = [r for r in caplog.records if "WAL" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in warned] == [
+        (logging.WARNING, "could not switch SQLite to WAL yet: database is locked")
+    ]
+    sm = lite.app(store)
+    await sm.create(Cell, id="c")
+    assert ids(await sm.list(Cell)) == ["c"]
+
+
+# -- PostgreSQL: deadlocks and lost connections
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[Backend]:
+    backend = Backend("postgres", require("STARMODEL_TEST_POSTGRES_URL", "PostgreSQL"))
+    try:
+        yield backend
+    finally:
+        await backend.drop()
+
+
+async def test_a_postgres_deadlock_is_contention_naming_the_row(pg: Backend) -> None:
+    """Catches a deadlock passed on as a database error instead of the store's ``Contention``
+    (which the dispatcher answers with a 503 to retry)."""
+    stores = [pg.store(), pg.store()]
+    sm = pg.app(stores[0])
+    spec = sm.spec(Cell)
+    await sm.create(Cell, id="a")
+    await sm.create(Cell, id="b")
+    txns = [stores[0].begin(), stores[1].begin()]
+    failures: list[BaseException] = []
+    both = anyio.Event()
+    first: list[int] = []
+
+    async def cross(n: int, mine: str, theirs: str) -> None:
+        try:
+            await txns[n].hold(spec, mine)
+            first.append(n)
+            if len(first) == 2:
+                both.set()
+            await both.wait()
+            await txns[n].hold(spec, theirs)
+            await txns[n].commit()
+        except Exception as exc:
+            failures.append(exc)
+            await txns[n].rollback()
+        finally:
+            await txns[n].release()
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cross, 0, "a", "b")
+            tg.start_soon(cross, 1, "b", "a")
+    assert len(failures) == 1 and type(failures[0]).__name__ == "Contention"
+    assert str(failures[0]) in (
+        f"deadlock detected holding {pg.prefix}cell 'a'",
+        f"deadlock detected holding {pg.prefix}cell 'b'",
+    )
+
+
+async def test_a_lost_postgres_connection_is_logged_and_the_next_holder_gets_a_new_one(
+    pg: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches a failed rollback (the connection gone) passed on or not logged."""
+    name = f"sm{pg.prefix}"
+    store = pg.store(engine_options={"connect_args": {"server_settings": {"application_name": name}}})
+    sm = pg.app(store)
+    await sm.create(Cell, id="c", count=1)
+    with pytest.raises(RuntimeError, match="after the connection went"):
+        async with sm.edit(Cell, "c") as cell:
+            cell.count = 5
+            await pg.run(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'")
+            raise RuntimeError("after the connection went")
+    warned = [r for r in caplog.records if r.getMessage() == "rolling back a SQL transaction failed"]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING and warned[0].exc_info
+    assert (await sm.get(Cell, "c")).count == 1
