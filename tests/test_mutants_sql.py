@@ -16,6 +16,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -388,8 +389,9 @@ async def test_a_table_made_in_a_rolled_back_transaction_is_made_again(db: Backe
         await slot.save({"id": "new", "count": 4})
         assert (await txn.get(cell, "new") or {})["count"] == 4
         assert (await txn.get(cell, "saved") or {})["count"] == 3
-        assert await txn.get(note, "n") is None  # its table made inside this transaction
-        await (await txn.hold(note, "n")).save({"id": "n"})
+        with anyio.fail_after(10):  # the table made by another transaction would wait for this one
+            assert await txn.get(note, "n") is None  # its table made inside this transaction
+            await (await txn.hold(note, "n")).save({"id": "n"})
         await txn.rollback()
     finally:
         await txn.release()
@@ -711,3 +713,29 @@ async def test_restore_keeps_live_rows_replaces_expired_ones_and_orders_new_ones
         "count": "Number too large to store (64-bit integers only)"
     }
     assert [s.key async for s in store.dump(spec)] == ["x", "y", "w"]
+
+
+async def test_processes_starting_together_make_each_table_once(db: Backend) -> None:
+    """Catches two processes' CREATE TABLE racing (PostgreSQL refuses the second one's catalog
+    row), and an index made a second time failing."""
+    apps = [db.app(db.store()) for _ in range(4)]
+    async with anyio.create_task_group() as tg:
+        for n, sm in enumerate(apps):
+            tg.start_soon(partial(sm.create, Cell, id=f"c{n}", room="r"))
+    assert await apps[0].count(Cell, where={"room": "r"}) == 4
+    later = db.app(db.store())  # the tables and indexes are there: made if missing
+    assert await later.count(Cell) == 4
+    await later.create(Note, id="n")
+
+
+async def test_sql_rows_are_columns_not_json_text(db: Backend) -> None:
+    """A custom caller asking a SQL store for JSON text is told to ask for the state instead."""
+    store = db.store()
+    spec = db.app(store).spec(Cell)
+    assert store.keeps_json is False
+    with pytest.raises(NotImplementedError, match=r"^SQL rows are columns: use get\(\)$"):
+        await store.get_text(spec, "c")
+    async with store.hold(spec, "c") as slot:
+        assert slot.keeps_json is False
+        with pytest.raises(NotImplementedError, match=r"^SQL rows are columns: use load\(\)$"):
+            await slot.load_text()
