@@ -329,6 +329,15 @@ async def test_reading_a_session_pushes_its_expiry_back(db: Backend) -> None:
         await slot.save({"count": 5})
         await slot.save({"count": 6})  # and again in the same hold
     assert await store.get(spec, "s") == {"count": 6}
+    txn = store.begin()
+    try:
+        await txn.hold(spec, "other")
+        assert await txn.get(spec, "s") == {"count": 6}  # read inside a transaction
+        clock.now += 10
+        assert await txn.get(spec, "s") is None
+        await txn.rollback()
+    finally:
+        await txn.release()
 
 
 async def test_a_record_made_again_after_it_expired_is_the_newest(db: Backend) -> None:
