@@ -712,6 +712,8 @@ async def test_restore_keeps_live_rows_replaces_expired_ones_and_orders_new_ones
     clock.now += 5  # "w" expires now
     dumped = [(s.key, json.loads(s.text)["count"], s.expires_in) async for s in store.dump(spec)]
     assert dumped == [("x", 1, 25), ("y", 2, None)]
+    made = [s.created async for s in store.dump(spec)]  # a microsecond apart, from then
+    assert made == [pytest.approx(1_000_000.0, abs=1e-9), pytest.approx(1_000_000.000001, abs=1e-9)]
     clock.now += 1
     assert await store.restore(spec, [item("w", 4, None), item("x", 5, None)]) == 1
     dumped = [(s.key, json.loads(s.text)["count"], s.expires_in) async for s in store.dump(spec)]
@@ -748,3 +750,12 @@ async def test_sql_rows_are_columns_not_json_text(db: Backend) -> None:
         assert slot.keeps_json is False
         with pytest.raises(NotImplementedError, match=r"^SQL rows are columns: use load\(\)$"):
             await slot.load_text()
+
+
+async def test_sqlite_connections_wait_a_minute_for_the_write_lock_by_default(lite: Backend) -> None:
+    async def busy_timeout(store: SQLStore) -> int:
+        async with store.engine.connect() as conn:
+            return int((await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar_one())
+
+    assert await busy_timeout(lite.store()) == 60_000
+    assert await busy_timeout(lite.store(lock_timeout=2.5)) == 2_500
