@@ -759,3 +759,48 @@ async def test_sqlite_connections_wait_a_minute_for_the_write_lock_by_default(li
 
     assert await busy_timeout(lite.store()) == 60_000
     assert await busy_timeout(lite.store(lock_timeout=2.5)) == 2_500
+
+
+async def test_a_read_inside_a_transaction_locks_nothing(pg: Backend) -> None:
+    """Catches a unit's read of an instance it does not hold taking the row's lock (so another
+    process's event on it would wait for this whole unit)."""
+    stores = [pg.store(), pg.store()]
+    sm = pg.app(stores[0])
+    spec = sm.spec(Cell)
+    await sm.create(Cell, id="held")
+    await sm.create(Cell, id="read", count=1)
+    txn = stores[0].begin()
+    try:
+        await txn.hold(spec, "held")
+        assert (await txn.get(spec, "read") or {})["count"] == 1
+        with anyio.fail_after(5):
+            async with stores[1].hold(spec, "read") as slot:
+                await slot.save({"id": "read", "count": 2})
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert (await sm.get(Cell, "read")).count == 2
+
+
+async def test_a_transaction_reading_a_table_without_a_new_fields_column_adds_it(
+    db: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Catches the entity lost on the way to the schema check of a table first met inside a
+    transaction (a read there, not a hold)."""
+    sm = db.app(db.store())
+    await sm.create(Cell, id="c", count=3)
+    await sm.create(Note, id="n")
+    await db.run('ALTER TABLE "{p}cell" DROP COLUMN rank')  # as made before the field was added
+    store = db.store()
+    txn = store.begin()
+    try:
+        await txn.hold(sm.spec(Note), "n")
+        assert await txn.get(sm.spec(Cell), "c") == {
+            "id": "c", "count": 3, "ratio": 0.5, "title": "", "done": False, "maybe": 5,
+            "either": 0, "anything": 1, "many": None, "room": "main", "rank": None,
+        }  # fmt: skip
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert any(r.getMessage().startswith("Cell: added column rank") for r in caplog.records)
+    assert (await db.app(store).get(Cell, "c")).rank is None
