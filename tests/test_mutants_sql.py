@@ -6,6 +6,18 @@ SQLite's WAL and its write lock shared with other processes, bulk deletes, ``dum
 (what ``sm.copy`` moves) and reads beside a held row.
 
 Equivalent mutants (no behaviour a user can see changes), one line each:
+
+- ``_insert_ignoring`` 2, 3, ``restore`` 6: SQLite compiles PostgreSQL's ``INSERT ... ON CONFLICT DO
+  NOTHING`` exactly as its own.
+- ``SQLTransaction.get`` 19, ``count`` 12, ``restore`` 7: ``None`` for a flag is falsy like ``False``.
+- ``ping`` 3: SQL keywords are case-insensitive (``select 1``).
+- ``restore`` 8, ``_touch`` 23: the first statement writes, so SQLite's plain ``BEGIN`` takes the write
+  lock at once, waiting as ``BEGIN IMMEDIATE`` would (PostgreSQL ignores the flag); ``_touch`` 22: the same.
+- ``restore`` 11, 13: deleting every expired row, not only those of the restored keys, drops only rows
+  no read returns (as the next sweep does).
+- ``dump`` 25: a row at its expiry is still dropped by ``_state``.
+- ``SQLSlot.delete`` 7: a slot is neither saved nor deleted again after its delete (a unit refuses to
+  re-create an id it deleted).
 """
 
 from __future__ import annotations
