@@ -16,6 +16,8 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 - ``restore`` 11, 13: deleting every expired row, not only those of the restored keys, drops only rows
   no read returns (as the next sweep does).
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
+- ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
+  ``release``, shielded, whose close of the connection rolls the transaction back.
 - ``SQLSlot.delete`` 7: a slot is neither saved nor deleted again after its delete (a unit refuses to
   re-create an id it deleted).
 """
