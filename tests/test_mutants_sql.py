@@ -18,6 +18,8 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
+- ``dump`` 40: ``None`` for a flag is falsy like ``False``; ``dump`` 44 (no page size): the same rows in
+  the same order, in one page.
 - ``SQLSlot.delete`` 7: a slot is neither saved nor deleted again after its delete (a unit refuses to
   re-create an id it deleted).
 """
@@ -291,30 +293,30 @@ async def test_ties_sort_by_id_nulls_come_first_and_the_newest_end_reads_back_in
     store = db.store(clock=clock)
     sm = db.app(store)
     spec = sm.spec(Cell)
-    for key, rank in (("b", 2), ("a", None), ("c", 1)):
+    for key, rank in (("f", 1), ("b", 2), ("a", None), ("c", 1)):
         await sm.create(Cell, id=key, rank=rank)  # one creation time
     clock.now += 1
     for key, rank in (("e", 1), ("d", None)):
         await sm.create(Cell, id=key, rank=rank)
-    assert ids(await sm.list(Cell)) == ["a", "b", "c", "d", "e"]
-    assert ids(await sm.list(Cell, order="-created")) == ["e", "d", "c", "b", "a"]
-    assert ids(await sm.list(Cell, order="rank")) == ["a", "d", "c", "e", "b"]
-    assert ids(await sm.list(Cell, order="-rank")) == ["b", "c", "e", "a", "d"]
+    assert ids(await sm.list(Cell)) == ["a", "b", "c", "f", "d", "e"]
+    assert ids(await sm.list(Cell, order="-created")) == ["e", "d", "f", "c", "b", "a"]
+    assert ids(await sm.list(Cell, order="rank")) == ["a", "d", "c", "f", "e", "b"]
+    assert ids(await sm.list(Cell, order="-rank")) == ["b", "c", "f", "e", "a", "d"]
 
-    def listed(states: list[dict[str, Any]]) -> list[str]:
-        return [s["id"] for s in states]
+    async def listed(limit: int, offset: int, newest: bool | None = None, **query: Any) -> list[str]:
+        if newest is None:  # the default
+            return [s["id"] for s in await store.list(spec, limit, offset, query=Query(**query))]
+        return [s["id"] for s in await store.list(spec, limit, offset, newest, Query(**query))]
 
-    assert listed(await store.list(spec, 2, 0, newest=True)) == ["d", "e"]
-    assert listed(await store.list(spec, 2, 1, newest=True)) == ["c", "d"]
-    assert listed(await store.list(spec, 2, 0, newest=True, query=Query(descending=True))) == ["b", "a"]
-    assert listed(await store.list(spec, 3, 0, newest=True, query=Query(order="rank"))) == ["c", "e", "b"]
-    assert listed(await store.list(spec, 2, 0, newest=True, query=Query(order="rank", descending=True))) == [
-        "a",
-        "d",
-    ]
-    assert listed(await store.list(spec, 9, 0, query=Query(where=(("rank", None),)))) == ["a", "d"]
+    assert await listed(2, 0) == ["a", "b"]  # from the oldest end unless asked
+    assert await listed(2, 0, True) == ["d", "e"]
+    assert await listed(2, 1, True) == ["f", "d"]
+    assert await listed(2, 0, True, descending=True) == ["b", "a"]
+    assert await listed(3, 0, True, order="rank") == ["f", "e", "b"]
+    assert await listed(2, 0, True, order="rank", descending=True) == ["a", "d"]
+    assert await listed(9, 0, where=(("rank", None),)) == ["a", "d"]
     assert await store.count(spec, Query(where=(("rank", None),))) == 2
-    assert await store.count(spec, Query(where=(("rank", 1),))) == 2
+    assert await store.count(spec, Query(where=(("rank", 1),))) == 3
 
 
 async def test_reading_a_session_pushes_its_expiry_back(db: Backend) -> None:
@@ -517,7 +519,8 @@ def journal_mode(path: Path | None) -> str:
 async def test_sqlite_reads_do_not_wait_for_another_process_writing(lite: Backend) -> None:
     """Catches reads that take the write lock (``BEGIN IMMEDIATE``), or a file not in WAL mode
     (where a writer blocks readers)."""
-    sm = lite.app(lite.store(lock_timeout=1))
+    store = lite.store(lock_timeout=1)
+    sm = lite.app(store)
     await sm.create(Cell, id="c", count=1)
     other = raw_writer(lite.path)
     try:
@@ -526,6 +529,7 @@ async def test_sqlite_reads_do_not_wait_for_another_process_writing(lite: Backen
             assert (await sm.get(Cell, "c")).count == 1  # the last committed state
             assert await sm.count(Cell) == 1
             assert ids(await sm.list(Cell)) == ["c"]
+            assert [s.key async for s in store.dump(sm.spec(Cell))] == ["c"]
         other.execute("COMMIT")
     finally:
         other.close()
