@@ -9,7 +9,10 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 
 - ``_insert_ignoring`` 2, 3, ``restore`` 6: SQLite compiles PostgreSQL's ``INSERT ... ON CONFLICT DO
   NOTHING`` exactly as its own.
-- ``SQLTransaction.get`` 19, ``count`` 12, ``restore`` 7: ``None`` for a flag is falsy like ``False``.
+- ``SQLTransaction.get`` 19, ``count`` 12, ``restore`` 7, ``list`` 19: ``None`` for a flag is falsy like
+  ``False``.
+- ``_conditions`` 9: SQLAlchemy writes ``column == None`` as ``IS NULL`` too.
+- ``Statements.update`` 3, 4, 14: the statement cache never hits: the same statement is built each time.
 - ``ping`` 3: SQL keywords are case-insensitive (``select 1``).
 - ``restore`` 8, ``_touch`` 23: the first statement writes, so SQLite's plain ``BEGIN`` takes the write
   lock at once, waiting as ``BEGIN IMMEDIATE`` would (PostgreSQL ignores the flag); ``_touch`` 22: the same.
