@@ -18,6 +18,10 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
   lock at once, waiting as ``BEGIN IMMEDIATE`` would (PostgreSQL ignores the flag); ``_touch`` 22: the same.
 - ``restore`` 11, 13: deleting every expired row, not only those of the restored keys, drops only rows
   no read returns (as the next sweep does).
+- ``_lock_id`` 11: ``int.from_bytes`` reads big-endian by default.
+- ``_sqlite_connect`` 1: SQLAlchemy begins every transaction itself, so the driver's implicit ``BEGIN``
+  (``isolation_level=""``) never runs; 4: a 51st try, 20 ms after the warning; 7, 8: PRAGMAs are
+  case-insensitive; 9: the cursor left open (``return``) is closed by the garbage collector.
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
@@ -824,3 +828,23 @@ async def test_a_transaction_reading_a_table_without_a_new_fields_column_adds_it
         await txn.release()
     assert any(r.getMessage().startswith("Cell: added column rank") for r in caplog.records)
     assert (await db.app(store).get(Cell, "c")).rank is None
+
+
+async def test_creators_of_different_new_ids_do_not_wait_for_each_other(pg: Backend) -> None:
+    """Catches every new id of every table queueing on one lock (PostgreSQL's advisory lock for
+    rows not made yet): a unit making one record would hold up every other unit making one."""
+    stores = [pg.store(), pg.store()]
+    sm = pg.app(stores[0])
+    await sm.create(Cell, id="warm")
+    await pg.app(stores[1]).create(Cell, id="warm2")
+    spec = sm.spec(Cell)
+    txn = stores[0].begin()
+    try:
+        await (await txn.hold(spec, "first")).save({"id": "first"})
+        with anyio.fail_after(5):
+            async with stores[1].hold(spec, "second") as slot:
+                await slot.save({"id": "second"})
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert ids(await sm.list(Cell)) == ["warm", "warm2", "first", "second"]
