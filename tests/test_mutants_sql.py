@@ -22,6 +22,8 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 - ``_sqlite_connect`` 1: SQLAlchemy begins every transaction itself, so the driver's implicit ``BEGIN``
   (``isolation_level=""``) never runs; 4: a 51st try, 20 ms after the warning; 7, 8: PRAGMAs are
   case-insensitive; 9: the cursor left open (``return``) is closed by the garbage collector.
+- ``_sqlite_begin`` 3, 5: a missing flag read as ``None`` is falsy like ``False``; 13, 15: ``begin
+  immediate`` and ``begin`` are the same statements.
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
