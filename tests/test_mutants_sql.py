@@ -24,6 +24,12 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
   case-insensitive; 9: the cursor left open (``return``) is closed by the garbage collector.
 - ``_sqlite_begin`` 3, 5: a missing flag read as ``None`` is falsy like ``False``; 13, 15: ``begin
   immediate`` and ``begin`` are the same statements.
+- ``SQLTransaction._connection`` 6: PostgreSQL's transactions on the engine marked for writes are the
+  same (the mark only matters to SQLite's ``BEGIN``); ``_ensure`` 10: a table made in a transaction,
+  not noted, is checked again (``IF NOT EXISTS``) by the next one; ``commit`` 17: chunks of 501
+  overlapping by one delete the same rows.
+- ``SQLStore.__init__`` 67-70: the width of the in-process queue per row (how many waiters of a process
+  wait in PostgreSQL, unused on SQLite) changes waiting, not results.
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
@@ -830,6 +836,18 @@ async def test_a_transaction_reading_a_table_without_a_new_fields_column_adds_it
         await txn.release()
     assert any(r.getMessage().startswith("Cell: added column rank") for r in caplog.records)
     assert (await db.app(store).get(Cell, "c")).rank is None
+    await db.run('ALTER TABLE "{p}cell" DROP COLUMN rank')  # again, for a hold in a transaction
+    store = db.store()
+    txn = store.begin()
+    try:
+        await txn.hold(sm.spec(Note), "n")
+        slot = await txn.hold(sm.spec(Cell), "c")
+        assert (await slot.load() or {})["count"] == 3
+        await slot.save({"id": "c", "count": 4, "rank": 7})
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert [(c.count, c.rank) for c in await sm.list(Cell)] == [(4, 7)]
 
 
 async def test_creators_of_different_new_ids_do_not_wait_for_each_other(pg: Backend) -> None:
@@ -850,3 +868,53 @@ async def test_creators_of_different_new_ids_do_not_wait_for_each_other(pg: Back
     finally:
         await txn.release()
     assert ids(await sm.list(Cell)) == ["warm", "warm2", "first", "second"]
+
+
+async def test_a_units_first_use_of_a_table_does_not_hold_up_other_processes_making_theirs(pg: Backend) -> None:
+    """Catches a table made inside the unit's own transaction when it need not be: the lock that
+    serialises CREATE TABLE between processes would then be held until the unit ends."""
+    stores = [pg.store(), pg.store()]
+    spec = pg.app(stores[0]).spec(Cell)
+    txn = stores[0].begin()
+    try:
+        await (await txn.hold(spec, "c")).save({"id": "c"})
+        with anyio.fail_after(5):
+            await pg.app(stores[1]).create(Note, id="n")
+        await txn.commit()
+    finally:
+        await txn.release()
+    assert ids(await pg.app(stores[1]).list(Cell)) == ["c"]
+
+
+async def test_a_creator_that_waited_for_another_holds_the_row_it_then_finds(pg: Backend) -> None:
+    """Catches the row made by the first creator read, but not locked, by the one that queued
+    behind it: a third holder would then get it at the same time."""
+    stores = [pg.store(), pg.store(), pg.store()]
+    spec = pg.app(stores[0]).spec(Cell)
+    for n, store in enumerate(stores):  # each has made the table (and its connection) before
+        await pg.app(store).create(Cell, id=f"warm{n}")
+    first = stores[0].begin()
+    await (await first.hold(spec, "k")).save({"id": "k", "count": 1})
+    found = anyio.Event()
+    release = anyio.Event()
+
+    async def second() -> None:
+        async with stores[1].hold(spec, "k") as slot:
+            assert (await slot.load() or {})["count"] == 1
+            found.set()
+            await release.wait()
+            await slot.save({"id": "k", "count": 2})
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.sleep(0.3)  # queued on the key's advisory lock
+        await first.commit()
+        await first.release()
+        with anyio.fail_after(10):
+            await found.wait()
+        with anyio.move_on_after(2) as waited:
+            async with stores[2].hold(spec, "k"):
+                pass
+        assert waited.cancelled_caught  # the second creator holds the row
+        release.set()
+    assert (await pg.app(stores[2]).get(Cell, "k")).count == 2
