@@ -9,8 +9,8 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 
 - ``_insert_ignoring`` 2, 3, ``restore`` 6: SQLite compiles PostgreSQL's ``INSERT ... ON CONFLICT DO
   NOTHING`` exactly as its own.
-- ``SQLTransaction.get`` 19, ``count`` 12, ``restore`` 7, ``list`` 19: ``None`` for a flag is falsy like
-  ``False``.
+- ``SQLTransaction.get`` 19, ``count`` 12, ``restore`` 7, ``list`` 19, ``get`` 15, 21: ``None`` for a flag
+  is falsy like ``False``.
 - ``_conditions`` 9: SQLAlchemy writes ``column == None`` as ``IS NULL`` too.
 - ``Statements.update`` 3, 4, 14: the statement cache never hits: the same statement is built each time.
 - ``ping`` 3: SQL keywords are case-insensitive (``select 1``).
@@ -358,7 +358,9 @@ async def test_reading_a_session_pushes_its_expiry_back(db: Backend) -> None:
     async with store.hold(spec, "s") as slot:  # an expired row is written again as new
         assert await slot.load() is None
         await slot.save({"count": 5})
-        await slot.save({"count": 6})  # and again in the same hold
+        await slot.save(text='{"count": 6}')  # and again in the same hold, as JSON
+        with pytest.raises(AssertionError, match=r"^save\(\) needs the state or its JSON$"):
+            await slot.save()
     assert await store.get(spec, "s") == {"count": 6}
     txn = store.begin()
     try:
