@@ -30,6 +30,11 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
   overlapping by one delete the same rows.
 - ``SQLStore.__init__`` 67-70: the width of the in-process queue per row (how many waiters of a process
   wait in PostgreSQL, unused on SQLite) changes waiting, not results.
+- ``Statements.select`` 2, 10: the cache never hits, as for ``update``; ``SQLSlot.__init__`` 3-5: ``_found``
+  sets ``_exists`` and ``_state`` before any use.
+- ``entity_table`` 33: a column is nullable by default; ``SQLStore.__init__`` 35: ``setdefault`` with one
+  argument sets ``None`` too; ``SQLTransaction.hold`` 13: the in-process queue per row taken on SQLite
+  (one writer anyway) instead of PostgreSQL changes waiting, not results.
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
