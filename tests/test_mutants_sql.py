@@ -35,6 +35,8 @@ Equivalent mutants (no behaviour a user can see changes), one line each:
 - ``entity_table`` 33: a column is nullable by default; ``SQLStore.__init__`` 35: ``setdefault`` with one
   argument sets ``None`` too; ``SQLTransaction.hold`` 13: the in-process queue per row taken on SQLite
   (one writer anyway) instead of PostgreSQL changes waiting, not results.
+- ``SQLTransaction.hold`` 2, 4, 6 (a wrong table name): the name only decides whether to call
+  ``store.table()`` before the transaction starts, which checks again itself.
 - ``dump`` 25: a row at its expiry is still dropped by ``_state``.
 - ``SQLTransaction.rollback`` 3, 4 (rollback not shielded): a cancelled rollback is completed by
   ``release``, shielded, whose close of the connection rolls the transaction back.
