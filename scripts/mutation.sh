@@ -11,8 +11,9 @@
 #
 # Measured on the 2-core machine, 2 children, beside other test suites: identity 25 min (228
 # mutants), dispatch 29 min (546), unit 50 min (348); endpoints (841) judged 550 in 100 min beside
-# four other jobs before it was stopped; the stores, live and lists (about 3,300 more) are not run
-# yet: expect hours, on a quiet machine.
+# four other jobs before it was stopped; stores.sql (904) judged 560 in 72 min with 1 child beside
+# three other helpers' jobs (load 6-9) before it was stopped; expect hours for the rest, on a quiet
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
