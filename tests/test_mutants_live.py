@@ -1,0 +1,183 @@
+"""Live streams as their users see them: the behaviours mutation testing (issue 19 point 11) found
+no test for in ``live.py``: the open-stream counts (``sm.live_streams()``), the 503 of a stream
+whose state cannot be read, a message that does not parse (the state is re-read from the store)
+or whose re-read fails (the stream stays open), pushes that carry only what the page sees
+changed, and an idle stream that costs no CPU between its keep-alive comments.
+
+In-process (``testing.Page`` over the ``StreamingTransport``): the same ``LiveStream`` code a real
+server runs, on the test's event loop.
+
+Equivalent mutants of ``live.py``, with the reason no test can tell them apart:
+
+(none judged yet)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.spec import GLOBAL_KEY
+from starmodel_asgi.testing import Page
+from starmodel_asgi.wire import channel_name
+
+pytestmark = pytest.mark.anyio
+
+
+class Gauge(Entity):
+    model_config = {"scope": "global", "name": "mlgauge"}
+    level: int = 0
+    label: str = ""
+    hidden_note: str = ""
+
+    @event
+    def set(self, level: int) -> None:
+        self.level = level
+
+    @event
+    def name(self, label: str) -> None:
+        self.label = label
+
+    def render(self) -> str:
+        return f'<div id="mlgauge">level {self.level}</div>'
+
+
+class Tile(Entity):
+    model_config = {"scope": "global", "name": "mltile"}
+    n: int = 0
+
+
+def build(**settings: Any) -> StarModel:
+    return StarModel([Gauge, Tile], secret_key="mutants-live", **{"keepalive": 30.0, **settings})
+
+
+async def store_state(sm: StarModel, entity: type[Entity], state: dict[str, Any]) -> None:
+    """Writes ``state`` as the stored state of ``entity``'s global instance, publishing nothing (as
+    another process, or an older version of the app, may have left it)."""
+    spec = sm.spec(entity)
+    async with sm.store_for(spec).hold(spec, GLOBAL_KEY) as slot:
+        await slot.save(state)
+
+
+# -- open streams: ``sm.live_streams()``
+
+
+async def test_live_streams_counts_each_open_stream_by_entity_until_it_closes() -> None:
+    """Catches a count not raised per stream, not lowered when one closes, or left at zero."""
+    sm = build()
+    async with Page(sm) as page:
+        assert sm.live_streams() == {}
+        async with page.live("/sm/mlgauge/live") as one:
+            await one.next()
+            assert sm.live_streams() == {"mlgauge": 1}
+            async with page.live("/sm/mlgauge/live") as two, page.live("/sm/mltile/live") as tile:
+                await two.next()
+                await tile.next()
+                assert sm.live_streams() == {"mlgauge": 2, "mltile": 1}
+            await wait_for(lambda: sm.live_streams() == {"mlgauge": 1})
+        await wait_for(lambda: sm.live_streams() == {})
+
+
+async def wait_for(condition: Any, timeout: float = 5) -> None:
+    """The server side of a stream ends once the transport told it the client left."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+# -- the state cannot be read
+
+
+async def test_a_stream_whose_state_cannot_be_read_is_a_503_naming_the_entity_and_counts_no_stream() -> None:
+    """Catches the read's failure let through (a 500 or a hung stream) or the stream counted open."""
+    sm = build()
+    await store_state(sm, Gauge, {"level": "not a number"})
+    async with Page(sm) as page, page.live("/sm/mlgauge/live") as live:
+        await live.wait(lambda s: s.ended)
+        assert live.status == 503
+        assert live.headers["content-type"].startswith("text/event-stream")
+        assert live.signals == {"mlgauge": {"_error": "The state is unavailable; try again", "_errors": {}}}
+        assert sm.live_streams() == {}
+
+
+# -- messages that do not parse, re-reads that fail
+
+
+async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store() -> None:
+    """Catches an unreadable message ending the stream, or pushed as is, instead of re-read."""
+    sm = build()
+    async with Page(sm) as page, page.live("/sm/mlgauge/live") as live:
+        await live.wait(lambda s: s.signals.get("mlgauge", {}).get("level") == 0)
+        await store_state(sm, Gauge, {"level": 7, "label": "", "hidden_note": ""})
+        await sm.broadcast.publish(channel_name(sm.spec(Gauge), GLOBAL_KEY), "{not json")
+        await live.wait(lambda s: s.signals["mlgauge"]["level"] == 7)
+        await live.wait(lambda s: "level 7<" in s.elements[-1][2])
+        assert not live.ended
+
+
+async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change() -> None:
+    """Catches a failed re-read ending the stream, or pushing something, instead of waiting."""
+    sm = build()
+    channel = channel_name(sm.spec(Gauge), GLOBAL_KEY)
+    async with Page(sm) as page, page.live("/sm/mlgauge/live") as live:
+        await live.wait(lambda s: s.signals.get("mlgauge", {}).get("level") == 0)
+        sent = live.text
+        await store_state(sm, Gauge, {"level": "not a number"})
+        await sm.broadcast.publish(channel, "{not json")
+        await anyio.sleep(0.2)
+        assert live.text == sent and not live.ended
+        await store_state(sm, Gauge, {"level": 3, "label": "", "hidden_note": ""})
+        await sm.broadcast.publish(channel, "{not json either")
+        await live.wait(lambda s: s.signals["mlgauge"]["level"] == 3)
+
+
+# -- what a push carries
+
+
+async def test_a_push_carries_only_the_changed_fields_and_the_html_only_when_it_changed() -> None:
+    """Catches every field pushed each time, the HTML re-sent unchanged, or nothing sent."""
+    sm = build()
+    async with Page(sm) as page, Page(sm) as writer, page.live("/sm/mlgauge/live") as live:
+        first = await live.next()
+        assert first.signals == {"mlgauge": {"level": 0, "label": "", "hidden_note": ""}}
+        assert first.elements == [("#mlgauge", "outer", '<div id="mlgauge">level 0</div>')]
+        await writer.run(Gauge.name(label="north"))  # not in the HTML
+        named = await live.next()
+        assert named.signals == {"mlgauge": {"label": "north"}}
+        assert named.elements == []
+        await writer.run(Gauge.set(level=4))
+        moved = await live.next()
+        assert moved.signals == {"mlgauge": {"level": 4}}
+        assert moved.elements == [("#mlgauge", "outer", '<div id="mlgauge">level 4</div>')]
+
+
+async def test_a_change_the_page_cannot_see_sends_nothing() -> None:
+    """Catches an empty patch (or the whole state) pushed for a save that changed nothing."""
+    sm = build()
+    async with Page(sm) as page, Page(sm) as writer, page.live("/sm/mlgauge/live") as live:
+        await live.next()
+        await writer.run(Gauge.set(level=0))  # saved and published, the same state
+        with pytest.raises(TimeoutError):
+            await live.next(timeout=0.3)
+        await writer.run(Gauge.set(level=1))
+        assert (await live.next()).signals == {"mlgauge": {"level": 1}}
+
+
+# -- keep-alive comments
+
+
+async def test_an_idle_stream_costs_no_cpu_between_its_keepalive_comments() -> None:
+    """Catches the ticker sleeping too little (spinning) or sending comments early or late."""
+    sm = build(keepalive=0.25)
+    async with Page(sm) as page, page.live("/sm/mltile/live") as live:
+        await live.next()
+        cpu, wall = time.process_time(), time.monotonic()
+        await anyio.sleep(1.1)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        comments = live.text.count(": keepalive\n\n")
+        assert 3 <= comments <= 5, live.text
+        assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s idle"
