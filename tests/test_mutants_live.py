@@ -181,3 +181,59 @@ async def test_an_idle_stream_costs_no_cpu_between_its_keepalive_comments() -> N
         comments = live.text.count(": keepalive\n\n")
         assert 3 <= comments <= 5, live.text
         assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s idle"
+
+
+# -- authorize, asked about each state a record stream sends
+
+
+class Card(Entity):
+    model_config = {"scope": "record", "name": "mlcard"}
+    owner: str = ""
+    text: str = ""
+
+    @event
+    def write(self, text: str) -> None:
+        self.text = text
+
+
+def judge(request: Any, entity: type[Entity], event: str | None, record: Any) -> bool:
+    """A buggy ``authorize``: it fails on a text it does not expect."""
+    if record is not None and record.text == "boom":
+        raise KeyError("boom")
+    return True
+
+
+async def test_an_authorize_that_fails_on_a_record_streams_state_refuses_it_and_ends_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Catches a failing ``authorize`` ending the stream unannounced, or letting the state through."""
+    sm = StarModel([Card], secret_key="mutants-live", authorize=judge, keepalive=30.0)
+    card = await sm.create(Card, owner="ann")
+    async with Page(sm) as page, Page(sm) as writer, page.live(f"/sm/mlcard/{card.id}/live") as live:
+        await live.wait(lambda s: s.signals.get("mlcard", {}).get("owner") == "ann")
+        await writer.run(f"@post('/sm/mlcard/{card.id}/write')", text="fine")
+        await live.wait(lambda s: s.signals["mlcard"].get("text") == "fine")
+        async with sm.edit(Card, card.id) as record:
+            record.text = "boom"
+        await live.wait(lambda s: s.signals["mlcard"].get("_error") == "Forbidden")
+        await live.wait(lambda s: s.ended)
+        assert "boom" not in live.text.replace('"_error":"Forbidden"', "")
+    assert f"authorize failed for mlcard {card.id}; ending its live stream" in caplog.text
+
+
+async def test_every_quiet_stream_gets_its_comments_and_a_stream_opened_after_all_closed_gets_them_too() -> None:
+    """Catches the ticker serving only the stream at the head of its line, or not starting again
+    once every stream had left."""
+    sm = build(keepalive=0.2)
+    async with Page(sm) as page:
+        async with page.live("/sm/mltile/live") as first:
+            await first.next()
+            await anyio.sleep(0.1)
+            async with page.live("/sm/mlgauge/live") as second:
+                await second.next()
+                await anyio.sleep(1.0)
+                assert 2 <= second.text.count(": keepalive\n\n") <= 6, second.text
+            assert 3 <= first.text.count(": keepalive\n\n") <= 7, first.text
+        await wait_for(lambda: sm.live_streams() == {})
+        async with page.live("/sm/mltile/live") as again:
+            await again.wait(lambda s: s.text.count(": keepalive\n\n") >= 2, timeout=2)
