@@ -15,14 +15,17 @@ Equivalent mutants of ``live.py``, with the reason no test can tell them apart:
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import Any, ClassVar
 
 import anyio
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.live import View, Views
 from starmodel_asgi.spec import GLOBAL_KEY
 from starmodel_asgi.testing import Page
+from starmodel_asgi.values import Element
 from starmodel_asgi.wire import channel_name
 
 pytestmark = pytest.mark.anyio
@@ -237,3 +240,151 @@ async def test_every_quiet_stream_gets_its_comments_and_a_stream_opened_after_al
         await wait_for(lambda: sm.live_streams() == {})
         async with page.live("/sm/mltile/live") as again:
             await again.wait(lambda s: s.text.count(": keepalive\n\n") >= 2, timeout=2)
+
+
+# -- the views a thousand streams share
+
+
+class Poster(Entity):
+    """Counts its renders, to show a change is rendered once for every stream of its channel."""
+
+    model_config = {"scope": "global", "name": "mlposter"}
+    text: str = ""
+    renders: ClassVar[list[str]] = []
+
+    @event
+    def write(self, text: str) -> None:
+        self.text = text
+
+    def render(self) -> str:
+        Poster.renders.append(self.text)
+        return f'<p id="mlposter">{self.text}</p>'
+
+
+async def test_a_change_is_parsed_and_rendered_once_for_every_stream_of_its_channel() -> None:
+    """Catches the shared views not kept (or kept under another key): each stream rendering again."""
+    sm = StarModel([Poster], secret_key="mutants-live", keepalive=30.0)
+    Poster.renders.clear()
+    async with Page(sm) as writer, Page(sm) as page, AsyncExitStack() as stack:
+        streams = [await stack.enter_async_context(page.live("/sm/mlposter/live")) for _ in range(3)]
+        for live in streams:
+            await live.next()
+        first_views = len(Poster.renders)
+        await writer.run(Poster.write(text="once"))
+        for live in streams:
+            await live.wait(lambda s: s.signals["mlposter"]["text"] == "once")
+            await live.wait(lambda s: s.elements[-1][2] == '<p id="mlposter">once</p>')
+        assert Poster.renders[first_views:].count("once") <= 2  # the event's answer and the streams' one
+
+
+def test_the_shared_views_count_a_state_three_times_its_json_plus_its_html_and_drop_the_oldest() -> None:
+    """Catches a cost estimate that keeps more (or fewer) views than the bound allows."""
+    message, html = "x" * 1000, [Element("y" * 2000)]  # each message below is 1001 characters
+    views = Views(size=100, max_bytes=3 * 1001 + 3 * 1001 + 2000)  # room for the last two views, not three
+    for n in range(3):
+        views.put("ch", f"{n}{message}", View({}, html if n != 1 else []))
+    assert views.get("ch", f"0{message}") is None
+    assert views.get("ch", f"1{message}") is not None and views.get("ch", f"2{message}") is not None
+    assert views.get("other", f"2{message}") is None
+
+
+# -- the ASGI messages of a stream, as a server gets them
+
+
+def live_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "/sm",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"accept", b"text/event-stream"), (b"datastar-request", b"true")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+
+
+class Server:
+    """What a server does with one stream's ASGI messages: keeps them, yields at each send (as a
+    socket write may), and tells the app the client left when ``leave`` is set."""
+
+    def __init__(self, stuck_after: int | None = None) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.left = anyio.Event()
+        self.stuck_after = stuck_after  # body messages after which a send never returns
+
+    async def receive(self) -> dict[str, Any]:
+        await self.left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        bodies = sum(1 for m in self.sent if m["type"] == "http.response.body")
+        if self.stuck_after is not None and bodies >= self.stuck_after:
+            await anyio.sleep_forever()
+        await anyio.sleep(0)
+        self.sent.append(message)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+async def test_a_server_that_stops_mid_stream_gets_the_response_finished_and_nothing_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Catches the stream raising on the server's cancellation (a traceback at every shutdown), or
+    leaving the response unfinished."""
+    sm = build()
+    server = Server()
+    caplog.set_level("DEBUG", logger="starmodel_asgi")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, live_scope("/sm/mlgauge/live"), server.receive, server.send)
+        await wait_for(lambda: b"level 0" in server.body)
+        tg.cancel_scope.cancel()  # what uvicorn does once its graceful shutdown is over
+    assert server.sent[0]["type"] == "http.response.start" and server.sent[0]["status"] == 200
+    assert server.sent[-1] == {"type": "http.response.body", "body": b""}
+    assert "live stream of sm:mlgauge:" in caplog.text and "cancelled by the server: ending it" in caplog.text
+    assert sm.live_streams() == {}
+
+
+async def test_a_server_stopping_before_the_stream_started_is_not_answered_for_it() -> None:
+    """Catches a body sent on a response that never started (the server's cancellation swallowed)."""
+    sm = build()
+    server = Server(stuck_after=0)
+    with anyio.move_on_after(0.3) as scope:  # the server cancels before any answer went out
+        await sm(live_scope("/sm/mlgauge/live"), server.receive, server.send)
+    assert scope.cancelled_caught
+    assert [m["type"] for m in server.sent] == []
+
+
+async def test_a_server_stopping_while_a_client_reads_nothing_ends_the_stream_within_a_second() -> None:
+    """Catches the final message's wait not bounded (a stuck client holds the shutdown up) or not
+    shielded from the cancellation."""
+    sm = build()
+    server = Server(stuck_after=1)  # the first view went out; then nothing moves
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, live_scope("/sm/mlgauge/live"), server.receive, server.send)
+        await wait_for(lambda: b"level 0" in server.body)
+        began = time.monotonic()
+        tg.cancel_scope.cancel()
+    assert 0.8 <= time.monotonic() - began < 1.8
+
+
+async def test_a_stream_whose_record_is_deleted_finishes_its_response_after_telling_the_page() -> None:
+    """Catches the last message left open (``more_body``) or carrying bytes after ``_deleted``."""
+    sm = StarModel([Card], secret_key="mutants-live", keepalive=30.0)
+    card = await sm.create(Card, owner="ann")
+    server = Server()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, live_scope(f"/sm/mlcard/{card.id}/live"), server.receive, server.send)
+        await wait_for(lambda: b"ann" in server.body)
+        await sm.delete(Card, card.id)
+        await wait_for(lambda: server.sent[-1].get("more_body") is False)
+    assert server.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert b'"_deleted":true' in server.sent[-2]["body"]
+    assert server.body.endswith(b"\n\n")
