@@ -388,3 +388,33 @@ async def test_a_stream_whose_record_is_deleted_finishes_its_response_after_tell
     assert server.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert b'"_deleted":true' in server.sent[-2]["body"]
     assert server.body.endswith(b"\n\n")
+
+
+class Lobby(Entity):
+    model_config = {"scope": "global", "name": "mllobby", "presence": True}
+    topic: str = ""
+
+
+class Refusing(Server):
+    """A connection that breaks when a body with ``breaks_on`` goes out."""
+
+    def __init__(self, breaks_on: bytes) -> None:
+        super().__init__()
+        self.breaks_on = breaks_on
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.breaks_on in message.get("body", b""):
+            raise ConnectionResetError("the client's connection broke")
+        await super().send(message)
+
+
+@pytest.mark.parametrize(("path", "breaks_on"), [("/sm/mllobby/live", b"_viewers"), ("/sm/mltile/live", b"keepalive")])
+async def test_a_send_that_fails_in_a_side_task_ends_the_stream_with_that_error(path: str, breaks_on: bytes) -> None:
+    """Catches a failed side task of the stream's (the viewers count, a keep-alive) left unseen:
+    the stream would hang on, holding its subscription and its place in the counts."""
+    sm = StarModel([Lobby, Tile], secret_key="mutants-live", keepalive=0.1)
+    server = Refusing(breaks_on)
+    with anyio.fail_after(5), pytest.raises(ConnectionResetError, match="connection broke"):
+        await sm(live_scope(path), server.receive, server.send)
+    assert b"datastar-patch-signals" in server.body
+    assert sm.live_streams() == {}
