@@ -14,6 +14,7 @@ Equivalent mutants of ``live.py``, with the reason no test can tell them apart:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
@@ -95,7 +96,9 @@ async def wait_for(condition: Any, timeout: float = 5) -> None:
 # -- the state cannot be read
 
 
-async def test_a_stream_whose_state_cannot_be_read_is_a_503_naming_the_entity_and_counts_no_stream() -> None:
+async def test_a_stream_whose_state_cannot_be_read_is_a_503_naming_the_entity_and_counts_no_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Catches the read's failure let through (a 500 or a hung stream) or the stream counted open."""
     sm = build()
     await store_state(sm, Gauge, {"level": "not a number"})
@@ -105,12 +108,15 @@ async def test_a_stream_whose_state_cannot_be_read_is_a_503_naming_the_entity_an
         assert live.headers["content-type"].startswith("text/event-stream")
         assert live.signals == {"mlgauge": {"_error": "The state is unavailable; try again", "_errors": {}}}
         assert sm.live_streams() == {}
+    assert "live stream of sm:mlgauge:global could not read the state" in caplog.text
 
 
 # -- messages that do not parse, re-reads that fail
 
 
-async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store() -> None:
+async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Catches an unreadable message ending the stream, or pushed as is, instead of re-read."""
     sm = build()
     async with Page(sm) as page, page.live("/sm/mlgauge/live") as live:
@@ -120,9 +126,12 @@ async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store()
         await live.wait(lambda s: s.signals["mlgauge"]["level"] == 7)
         await live.wait(lambda s: "level 7<" in s.elements[-1][2])
         assert not live.ended
+    assert f"unreadable live message for mlgauge {GLOBAL_KEY}; re-reading" in caplog.text
 
 
-async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change() -> None:
+async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Catches a failed re-read ending the stream, or pushing something, instead of waiting."""
     sm = build()
     channel = channel_name(sm.spec(Gauge), GLOBAL_KEY)
@@ -136,6 +145,7 @@ async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change() 
         await store_state(sm, Gauge, {"level": 3, "label": "", "hidden_note": ""})
         await sm.broadcast.publish(channel, "{not json either")
         await live.wait(lambda s: s.signals["mlgauge"]["level"] == 3)
+    assert f"live stream of mlgauge {GLOBAL_KEY} could not re-read the state" in caplog.text
 
 
 # -- what a push carries
@@ -225,8 +235,8 @@ async def test_an_authorize_that_fails_on_a_record_streams_state_refuses_it_and_
 
 
 async def test_every_quiet_stream_gets_its_comments_and_a_stream_opened_after_all_closed_gets_them_too() -> None:
-    """Catches the ticker serving only the stream at the head of its line, or not starting again
-    once every stream had left."""
+    """Catches the ticker serving only the stream at the head of its line, stopping when one of
+    several streams leaves, or not starting again once every stream had left."""
     sm = build(keepalive=0.2)
     async with Page(sm) as page:
         async with page.live("/sm/mltile/live") as first:
@@ -237,9 +247,44 @@ async def test_every_quiet_stream_gets_its_comments_and_a_stream_opened_after_al
                 await anyio.sleep(1.0)
                 assert 2 <= second.text.count(": keepalive\n\n") <= 6, second.text
             assert 3 <= first.text.count(": keepalive\n\n") <= 7, first.text
+            await wait_for(lambda: sm.live_streams() == {"mltile": 1})
+            sent = first.text.count(": keepalive\n\n")
+            await first.wait(lambda s: s.text.count(": keepalive\n\n") >= sent + 2, timeout=2)
         await wait_for(lambda: sm.live_streams() == {})
         async with page.live("/sm/mltile/live") as again:
             await again.wait(lambda s: s.text.count(": keepalive\n\n") >= 2, timeout=2)
+
+
+def keepalive_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "starmodel-keepalive" and not t.done()]
+
+
+async def test_one_named_keepalive_task_serves_every_stream_of_the_event_loop_while_any_is_open() -> None:
+    """Catches a ticker (a task) per stream, or one that outlives the streams."""
+    sm = build(keepalive=0.2)
+    async with Page(sm) as page:
+        assert keepalive_tasks() == []
+        async with page.live("/sm/mltile/live") as one, page.live("/sm/mlgauge/live") as two:
+            await one.next()
+            await two.next()
+            assert len(keepalive_tasks()) == 1
+        await wait_for(lambda: sm.live_streams() == {})
+        await wait_for(lambda: keepalive_tasks() == [])
+
+
+async def test_a_client_that_reads_nothing_has_one_keepalive_on_its_way_at_a_time() -> None:
+    """Catches a keep-alive started while the last one is still stuck: tasks piling up for as long
+    as the client hangs."""
+    sm = build(keepalive=0.05)
+    server = Server(stuck_after=1)  # the first view went out; then nothing moves
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, live_scope("/sm/mltile/live"), server.receive, server.send)
+        await wait_for(lambda: len(server.sent) == 2)
+        await anyio.sleep(0.1)
+        tasks = len(asyncio.all_tasks())
+        await anyio.sleep(0.5)  # ten keep-alive periods
+        assert len(asyncio.all_tasks()) <= tasks
+        server.left.set()
 
 
 # -- the views a thousand streams share
