@@ -463,3 +463,17 @@ async def test_a_send_that_fails_in_a_side_task_ends_the_stream_with_that_error(
         await sm(live_scope(path), server.receive, server.send)
     assert b"datastar-patch-signals" in server.body
     assert sm.live_streams() == {}
+
+
+class Beacon(Entity):
+    """No public state and no HTML: its stream's first view sends nothing."""
+
+    model_config = {"scope": "global", "name": "mlbeacon"}
+
+
+async def test_a_stream_whose_first_view_is_empty_still_gets_its_keepalives() -> None:
+    """Catches a stream that joins the ticker before it ever sent (no time to count quiet from)."""
+    sm = StarModel([Beacon], secret_key="mutants-live", keepalive=0.1)
+    async with Page(sm) as page, page.live("/sm/mlbeacon/live") as live:
+        await live.wait(lambda s: s.text.count(": keepalive\n\n") >= 2, timeout=2)
+        assert live.events == []
