@@ -477,3 +477,43 @@ async def test_a_stream_whose_first_view_is_empty_still_gets_its_keepalives() ->
     async with Page(sm) as page, page.live("/sm/mlbeacon/live") as live:
         await live.wait(lambda s: s.text.count(": keepalive\n\n") >= 2, timeout=2)
         assert live.events == []
+
+
+class Gated(Server):
+    """A client that stops reading while ``open`` is clear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = anyio.Event()
+        self.open.set()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.open.wait()
+        await super().send(message)
+
+
+async def test_a_reader_that_fell_behind_gets_every_change_it_skipped_not_a_faster_readers_diff() -> None:
+    """Catches the bytes streams share keyed wrongly: a slow stream that skipped a state must send
+    what changed since the state it last sent, not since the one a faster stream last sent."""
+    sm = build()
+    slow, fast = Gated(), Server()
+    path = "/sm/mlgauge/live"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, live_scope(path), slow.receive, slow.send)
+        tg.start_soon(sm, live_scope(path), fast.receive, fast.send)
+        await wait_for(lambda: b"level 0" in slow.body and b"level 0" in fast.body)
+        slow.open = anyio.Event()  # the slow client stops reading
+        async with sm.edit(Gauge) as gauge:
+            gauge.level = 1
+        await wait_for(lambda: b"level 1" in fast.body)
+        async with sm.edit(Gauge) as gauge:
+            gauge.label = "north"
+        await wait_for(lambda: b"north" in fast.body)
+        async with sm.edit(Gauge) as gauge:
+            gauge.hidden_note = "n"
+        await wait_for(lambda: b'"hidden_note":"n"' in fast.body)
+        slow.open.set()
+        await wait_for(lambda: b'"hidden_note":"n"' in slow.body)
+        assert b'"label":"north"' in slow.body
+        slow.left.set()
+        fast.left.set()
