@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
@@ -23,10 +24,11 @@ import anyio
 import pytest
 
 from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi.formatters import DatastarFormatter, JSONFormatter
 from starmodel_asgi.live import View, Views
 from starmodel_asgi.spec import GLOBAL_KEY
 from starmodel_asgi.testing import Page
-from starmodel_asgi.values import Element
+from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import channel_name
 
 pytestmark = pytest.mark.anyio
@@ -517,3 +519,36 @@ async def test_a_reader_that_fell_behind_gets_every_change_it_skipped_not_a_fast
         assert b'"label":"north"' in slow.body
         slow.left.set()
         fast.left.set()
+
+
+class CountingFormatter(DatastarFormatter):
+    """Datastar's own, counting the bodies it formats."""
+
+    def __init__(self) -> None:
+        self.formatted = 0
+
+    def format(self, updates: Sequence[Update]) -> str:
+        self.formatted += 1
+        return super().format(updates)
+
+
+async def test_streams_at_the_same_view_format_the_next_change_once() -> None:
+    """Catches the bytes streams share not kept (or not found): a thousand streams formatting one
+    change a thousand times."""
+    formatter = CountingFormatter()
+    sm = StarModel([Gauge], secret_key="mutants-live", keepalive=30.0, formatters=[formatter, JSONFormatter()])
+    servers = [Server() for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+        for server in servers:
+            tg.start_soon(sm, live_scope("/sm/mlgauge/live"), server.receive, server.send)
+        await wait_for(lambda: all(b"level 0" in s.body for s in servers))
+        async with sm.edit(Gauge) as gauge:
+            gauge.level = 1  # each stream came from a first view of its own: three diffs
+        await wait_for(lambda: all(b"level 1" in s.body for s in servers))
+        before = formatter.formatted
+        async with sm.edit(Gauge) as gauge:
+            gauge.level = 2  # all at the same view now
+        await wait_for(lambda: all(b"level 2" in s.body for s in servers))
+        assert formatter.formatted - before == 1
+        for server in servers:
+            server.left.set()
