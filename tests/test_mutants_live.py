@@ -110,7 +110,7 @@ async def test_a_stream_whose_state_cannot_be_read_is_a_503_naming_the_entity_an
         assert live.headers["content-type"].startswith("text/event-stream")
         assert live.signals == {"mlgauge": {"_error": "The state is unavailable; try again", "_errors": {}}}
         assert sm.live_streams() == {}
-    assert "live stream of sm:mlgauge:global could not read the state" in caplog.text
+    assert "live stream of sm:mlgauge:global could not read the state" in caplog.messages
 
 
 # -- messages that do not parse, re-reads that fail
@@ -128,7 +128,7 @@ async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store(
         await live.wait(lambda s: s.signals["mlgauge"]["level"] == 7)
         await live.wait(lambda s: "level 7<" in s.elements[-1][2])
         assert not live.ended
-    assert f"unreadable live message for mlgauge {GLOBAL_KEY}; re-reading" in caplog.text
+    assert f"unreadable live message for mlgauge {GLOBAL_KEY}; re-reading" in caplog.messages
 
 
 async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change(
@@ -147,7 +147,7 @@ async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change(
         await store_state(sm, Gauge, {"level": 3, "label": "", "hidden_note": ""})
         await sm.broadcast.publish(channel, "{not json either")
         await live.wait(lambda s: s.signals["mlgauge"]["level"] == 3)
-    assert f"live stream of mlgauge {GLOBAL_KEY} could not re-read the state" in caplog.text
+    assert f"live stream of mlgauge {GLOBAL_KEY} could not re-read the state" in caplog.messages
 
 
 # -- what a push carries
@@ -233,7 +233,7 @@ async def test_an_authorize_that_fails_on_a_record_streams_state_refuses_it_and_
         await live.wait(lambda s: s.signals["mlcard"].get("_error") == "Forbidden")
         await live.wait(lambda s: s.ended)
         assert "boom" not in live.text.replace('"_error":"Forbidden"', "")
-    assert f"authorize failed for mlcard {card.id}; ending its live stream" in caplog.text
+    assert f"authorize failed for mlcard {card.id}; ending its live stream" in caplog.messages
 
 
 async def test_every_quiet_stream_gets_its_comments_and_a_stream_opened_after_all_closed_gets_them_too() -> None:
@@ -395,7 +395,7 @@ async def test_a_server_that_stops_mid_stream_gets_the_response_finished_and_not
         tg.cancel_scope.cancel()  # what uvicorn does once its graceful shutdown is over
     assert server.sent[0]["type"] == "http.response.start" and server.sent[0]["status"] == 200
     assert server.sent[-1] == {"type": "http.response.body", "body": b""}
-    assert "live stream of sm:mlgauge:" in caplog.text and "cancelled by the server: ending it" in caplog.text
+    assert f"live stream of sm:mlgauge:{GLOBAL_KEY} cancelled by the server: ending it" in caplog.messages
     assert sm.live_streams() == {}
 
 
@@ -552,3 +552,30 @@ async def test_streams_at_the_same_view_format_the_next_change_once() -> None:
         assert formatter.formatted - before == 1
         for server in servers:
             server.left.set()
+
+
+class Flaky(Entity):
+    model_config = {"scope": "global", "name": "mlflaky"}
+    text: str = ""
+
+    def render(self) -> str:
+        if self.text == "boom":
+            raise ValueError("no HTML for boom")
+        return f'<p id="mlflaky">{self.text}</p>'
+
+
+async def test_a_render_that_fails_pushes_the_signals_alone_and_logs_which_entity_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Catches a failing ``render`` ending the stream, or logged without naming its entity."""
+    sm = StarModel([Flaky], secret_key="mutants-live", keepalive=30.0)
+    async with Page(sm) as page, page.live("/sm/mlflaky/live") as live:
+        assert (await live.next()).elements == [("#mlflaky", "outer", '<p id="mlflaky"></p>')]
+        async with sm.edit(Flaky) as flaky:
+            flaky.text = "boom"
+        boom = await live.next()
+        assert boom.signals == {"mlflaky": {"text": "boom"}} and boom.elements == []
+        async with sm.edit(Flaky) as flaky:
+            flaky.text = "fine"
+        assert (await live.next()).elements == [("#mlflaky", "outer", '<p id="mlflaky">fine</p>')]
+    assert "Flaky.render() failed; pushing signals only" in caplog.messages
