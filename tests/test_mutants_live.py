@@ -4,12 +4,25 @@ whose state cannot be read, a message that does not parse (the state is re-read 
 or whose re-read fails (the stream stays open), pushes that carry only what the page sees
 changed, and an idle stream that costs no CPU between its keep-alive comments.
 
-In-process (``testing.Page`` over the ``StreamingTransport``): the same ``LiveStream`` code a real
-server runs, on the test's event loop.
+In-process (``testing.Page`` over the ``StreamingTransport``, or the app called with a server's
+ASGI messages): the same ``LiveStream`` code a real server runs, on the test's event loop.
 
-Equivalent mutants of ``live.py``, with the reason no test can tell them apart:
+Equivalent mutants of ``live.py`` (no behaviour a user can see changes), one line each:
 
-(none judged yet)
+- ``LiveStream.__call__`` 3: ``started = None`` is falsy like ``False``.
+- ``LiveStream.__init__`` 4, 5, 6: the clock and ``last_sent`` are set again when the stream runs;
+  7, 9: ``_out`` and ``_scope`` are set before any task that reads them exists.
+- ``LiveResponse.__init__`` 15: no element list equals ``""`` any more than ``None``; 16: ``None``
+  is falsy like ``0``; 17: the first view is the stream's own, so the body it keeps under serial 1
+  is read by no other stream; 18: ``start`` sets ``_instance_read`` before it is read.
+- ``LiveResponse.first`` 12: ``""`` lets go of the instance as ``None`` does.
+- ``Ticker.add`` 1, ``Ticker.sent`` 2: the values of the ticker's ordered dict are never read.
+- ``Ticker._run`` 7: ``>`` for ``>=`` between two readings of a float clock.
+- ``Ticker.remove`` 7: the ticker is dropped (``done``) as its task is, so the next stream makes a new one.
+- ``Live.ticker`` 10-13: a ticker not dropped when its last stream leaves is reused by the loop's
+  next stream (its task starts again): the same comments; one small object kept per event loop.
+- ``LiveStream._viewers`` 4: the streaming formatter writes the changed fields, never ``state``;
+  12: presence yields each count as ``str(total)``, never empty, so ``or 1`` never applies.
 """
 
 from __future__ import annotations
