@@ -34,12 +34,12 @@ import asyncio
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import anyio
 import pytest
 
-from starmodel_asgi import Entity, StarModel, event
+from starmodel_asgi import ClientWritable, Entity, StarModel, event
 from starmodel_asgi.formatters import DatastarFormatter, JSONFormatter
 from starmodel_asgi.live import View, Views
 from starmodel_asgi.spec import GLOBAL_KEY
@@ -595,3 +595,28 @@ async def test_a_render_that_fails_pushes_the_signals_alone_and_logs_which_entit
             flaky.text = "fine"
         assert (await live.next()).elements == [("#mlflaky", "outer", '<p id="mlflaky">fine</p>')]
     assert "Flaky.render() failed; pushing signals only" in caplog.messages
+
+
+class Memo(Entity):
+    model_config = {"scope": "global", "name": "mlmemo"}
+    draft: Annotated[str, ClientWritable] = ""
+    n: int = 0
+
+
+async def test_a_pushed_field_the_page_types_into_lands_only_where_the_page_still_holds_what_was_sent() -> None:
+    """Catches the guard left off a client-writable field (a push overwrites what the user is
+    typing) or put on a field no one types into."""
+    sm = StarModel([Memo], secret_key="mutants-live", keepalive=30.0)
+    async with Page(sm) as page, page.live("/sm/mlmemo/live") as live:
+        await live.next()
+        async with sm.edit(Memo) as memo:
+            memo.draft, memo.n = "one", 1
+        pushed = await live.next()
+        assert pushed.text.startswith('event: datastar-patch-signals\ndata: signals {"mlmemo":{"n":1}}\n\n')
+        assert 'data-starmodel-guard="{&quot;mlmemo&quot;:{&quot;draft&quot;:[&quot;&quot;,&quot;one&quot;]}}"' in (
+            pushed.text
+        )
+        async with sm.edit(Memo) as memo:
+            memo.draft = "two"
+        assert "[&quot;one&quot;,&quot;two&quot;]" in (await live.next()).text
+        assert page.signals["mlmemo"] == {"draft": "two", "n": 1}
