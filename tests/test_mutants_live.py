@@ -21,6 +21,8 @@ Equivalent mutants of ``live.py`` (no behaviour a user can see changes), one lin
 - ``Ticker.remove`` 7: the ticker is dropped (``done``) as its task is, so the next stream makes a new one.
 - ``Live.ticker`` 10-13: a ticker not dropped when its last stream leaves is reused by the loop's
   next stream (its task starts again): the same comments; one small object kept per event loop.
+- ``LiveStream._run`` 41: no task runs between ``_scope = ""`` and the tasks' cancellation, and a
+  cancelled task's callback stops at ``task.cancelled()`` before it reads the scope.
 - ``LiveStream._serve`` 9, 15, ``LiveResponse.follow`` 49, 55: a live stream's formatter is the
   streaming one (Datastar's unless the app brings its own), whose error body is the message alone:
   the status of the ``EventError`` (the 503 response's own status is written separately) goes nowhere.
