@@ -149,6 +149,20 @@ async def test_a_message_that_does_not_parse_re_reads_the_state_from_the_store(
     assert f"unreadable live message for mlgauge {GLOBAL_KEY}; re-reading" in caplog.messages
 
 
+async def test_a_message_that_parses_is_pushed_as_published_without_reading_the_store() -> None:
+    """Catches each message re-read from the store (a read per change, and a state that is not the
+    one published)."""
+    sm = build()
+    async with Page(sm) as page, page.live("/sm/mlgauge/live") as live:
+        await live.wait(lambda s: s.signals.get("mlgauge", {}).get("level") == 0)
+        await store_state(sm, Gauge, {"level": 7, "label": "", "hidden_note": ""})  # not published
+        published = '{"level": 5, "label": "", "hidden_note": ""}'
+        await sm.broadcast.publish(channel_name(sm.spec(Gauge), GLOBAL_KEY), published)
+        await live.wait(lambda s: s.signals["mlgauge"]["level"] == 5)
+        await live.wait(lambda s: "level 5<" in s.elements[-1][2])
+        assert "level 7" not in live.text
+
+
 async def test_a_re_read_that_fails_keeps_the_stream_open_for_the_next_change(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
