@@ -638,3 +638,36 @@ async def test_a_pushed_field_the_page_types_into_lands_only_where_the_page_stil
             memo.draft = "two"
         assert "[&quot;one&quot;,&quot;two&quot;]" in (await live.next()).text
         assert page.signals["mlmemo"] == {"draft": "two", "n": 1}
+
+
+class Marked(DatastarFormatter):
+    """A second streaming formatter, for requests that say ``X-Marked: 1``: Datastar's events
+    after a comment line of its own."""
+
+    def matches(self, request: Any) -> bool:
+        return bool(request.headers.get("x-marked") == "1")
+
+    def format(self, updates: Sequence[Update]) -> str:
+        return ": marked\n\n" + super().format(updates)
+
+
+async def test_streams_of_two_formatters_at_the_same_view_each_send_their_own_format() -> None:
+    """Catches the bytes streams share kept without their formatter: one format sent to the other's
+    clients."""
+    sm = StarModel([Gauge], secret_key="mutants-live", keepalive=30.0, formatters=[Marked(), DatastarFormatter()])
+    marked, plain = Server(), Server()
+    marked_scope = live_scope("/sm/mlgauge/live")
+    marked_scope["headers"] = [*marked_scope["headers"], (b"x-marked", b"1")]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sm, marked_scope, marked.receive, marked.send)
+        tg.start_soon(sm, live_scope("/sm/mlgauge/live"), plain.receive, plain.send)
+        await wait_for(lambda: b"level 0" in marked.body and b"level 0" in plain.body)
+        for level in (1, 2):  # after the first change both are at the same view
+            async with sm.edit(Gauge) as gauge:
+                gauge.level = level
+            shown = f"level {level}".encode()
+            await wait_for(lambda shown=shown: shown in marked.body and shown in plain.body)
+        assert marked.body.count(b": marked\n\n") == 3
+        assert b": marked" not in plain.body
+        marked.left.set()
+        plain.left.set()
