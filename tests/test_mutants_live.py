@@ -1,8 +1,12 @@
 """Live streams as their users see them: the behaviours mutation testing (issue 19 point 11) found
-no test for in ``live.py``: the open-stream counts (``sm.live_streams()``), the 503 of a stream
-whose state cannot be read, a message that does not parse (the state is re-read from the store)
-or whose re-read fails (the stream stays open), pushes that carry only what the page sees
-changed, and an idle stream that costs no CPU between its keep-alive comments.
+no test for in ``live.py``: the open-stream counts (``sm.live_streams()``); the 503 of a stream
+whose state cannot be read; a message applied as published, one that does not parse re-read from
+the store, a failed re-read that keeps the stream open; pushes that carry only what the page sees
+changed, guarded where the page types, and what a reader that fell behind skipped; a change
+rendered and formatted once for all the streams at one view (per formatter), within the views'
+byte bound; keep-alive comments from one task per event loop, for every quiet stream, one at a
+time to a stuck client, at no CPU cost between them; a failing ``authorize``, ``render`` or side
+task; and the ASGI messages of a stream the server stops, or whose record is deleted.
 
 In-process (``testing.Page`` over the ``StreamingTransport``, or the app called with a server's
 ASGI messages): the same ``LiveStream`` code a real server runs, on the test's event loop.
@@ -23,6 +27,8 @@ Equivalent mutants of ``live.py`` (no behaviour a user can see changes), one lin
   next stream (its task starts again): the same comments; one small object kept per event loop.
 - ``LiveStream._run`` 41: no task runs between ``_scope = ""`` and the tasks' cancellation, and a
   cancelled task's callback stops at ``task.cancelled()`` before it reads the scope.
+- ``LiveResponse.follow`` 20: ``views.get`` for a ``None`` message finds nothing, as no view is
+  kept for one.
 - ``LiveStream._serve`` 9, 15, ``LiveResponse.follow`` 49, 55: a live stream's formatter is the
   streaming one (Datastar's unless the app brings its own), whose error body is the message alone:
   the status of the ``EventError`` (the 503 response's own status is written separately) goes nowhere.
