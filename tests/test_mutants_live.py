@@ -32,6 +32,8 @@ Equivalent mutants of ``live.py`` (no behaviour a user can see changes), one lin
 - ``LiveStream._serve`` 9, 15, ``LiveResponse.follow`` 49, 55: a live stream's formatter is the
   streaming one (Datastar's unless the app brings its own), whose error body is the message alone:
   the status of the ``EventError`` (the 503 response's own status is written separately) goes nowhere.
+- ``view_of`` 1 (``render`` defaults to ``False``): every call passes ``render``; ``Views.__init__`` 1:
+  one view more (257) in the shared cache, still bounded by its bytes.
 - ``LiveStream._viewers`` 4: the streaming formatter writes the changed fields, never ``state``;
   12: presence yields each count as ``str(total)``, never empty, so ``or 1`` never applies.
 """
