@@ -27,6 +27,8 @@ Equivalent mutants of ``live.py`` (no behaviour a user can see changes), one lin
   next stream (its task starts again): the same comments; one small object kept per event loop.
 - ``LiveStream._run`` 41: no task runs between ``_scope = ""`` and the tasks' cancellation, and a
   cancelled task's callback stops at ``task.cancelled()`` before it reads the scope.
+- ``LiveResponse._allowed`` 1: a looser ``assert``: it is only asked with ``allowed`` set, about a
+  view that has its instance.
 - ``LiveResponse.follow`` 20: ``views.get`` for a ``None`` message finds nothing, as no view is
   kept for one.
 - ``LiveStream._serve`` 9, 15, ``LiveResponse.follow`` 49, 55: a live stream's formatter is the
