@@ -417,6 +417,8 @@ class Server:
         if self.stuck_after is not None and bodies >= self.stuck_after:
             await anyio.sleep_forever()
         await anyio.sleep(0)
+        if self.sent and self.sent[-1]["type"] == "http.response.body" and not self.sent[-1].get("more_body"):
+            raise RuntimeError(f"{message['type']} sent after the response completed")  # as uvicorn says
         self.sent.append(message)
 
     @property
