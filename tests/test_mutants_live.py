@@ -682,5 +682,12 @@ async def test_streams_of_two_formatters_at_the_same_view_each_send_their_own_fo
             await wait_for(lambda shown=shown: shown in marked.body and shown in plain.body)
         assert marked.body.count(b": marked\n\n") == 3
         assert b": marked" not in plain.body
+        same = '{"level": 2, "label": "", "hidden_note": ""}'  # the state as it is: nothing to send
+        await sm.broadcast.publish(channel_name(sm.spec(Gauge), GLOBAL_KEY), same)
+        await anyio.sleep(0.2)  # taken before the next change (a pending message would be replaced)
+        async with sm.edit(Gauge) as gauge:
+            gauge.level = 3
+        await wait_for(lambda: b"level 3" in marked.body)
+        assert marked.body.count(b": marked\n\n") == 4
         marked.left.set()
         plain.left.set()
