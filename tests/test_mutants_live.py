@@ -689,5 +689,6 @@ async def test_streams_of_two_formatters_at_the_same_view_each_send_their_own_fo
             gauge.level = 3
         await wait_for(lambda: b"level 3" in marked.body)
         assert marked.body.count(b": marked\n\n") == 4
+        assert all(chunk.startswith(b"event: datastar-patch-") for chunk in plain.body.split(b"\n\n") if chunk)
         marked.left.set()
         plain.left.set()
