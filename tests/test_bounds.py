@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from starmodel_asgi import Entity, EventRequest, StarModel, UploadFile, event
+from tests.support.asgi import http_scope
 from tests.support.servers import run_server
 
 pytestmark = pytest.mark.anyio
@@ -51,23 +52,6 @@ class Board(Entity):
             yield
 
 
-def scope_of(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "t", **headers}.items()],
-        "server": ("t", 80),
-        "client": ("127.0.0.1", 1),
-    }
-
-
 async def status_of_stalled(
     app: Any, method: str, path: str, headers: dict[str, str], body: bytearray | None = None
 ) -> tuple[int, bool]:
@@ -88,7 +72,7 @@ async def status_of_stalled(
             body.extend(message.get("body", b""))
 
     with anyio.fail_after(5):
-        await app(scope_of(method, path, headers), receive, send)
+        await app(http_scope(method, path, headers), receive, send)
     return answer[0], asked
 
 
@@ -249,14 +233,14 @@ async def test_a_client_gone_mid_body_is_a_quiet_400(caplog: pytest.LogCaptureFi
             answer.append(message["status"])
 
     headers = {"content-type": "application/json", "content-length": "50"}
-    await sm(scope_of("POST", "/board/write", headers), receive, send)
+    await sm(http_scope("POST", "/board/write", headers), receive, send)
     assert answer == [400]
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 async def test_a_content_length_of_other_digits_is_not_a_server_error() -> None:
     sm = StarModel([Board], base_path="", secret_key="b")
-    scope = scope_of("POST", "/board/write", {"content-type": "application/json"})
+    scope = http_scope("POST", "/board/write", {"content-type": "application/json"})
     scope["headers"].append((b"content-length", b"\xb2"))  # latin-1 "²": str.isdigit() says yes, int() says no
     answer: list[int] = []
 

@@ -15,6 +15,7 @@ from starmodel_asgi.recent import Recent
 from starmodel_asgi.stores.memory import MemoryStore
 from starmodel_asgi.testing import StreamingTransport
 from starmodel_asgi.values import Element
+from tests.support.asgi import http_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -42,20 +43,7 @@ class Item(Entity):
 
 async def post_without_cookie(app: Any, path: str) -> int:
     """One request as a server would pass it, from a client that keeps no cookie."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"t"), (b"datastar-request", b"true"), (b"content-length", b"2")],
-        "server": ("t", 80),
-        "client": ("127.0.0.1", 1),
-    }
+    scope = http_scope("POST", path, {"datastar-request": "true", "content-length": "2"})
     sent = [{"type": "http.request", "body": b"{}", "more_body": False}]
     status = 0
 

@@ -58,6 +58,7 @@ from starmodel_asgi.spec import GLOBAL_KEY
 from starmodel_asgi.testing import Page
 from starmodel_asgi.values import Element, Update
 from starmodel_asgi.wire import channel_name
+from tests.support.asgi import http_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -382,21 +383,9 @@ def test_the_shared_views_count_a_state_three_times_its_json_plus_its_html_and_d
 
 
 def live_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "/sm",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"accept", b"text/event-stream"), (b"datastar-request", b"true")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    return http_scope(
+        "GET", path, {"host": "testserver", "accept": "text/event-stream", "datastar-request": "true"}, "/sm"
+    )
 
 
 class Server:

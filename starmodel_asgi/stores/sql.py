@@ -85,7 +85,10 @@ def _check_storable(spec: EntitySpec, table: Table, values: dict[str, Any]) -> N
     errors: dict[str, str] = {}
     for name, value in values.items():
         column_type = type(table.c[name].type)
-        if column_type is BigInteger and isinstance(value, int) and not -(2**63) <= value < 2**63:
+        # a JSON column holding a bare number too: SQLite reads its text as a number (numeric
+        # affinity) and would keep a float of it, which no longer validates as the int it was
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if column_type in (BigInteger, JSON) and whole and not -(2**63) <= value < 2**63:
             errors[name] = "Number too large to store (64-bit integers only)"
         elif column_type is Text and isinstance(value, str) and "\x00" in value:
             errors[name] = "Text cannot contain NUL characters"

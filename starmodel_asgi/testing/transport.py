@@ -219,8 +219,14 @@ class Exchange:
             self.status = message["status"]
             self.headers = list(message.get("headers", []))
             self._head.set()
-        elif message["type"] == "http.response.body" and message.get("body"):
-            self._put(message["body"])
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                self._put(message["body"])
+            if not message.get("more_body", False):  # the answer is whole: a server ends it there,
+                self._put(None)  # and the app's next receive() hears the client gone, as uvicorn's does
+                if self._disconnected is None:
+                    self._disconnected = anyio.Event()
+                self._disconnected.set()
 
 
 class Lifespan:
