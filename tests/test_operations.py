@@ -3,6 +3,7 @@ slow-event warning, loggers per concern with the request in every record, and vi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import subprocess
@@ -355,10 +356,9 @@ async def test_fastapis_own_tracing_gets_the_route_template_too() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    try:
-        host = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})  # type: ignore[call-arg]
-    except TypeError:
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
         pytest.skip("this FastAPI has no tracing of its own (FastAPI(telemetry=...) came later)")
+    host = FastAPI(telemetry={"tracer_provider": provider, "metrics": False, "logs": False})  # type: ignore[call-arg]
     host.mount("/sm", StarModel([Ticket], secret_key="k"))
     async with client_of(host) as client:
         ticket = (await client.post("/sm/ticket", json={}, headers=JSON)).json()

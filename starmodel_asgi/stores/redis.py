@@ -8,6 +8,7 @@ holder whose lock was lost anyway fails loudly instead of overwriting someone el
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import time
@@ -151,6 +152,9 @@ class Lane:
 
     def __init__(self, client: Redis, keep: int = 4) -> None:
         self.client, self.keep = client, keep
+        # redis-py before 5.3 wants a command name to hand out a connection; later ones warn if given
+        wanted = inspect.signature(client.connection_pool.get_connection).parameters.get("command_name")
+        self._named = () if wanted is None or wanted.default is not inspect.Parameter.empty else ("EVALSHA",)
         self._spare: list[AbstractConnection] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the spare connections' event loop
 
@@ -160,7 +164,7 @@ class Lane:
             await self.aclose()  # another event loop's connections: the pool's again
             self._loop = asyncio.get_running_loop()
         spare = self._spare.pop() if self._spare else None
-        conn = spare if spare is not None else await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = spare if spare is not None else await pool.get_connection(*self._named)  # type: ignore[no-untyped-call]
         try:
             if spare is not None:  # what the pool checks of a connection it hands out: one the
                 await pool.ensure_connection(spare)  # server closed meanwhile is made again

@@ -362,8 +362,10 @@ class SQLTransaction:
             with anyio.CancelScope(shield=True):
                 try:
                     await self._transaction.rollback()
-                except Exception:  # the connection is gone: closing it below discards it
+                except Exception:  # the connection is gone: the pool must not hand it out again
                     logger.warning("rolling back a SQL transaction failed", exc_info=True)
+                    if self._conn is not None:  # (older SQLAlchemy releases would)
+                        await self._conn.invalidate()
 
     async def release(self) -> None:
         stack, self._stack = self._stack, AsyncExitStack()
