@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 import pytest
+from redis import __version__ as redis_version
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -77,6 +78,8 @@ async def test_the_first_events_after_a_restart_succeed() -> None:
     """The store keeps a few connections aside for its per-event scripts. Redis restarted while
     they sat idle: each is made again before use (as the pool does), and the scripts Redis forgot
     are loaded again, so the first events after the restart succeed instead of answering 503."""
+    if tuple(int(part) for part in redis_version.split(".")[:2]) < (5, 3):
+        pytest.skip("redis-py before 5.3 goes through its client, whose first command after a restart fails")
     with RedisServer() as redis:
         store = RedisStore(redis.url, prefix="restart:", timeout=1.0)
         sm = StarModel([Tally], base_path="", secret_key="restart", stores={"redis": store})

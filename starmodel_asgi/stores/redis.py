@@ -152,19 +152,22 @@ class Lane:
 
     def __init__(self, client: Redis, keep: int = 4) -> None:
         self.client, self.keep = client, keep
-        # redis-py before 5.3 wants a command name to hand out a connection; later ones warn if given
+        # redis-py before 5.3 (its pool wants a command name to hand out a connection, and does not
+        # check a kept one the same way): the scripts go through the client, as they did before
         wanted = inspect.signature(client.connection_pool.get_connection).parameters.get("command_name")
-        self._named = () if wanted is None or wanted.default is not inspect.Parameter.empty else ("EVALSHA",)
+        self._through_client = wanted is not None and wanted.default is inspect.Parameter.empty
         self._spare: list[AbstractConnection] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the spare connections' event loop
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        if self._through_client:
+            return await script(keys=keys, args=args)
         pool = self.client.connection_pool
         if self._loop is not asyncio.get_running_loop():
             await self.aclose()  # another event loop's connections: the pool's again
             self._loop = asyncio.get_running_loop()
         spare = self._spare.pop() if self._spare else None
-        conn = spare if spare is not None else await pool.get_connection(*self._named)  # type: ignore[no-untyped-call]
+        conn = spare if spare is not None else await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             if spare is not None:  # what the pool checks of a connection it hands out: one the
                 await pool.ensure_connection(spare)  # server closed meanwhile is made again
