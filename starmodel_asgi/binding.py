@@ -98,8 +98,14 @@ def client_writes(spec: EntitySpec, request: EventRequest, *, creating: bool = F
 
 def apply_client_writes(spec: EntitySpec, instance: BaseModel, request: EventRequest) -> None:
     """Sets the client-writable fields the page sent; each bad value is a 422 naming it."""
+    set_fields(spec, instance, client_writes(spec, request))
+
+
+def set_fields(spec: EntitySpec, instance: BaseModel, values: dict[str, Any]) -> None:
+    """Sets each of ``values`` on ``instance``, validated as assigned; the bad ones are one 422
+    naming each."""
     errors: dict[str, str] = {}
-    for name, value in client_writes(spec, request).items():
+    for name, value in values.items():
         try:
             setattr(instance, name, value)
         except ValidationError as exc:

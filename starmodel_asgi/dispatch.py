@@ -15,7 +15,14 @@ from typing import Any, cast
 import anyio.to_thread
 from pydantic import ValidationError
 
-from starmodel_asgi.binding import apply_client_writes, bind_params, client_instance, client_values, client_writes
+from starmodel_asgi.binding import (
+    apply_client_writes,
+    bind_params,
+    client_instance,
+    client_values,
+    client_writes,
+    set_fields,
+)
 from starmodel_asgi.broadcast import Broadcast
 from starmodel_asgi.changes import Subscribers
 from starmodel_asgi.elements import to_elements
@@ -230,7 +237,8 @@ async def new_record(
             raise invalid(spec.name, errors) from None
         # a required field nobody gave: on_create may set it (an owner from the request), and
         # the record is whole once it has run, or a 422 names what is still missing
-        instance = partial_record(spec, model, values)
+        instance = model.model_construct()  # each given value validated as set, the rest unset
+        set_fields(spec, instance, values)
         await created(instance, request)
         try:
             instance = model.model_validate(dict(instance.__dict__))
@@ -240,20 +248,6 @@ async def new_record(
         await created(instance, request)
     if check is not None:
         await check(instance)
-    return instance
-
-
-def partial_record(spec: EntitySpec, model: type[Entity], values: dict[str, Any]) -> Entity:
-    """A record with each given value validated and set, and its required fields left unset."""
-    instance = model.model_construct()
-    errors: dict[str, str] = {}
-    for name, value in values.items():
-        try:
-            setattr(instance, name, value)
-        except ValidationError as exc:
-            errors.update(readable_errors(exc, model))
-    if errors:
-        raise invalid(spec.name, errors)
     return instance
 
 
